@@ -1,0 +1,167 @@
+"""The client factory: the only place that builds credentials and Azure service SDK clients.
+
+SDK modules are imported inside the functions so `import function_app` stays fast. Settings decide
+endpoints and the credential (rotation/settings.py); the quirks that decide how each client must be
+built for a loopback emulator are handled here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from rotation.settings import Settings, SettingsError, is_loopback, load_settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
+    from azure.eventgrid import EventGridPublisherClient
+    from azure.keyvault.secrets import SecretClient
+    from azure.mgmt.web import WebSiteManagementClient
+    from azure.monitor.query import LogsQueryClient
+
+ARM_SCOPE = "https://management.azure.com/.default"
+LOGS_AUDIENCE = "https://api.loganalytics.io"
+TOKEN_LIFETIME = 3600
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+
+class LoopbackTokenCredential:
+    """A TokenCredential minting unsigned JWT-shaped tokens for the local emulators.
+
+    The emulators read the audience and the caller's object id from it (Key Vault's audit records who
+    read which version), so each local identity — the app, a sample consumer — gets its own `oid`.
+    Only ever handed to clients whose endpoint is loopback (see Settings.check_endpoint).
+    """
+
+    def __init__(self, object_id: str, name: str | None = None, tenant_id: str | None = None) -> None:
+        self.object_id = object_id
+        self.name = name
+        self.tenant_id = tenant_id
+
+    def _mint(self, scopes: tuple[str, ...], tenant_id: str | None) -> tuple[str, int]:
+        if not scopes:
+            raise ValueError("at least one scope is required")
+        audience = scopes[0].removesuffix("/.default")
+        now = int(time.time())
+        expires = now + TOKEN_LIFETIME
+        claims = {
+            "aud": audience,
+            "oid": self.object_id,
+            "name": self.name,
+            "tid": tenant_id or self.tenant_id,
+            "iat": now,
+            "exp": expires,
+        }
+        return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.", expires
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        from azure.core.credentials import AccessToken
+
+        token, expires = self._mint(scopes, tenant_id)
+        return AccessToken(token, expires)
+
+    def get_token_info(self, *scopes: str, options: dict[str, Any] | None = None) -> AccessTokenInfo:
+        from azure.core.credentials import AccessTokenInfo
+
+        token, expires = self._mint(scopes, (options or {}).get("tenant_id"))
+        return AccessTokenInfo(token, expires)
+
+    def close(self) -> None:
+        """Nothing to release; present so clients can close their credential."""
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return load_settings()
+
+
+def credential(cfg: Settings | None = None) -> TokenCredential:
+    cfg = cfg or settings()
+    if cfg.is_local:
+        return LoopbackTokenCredential(cfg.local_identity, "keyrotation-app", cfg.tenant_id)
+    from azure.identity import ManagedIdentityCredential
+
+    return ManagedIdentityCredential(client_id=cfg.managed_identity_client_id)
+
+
+def _transport_kwargs(cfg: Settings) -> dict[str, Any]:
+    return {"connection_verify": cfg.ca_bundle} if cfg.ca_bundle else {}
+
+
+def web_client(subscription_id: str, cfg: Settings | None = None) -> WebSiteManagementClient:
+    """ARM client for Microsoft.Web; key PUT bodies must be plain dicts with `properties` (quirk 1)."""
+    from azure.mgmt.web import WebSiteManagementClient
+
+    cfg = cfg or settings()
+    return WebSiteManagementClient(
+        credential(cfg),
+        subscription_id,
+        base_url=cfg.arm_endpoint,
+        credential_scopes=[ARM_SCOPE],
+        **_transport_kwargs(cfg),
+    )
+
+
+def secret_client(vault_url: str, cfg: Settings | None = None) -> SecretClient:
+    """Key Vault client. A loopback vault cannot pass the challenge's resource check (quirk 4)."""
+    from azure.keyvault.secrets import SecretClient
+
+    cfg = cfg or settings()
+    vault_url = cfg.check_endpoint(vault_url, "Key Vault URL")
+    from urllib.parse import urlparse
+
+    loopback_vault = is_loopback(urlparse(vault_url).hostname or "")
+    return SecretClient(
+        vault_url,
+        credential(cfg),
+        verify_challenge_resource=not loopback_vault,
+        **_transport_kwargs(cfg),
+    )
+
+
+class EventPublisher:
+    """EventGridPublisherClient drops constructor kwargs for basic topics (quirk 5), so transport
+    settings go with every send."""
+
+    def __init__(self, client: EventGridPublisherClient, send_kwargs: dict[str, Any]) -> None:
+        self.client = client
+        self.send_kwargs = send_kwargs
+
+    def send(self, events: Any, **kwargs: Any) -> None:
+        self.client.send(events, **{**self.send_kwargs, **kwargs})
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def event_publisher(cfg: Settings | None = None) -> EventPublisher:
+    from azure.eventgrid import EventGridPublisherClient
+
+    cfg = cfg or settings()
+    if not cfg.eventgrid_topic_endpoint:
+        raise SettingsError("EVENTGRID_TOPIC_ENDPOINT: required to publish rotation events")
+    client = EventGridPublisherClient(cfg.eventgrid_topic_endpoint, credential(cfg))
+    return EventPublisher(client, _transport_kwargs(cfg))
+
+
+def logs_client(cfg: Settings | None = None) -> LogsQueryClient:
+    """The token audience is derived from the endpoint unless given (quirk 6)."""
+    from azure.monitor.query import LogsQueryClient
+
+    cfg = cfg or settings()
+    return LogsQueryClient(
+        credential(cfg), endpoint=cfg.logs_endpoint, audience=LOGS_AUDIENCE, **_transport_kwargs(cfg)
+    )

@@ -1,0 +1,3 @@
+from emulators.server import main
+
+main()

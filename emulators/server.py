@@ -1,0 +1,142 @@
+"""One HTTPS listener on loopback serving every emulated Azure service and the control API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from emulators import arm, control, eventgrid, keyvault, loganalytics
+from emulators.faults import Faults
+from emulators.operations import request_log
+from emulators.state import STATE_KEY, EmulatorState
+from emulators.store import Store
+from emulators.tls import server_context
+
+log = logging.getLogger("emulators")
+
+SERVICES = (control, arm, keyvault, eventgrid, loganalytics)
+MAX_BODY = 4 * 1024 * 1024  # above Event Grid's 1 MB so the topic can answer 413 itself
+
+
+@dataclass
+class RunningEmulator:
+    state: EmulatorState
+    runner: web.AppRunner
+    url: str
+    ca_path: Path
+
+    def endpoints(self) -> dict[str, Any]:
+        """Where each emulated service listens; what devhost writes into endpoints.json."""
+        return {
+            "url": self.url,
+            "arm": self.url,
+            "keyVault": self.url,
+            "eventGridTopic": f"{self.url}/api/events",
+            "eventGridTopicKey": self.state.topic_key,
+            "logAnalytics": self.url,
+            "workspaceId": self.state.workspace_id,
+            "tenantId": self.state.tenant_id,
+            "control": f"{self.url}/_emulator",
+            "caBundle": str(self.ca_path),
+        }
+
+    def app_settings(self) -> dict[str, str]:
+        """The app settings that point the app at the emulators (names read by rotation/settings.py)."""
+        return {
+            "KEYROTATION_CREDENTIAL": "loopback-token",
+            "KEYROTATION_CA_BUNDLE": str(self.ca_path),
+            "ARM_ENDPOINT": self.url,
+            "KEY_VAULT_URL": self.url,
+            "EVENTGRID_TOPIC_ENDPOINT": f"{self.url}/api/events",
+            "LOGS_ENDPOINT": self.url,
+            "LOG_ANALYTICS_WORKSPACE_ID": self.state.workspace_id,
+            "AZURE_TENANT_ID": self.state.tenant_id,
+        }
+
+    async def stop(self) -> None:
+        for cleanup in reversed(self.state.cleanup):
+            result = cleanup()
+            if asyncio.iscoroutine(result):
+                await result
+        await self.runner.cleanup()
+        self.state.store.close()
+
+
+def build_app(state: EmulatorState) -> web.Application:
+    app = web.Application(middlewares=[request_log], client_max_size=MAX_BODY)
+    app[STATE_KEY] = state
+    for service in SERVICES:
+        service.register(app, state)
+    return app
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def start_emulators(state_dir: Path, port: int = 0, host: str = "127.0.0.1") -> RunningEmulator:
+    """Start the listener on the running loop. With port 0, reuse the port this state folder had
+    before when it is free: URLs (Key Vault secret ids) recorded before a restart stay valid."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(state_dir / "emulator.sqlite")
+    ssl_ctx, ca_path = server_context(state_dir / "tls")
+    state = EmulatorState(state_dir=state_dir, store=store, faults=Faults(store), ca_path=ca_path)
+    if port == 0:
+        previous = store.get_setting("server.port")
+        if previous and _port_is_free(int(previous)):
+            port = int(previous)
+    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+    await site.start()
+    server = site._server
+    assert server is not None and server.sockets  # type: ignore[union-attr]
+    bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    store.set_setting("server.port", str(bound))
+    state.base_url = f"https://{host}:{bound}"
+    log.info("emulators listening on %s (CA bundle %s)", state.base_url, ca_path)
+    return RunningEmulator(state=state, runner=runner, url=state.base_url, ca_path=ca_path)
+
+
+async def serve_forever(state_dir: Path, port: int) -> None:
+    emulator = await start_emulators(state_dir, port)
+    endpoints_path = state_dir / "endpoints.json"
+    tmp = endpoints_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"emulator": emulator.endpoints(), "pid": os.getpid()}, indent=2))
+    tmp.replace(endpoints_path)
+    print(f"emulators ready at {emulator.url} (state {state_dir})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    endpoints_path.unlink(missing_ok=True)
+    await emulator.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m emulators", description="Local Azure service emulators")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the emulators until SIGINT/SIGTERM")
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--state", type=Path, default=Path(".devhost/emulator"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(serve_forever(args.state, args.port))
