@@ -1,0 +1,107 @@
+"""Start `python -m emulators serve` in a subprocess and talk to its control API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from rotation.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Emulator:
+    state_dir: Path
+    endpoints: dict[str, Any]
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return self.endpoints["url"]
+
+    @property
+    def ca(self) -> str:
+        return self.endpoints["caBundle"]
+
+    def app_settings(self) -> dict[str, str]:
+        return {
+            "KEYROTATION_CREDENTIAL": "loopback-token",
+            "KEYROTATION_CA_BUNDLE": self.ca,
+            "ARM_ENDPOINT": self.url,
+            "EVENTGRID_TOPIC_ENDPOINT": self.endpoints["eventGridTopic"],
+            "LOGS_ENDPOINT": self.url,
+            "LOG_ANALYTICS_WORKSPACE_ID": self.endpoints["workspaceId"],
+        }
+
+    def settings(self, **overrides: str) -> Settings:
+        return load_settings({**self.app_settings(), **overrides})
+
+    def control(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Call /_emulator/<path>."""
+        return requests.request(
+            method, f"{self.url}/_emulator/{path.lstrip('/')}", verify=self.ca, timeout=10, **kwargs
+        )
+
+    def state(self) -> dict[str, Any]:
+        response = self.control("GET", "state")
+        response.raise_for_status()
+        return response.json()
+
+    def fault(self, **rule: Any) -> None:
+        self.control("POST", "faults", json=rule).raise_for_status()
+
+    def clear_faults(self) -> None:
+        self.control("DELETE", "faults").raise_for_status()
+
+    def requests_log(self, since: int = 0) -> list[dict[str, Any]]:
+        return self.control("GET", f"requests?since={since}").json()["value"]
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                pass  # half-written; the writer renames atomically, so retry
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before writing {path}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} did not appear within {timeout}s")
+
+
+@contextmanager
+def running_emulator(state_dir: Path) -> Iterator[Emulator]:
+    endpoints_path = state_dir / "endpoints.json"
+    endpoints_path.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulators", "serve", "--port", "0", "--state", str(state_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        endpoints = wait_for_file(endpoints_path, process)["emulator"]
+        yield Emulator(state_dir, endpoints, process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
