@@ -1,0 +1,165 @@
+"""App Service Authentication (Easy Auth) simulation: devhost-issued tokens and principal headers.
+
+In Azure the platform validates the caller's token and forwards ``X-MS-CLIENT-PRINCIPAL*`` headers;
+a client can never set those headers itself. Locally, ``python -m devhost token`` issues an HS256 JWT
+signed with a random key in ``<state>/easyauth.key``; the host verifies it and injects the headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+ISSUER = "https://devhost.local/easyauth"
+AUDIENCE = "api://devhost"
+OID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+STRIPPED_PREFIXES = ("x-ms-client-principal", "x-ms-token-")
+_OID_NAMESPACE = uuid.UUID("5c1e3f0a-7d0b-4a52-9a55-6b1f4b0d8e21")
+
+
+class InvalidToken(Exception):
+    """The bearer token is malformed, forged, or expired. The message never contains the token."""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def load_or_create_signing_key(state_dir: Path) -> bytes:
+    """The HMAC key; created once (mode 0600) so tokens survive a host restart."""
+    path = state_dir / "easyauth.key"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _unb64url(path.read_text().strip())
+    with os.fdopen(fd, "w") as handle:
+        handle.write(_b64url(secrets.token_bytes(32)))
+    return _unb64url(path.read_text().strip())
+
+
+def default_oid(name: str) -> str:
+    """A stable object id per name, so the same person keeps the same identity across tokens."""
+    return str(uuid.uuid5(_OID_NAMESPACE, name))
+
+
+def issue_token(key: bytes, name: str, roles: Iterable[str], oid: str | None = None, ttl: int = 3600) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + ttl,
+        "name": name,
+        "oid": oid or default_oid(name),
+        "roles": list(roles),
+    }
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    signature = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64url(signature)}"
+
+
+def verify_token(key: bytes, token: str, now: float | None = None) -> dict:
+    """Return the claims of a valid devhost token or raise InvalidToken."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidToken("malformed token")
+    header_b64, payload_b64, signature_b64 = parts
+    expected = hmac.new(key, f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
+    try:
+        signature = _unb64url(signature_b64)
+        header = json.loads(_unb64url(header_b64))
+        claims = json.loads(_unb64url(payload_b64))
+    except ValueError as exc:
+        raise InvalidToken("malformed token") from exc
+    if not hmac.compare_digest(signature, expected) or header.get("alg") != "HS256":
+        raise InvalidToken("bad signature")
+    current = time.time() if now is None else now
+    if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int | float):
+        raise InvalidToken("token has no expiry")
+    if current >= claims["exp"]:
+        raise InvalidToken("token expired")
+    if current < claims.get("nbf", 0):
+        raise InvalidToken("token not yet valid")
+    if claims.get("iss") != ISSUER or claims.get("aud") != AUDIENCE:
+        raise InvalidToken("wrong issuer or audience")
+    return claims
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    oid: str
+    roles: tuple[str, ...]
+
+    def headers(self) -> dict[str, str]:
+        """The headers Easy Auth forwards for an Entra ID (aad) caller."""
+        claims = [
+            {"typ": "name", "val": self.name},
+            {"typ": OID_CLAIM, "val": self.oid},
+            {"typ": "iss", "val": ISSUER},
+            {"typ": "aud", "val": AUDIENCE},
+            *({"typ": "roles", "val": role} for role in self.roles),
+        ]
+        body = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
+        encoded = base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
+        return {
+            "X-MS-CLIENT-PRINCIPAL": encoded,
+            "X-MS-CLIENT-PRINCIPAL-NAME": self.name,
+            "X-MS-CLIENT-PRINCIPAL-ID": self.oid,
+            "X-MS-CLIENT-PRINCIPAL-IDP": "aad",
+        }
+
+
+def principal_from_claims(claims: dict) -> Principal:
+    roles = claims.get("roles") or []
+    if isinstance(roles, str):
+        roles = [roles]
+    return Principal(name=str(claims.get("name", "")), oid=str(claims.get("oid", "")), roles=tuple(roles))
+
+
+def strip_principal_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Drop what only the platform may set; a client-sent principal must never reach the app."""
+    return [(k, v) for k, v in headers if not k.lower().startswith(STRIPPED_PREFIXES)]
+
+
+def unauthorized(description: str) -> web.Response:
+    challenge = f'Bearer realm="devhost", error="invalid_token", error_description="{description}"'
+    return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+
+def easy_auth_middleware(key: bytes) -> Callable:
+    """aiohttp middleware: rewrites the request headers the way the Easy Auth module does."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable]) -> web.StreamResponse:
+        kept = strip_principal_headers(request.headers.items())
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            try:
+                claims = verify_token(key, token.strip())
+            except InvalidToken as exc:
+                return unauthorized(str(exc))
+            kept.extend(principal_from_claims(claims).headers().items())
+        return await handler(request.clone(headers=CIMultiDict(kept)))
+
+    return middleware

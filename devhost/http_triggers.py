@@ -1,0 +1,125 @@
+"""HTTP triggers: route matching, method and key checks, ``func.HttpRequest`` in, ``func.HttpResponse`` out.
+
+An unhandled exception in a function becomes a 500 with an empty body, as on the real host: the
+message might hold a secret (invariant I1), so it is neither returned nor logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import azure.functions as func
+from aiohttp import web
+from multidict import CIMultiDict
+
+from devhost.app_loader import FunctionInfo, LoadedApp
+from devhost.invoke import Invoker
+from devhost.keys import HostKeys
+from devhost.routes import RouteTemplate, compile_route, precedence_key
+
+log = logging.getLogger("devhost.host")
+
+_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+@dataclass(frozen=True)
+class HttpFunction:
+    info: FunctionInfo
+    route: RouteTemplate
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The key a caller presents: ``code`` query parameter or ``x-functions-key`` header."""
+    return request.query.get("code") or request.headers.get("x-functions-key")
+
+
+def authorized(level: str, keys: HostKeys, request: web.Request) -> bool:
+    key = presented_key(request)
+    if level == "ANONYMOUS":
+        return True
+    if level == "ADMIN":
+        return keys.is_master(key)
+    return keys.is_function_key(key)  # FUNCTION (and anything unknown fails closed the same way)
+
+
+def _to_aiohttp(result: object) -> web.Response:
+    if result is None:
+        return web.Response(status=204)
+    if isinstance(result, str):
+        return web.Response(status=200, body=result.encode(), content_type="text/plain", charset="utf-8")
+    if not isinstance(result, func.HttpResponse):
+        raise TypeError(f"HTTP function returned {type(result).__name__}, expected func.HttpResponse or str")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in result.headers.items():
+        if name.lower() not in _HOP_BY_HOP:
+            headers.add(name, value)
+    body = result.get_body()
+    if "Content-Type" not in headers and body:
+        headers["Content-Type"] = f"{result.mimetype}; charset={result.charset}"
+    return web.Response(status=result.status_code, body=body, headers=headers)
+
+
+class HttpTriggerRouter:
+    """Dispatches ``/<routePrefix>/...`` requests to HTTP-triggered functions."""
+
+    def __init__(self, loaded: LoadedApp, keys: HostKeys, invoker: Invoker, route_prefix: str) -> None:
+        self.keys = keys
+        self.invoker = invoker
+        self.prefix = route_prefix.strip("/")
+        functions = [HttpFunction(f, compile_route(f.route)) for f in loaded.by_trigger("httpTrigger")]
+        self.functions = sorted(functions, key=lambda f: precedence_key(f.route))
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register last: with an empty prefix the catch-all must not shadow host routes."""
+        if self.prefix:
+            app.router.add_route("*", f"/{self.prefix}", self.handle)
+            app.router.add_route("*", f"/{self.prefix}/{{tail:.*}}", self.handle)
+        else:
+            app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    def resolve(self, raw_path: str, method: str) -> tuple[HttpFunction | None, dict[str, str], list[str]]:
+        """The function for a path + method, its route params, and the methods the path allows."""
+        path = raw_path.split("?", 1)[0].strip("/")
+        if self.prefix:
+            path = path[len(self.prefix) :].strip("/")
+        allowed: list[str] = []
+        for candidate in self.functions:
+            params = candidate.route.match(path)
+            if params is None:
+                continue
+            if method in candidate.info.methods:
+                return candidate, params, allowed
+            allowed.extend(m for m in candidate.info.methods if m not in allowed)
+        return None, {}, allowed
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        target, route_params, allowed = self.resolve(request.raw_path, request.method.upper())
+        if target is None:
+            if allowed:
+                return web.Response(status=405, headers={"Allow": ", ".join(allowed)})
+            return web.Response(status=404)
+        fn = target.info
+        if not authorized(fn.auth_level, self.keys, request):
+            return web.Response(status=401)
+        body = await request.read()
+        headers: dict[str, str] = {}
+        for name, value in request.headers.items():
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        http_request = func.HttpRequest(
+            method=request.method,
+            url=str(request.url),
+            headers=headers,
+            params={k: request.query.getone(k) for k in request.query},
+            route_params=route_params,
+            body=body,
+        )
+        try:
+            result = await self.invoker.call(fn, http_request, reason=f"HTTP {request.method} {request.path}")
+        except Exception:  # the invoker logged name + type; the client learns nothing more
+            return web.Response(status=500)
+        try:
+            return _to_aiohttp(result)
+        except TypeError:
+            log.error("Function '%s' returned %s, not func.HttpResponse", fn.name, type(result).__name__)
+            return web.Response(status=500)

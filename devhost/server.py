@@ -1,0 +1,244 @@
+"""``python -m devhost serve``: emulators + the host shell + the durable engine on one asyncio loop.
+
+Startup order matters: the emulators start first because their settings must be in os.environ
+before the app is imported; the engine starts before the listener so no request sees it half-up;
+``endpoints.json`` is written last, atomically, so its presence means "ready".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from devhost.admin import AdminApi
+from devhost.app_loader import LoadedApp, load_app
+from devhost.easy_auth import easy_auth_middleware, load_or_create_signing_key
+from devhost.eventgrid_webhook import EventGridWebhook
+from devhost.http_triggers import HttpTriggerRouter
+from devhost.invoke import Invoker
+from devhost.keys import HostKeys, load_or_create_host_keys, write_private
+from devhost.ncrontab import ScheduleError
+from devhost.settings import HostConfig, apply_app_settings
+from devhost.timers import RealClock, TimerRunner
+
+log = logging.getLogger("devhost")
+MAX_REQUEST_BODY = 100 * 1024 * 1024  # the Functions host's own limit; the app enforces tighter caps
+DURABLE_SYSTEM_KEY = "durabletask_extension"
+
+
+class StartupError(Exception):
+    """Something the operator must fix; the message says what, without a traceback."""
+
+
+@dataclass
+class ServeOptions:
+    port: int = 7071
+    state: Path = Path(".devhost")
+    clock: str = "real"
+    app_dir: Path = Path(".")
+    easy_auth: bool = True
+    timers: bool = True
+    emulators: bool = True
+    activity_workers: int | None = None
+
+
+@dataclass
+class _Running:
+    """Everything that needs stopping, in reverse order of starting."""
+
+    emulator: Any = None
+    engine: Any = None
+    runner: web.AppRunner | None = None
+    timers: TimerRunner | None = None
+    admin: AdminApi | None = None
+    invoker: Invoker | None = None
+
+
+def configure_logging(state: Path) -> None:
+    """App and host logs both go to stderr and ``<state>/logs/host.log``."""
+    logs = state / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(logs / "host.log", encoding="utf-8")):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    for noisy in ("azure.core.pipeline", "azure.identity", "aiohttp.access", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def _start_emulators(state: Path) -> Any:
+    try:
+        from emulators.server import start_emulators
+    except ImportError as exc:
+        raise StartupError(f"the emulators cannot be imported ({exc}); run with --no-emulators") from None
+    return await start_emulators(state / "emulator", port=0)
+
+
+def _make_engine(loaded: LoadedApp, opts: ServeOptions, config: HostConfig) -> Any:
+    try:
+        from devhost.durable.engine import DurableEngine
+    except ImportError as exc:
+        log.warning(
+            "Durable engine unavailable (%s): orchestrations, durable client bindings and "
+            "/runtime/webhooks/durabletask are disabled",
+            exc,
+        )
+        return None
+    workers = opts.activity_workers or config.max_activity_workers
+    return DurableEngine(loaded, opts.state, clock=opts.clock, max_activity_workers=workers, task_hub=config.hub_name)
+
+
+def endpoints_document(
+    host_url: str, keys: HostKeys, opts: ServeOptions, config: HostConfig, emulator: Any, loaded: LoadedApp
+) -> dict[str, Any]:
+    return {
+        "host": host_url,
+        "rpcBaseUrl": f"{host_url}/durabletask/",
+        "durableWebhookBaseUrl": f"{host_url}/runtime/webhooks/durabletask",
+        "routePrefix": config.route_prefix,
+        "taskHub": config.hub_name,
+        "masterKey": keys.master_key,
+        "functionKeys": keys.function_keys,
+        "systemKeys": keys.system_keys,
+        "emulator": emulator.endpoints() if emulator else None,
+        "caBundle": str(emulator.ca_path) if emulator else None,
+        "clock": opts.clock,
+        "easyAuth": opts.easy_auth,
+        "timers": opts.timers,
+        "app": str(loaded.root),
+        "functions": sorted(loaded.functions),
+        "state": str(opts.state.resolve()),
+        "logFile": str((opts.state / "logs" / "host.log").resolve()),
+        "pid": os.getpid(),
+    }
+
+
+async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, Any]]:
+    state = opts.state
+    keys = load_or_create_host_keys(state)
+    signing_key = load_or_create_signing_key(state) if opts.easy_auth else b""
+    if opts.emulators:
+        running.emulator = await _start_emulators(state)
+    apply_app_settings(opts.app_dir, running.emulator.app_settings() if running.emulator else None, opts.easy_auth)
+    config = HostConfig.load(opts.app_dir)
+    try:
+        loaded = load_app(opts.app_dir)
+    except FileNotFoundError as exc:
+        raise StartupError(str(exc)) from None
+    log.info("Loaded %d functions from %s: %s", len(loaded.functions), loaded.root, ", ".join(sorted(loaded.functions)))
+
+    sock = _bind(opts.port)
+    host_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    engine = running.engine = _make_engine(loaded, opts, config)
+    durable_key = keys.system_keys[DURABLE_SYSTEM_KEY]
+    binding = (lambda: engine.client_binding_json(host_url, durable_key)) if engine else None
+    invoker = running.invoker = Invoker(str(loaded.root), binding)
+    clock = engine.clock if engine else RealClock()
+    if engine is None and opts.clock == "virtual":
+        log.warning("No durable engine: timers run on the real clock")
+    try:
+        timers = running.timers = TimerRunner(loaded.by_trigger("timerTrigger"), clock, invoker, state, opts.timers)
+    except ScheduleError as exc:
+        raise StartupError(str(exc)) from None
+
+    middlewares = [easy_auth_middleware(signing_key)] if opts.easy_auth else []
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_REQUEST_BODY)
+    admin = running.admin = AdminApi(loaded, keys, invoker, timers)
+    admin.add_routes(app)
+    EventGridWebhook(loaded, keys, invoker).add_routes(app)
+    if engine:
+        engine.add_routes(app, master_key=keys.master_key, system_key=durable_key)
+    HttpTriggerRouter(loaded, keys, invoker, config.route_prefix).add_routes(app)  # last: may be a catch-all
+
+    if engine:
+        await engine.start()
+    running.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await running.runner.setup()
+    await web.SockSite(running.runner, sock).start()
+    await timers.start()
+    return host_url, endpoints_document(host_url, keys, opts, config, running.emulator, loaded)
+
+
+async def _stop(running: _Running) -> None:
+    steps = [
+        ("timers", running.timers and running.timers.stop),
+        ("admin runs", running.admin and running.admin.drain),
+        ("listener", running.runner and running.runner.cleanup),
+        ("durable engine", running.engine and running.engine.stop),
+        ("emulators", running.emulator and running.emulator.stop),
+    ]
+    for name, step in steps:
+        if not step:
+            continue
+        try:
+            await asyncio.wait_for(step(), timeout=15)
+        except Exception as exc:
+            log.error("Stopping the %s failed: %s", name, type(exc).__name__)
+    if running.invoker:
+        running.invoker.close()
+
+
+async def serve(opts: ServeOptions) -> int:
+    """Run until SIGINT/SIGTERM. Returns the process exit code."""
+    opts.state.mkdir(parents=True, exist_ok=True)
+    configure_logging(opts.state)
+    endpoints_path = opts.state / "endpoints.json"
+    endpoints_path.unlink(missing_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    running = _Running()
+    try:
+        host_url, document = await _start(opts, running)
+    except StartupError as exc:
+        log.error("devhost cannot start: %s", exc)
+        await _stop(running)
+        return 2
+    except Exception:
+        log.exception("devhost cannot start")
+        await _stop(running)
+        return 1
+    write_private(endpoints_path, json.dumps(document, indent=2))
+    ready = (
+        f"devhost ready: {host_url} (app {document['app']}, clock {opts.clock}, "
+        f"easy auth {'on' if opts.easy_auth else 'off'}, emulators {'on' if running.emulator else 'off'}); "
+        f"endpoints in {endpoints_path}"
+    )
+    log.info(ready)
+    print(ready, flush=True)
+    await stop.wait()
+    log.info("devhost stopping")
+    with contextlib.suppress(FileNotFoundError):
+        endpoints_path.unlink()
+    await _stop(running)
+    log.info("devhost stopped")
+    return 0
