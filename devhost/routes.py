@@ -87,7 +87,7 @@ def _constraint_check(spec: str) -> Callable[[str], bool]:
         low, high = (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
         return lambda v: low <= len(v) <= high
     if name == "regex":
-        pattern = re.compile(args, re.IGNORECASE)
+        pattern = re.compile(args.replace("{{", "{").replace("}}", "}"), re.IGNORECASE)  # braces are doubled
         return lambda v: bool(pattern.search(v))
     raise RouteTemplateError(f"unknown route constraint '{spec}'")
 
