@@ -157,7 +157,7 @@ class TimerRunner:
             due = timer.next
             past_due = timer.schedule.next_after(due) <= now
             timer.next = timer.schedule.next_after(now)
-            payload = timer_payload(past_due, timer.last, timer.next, now)
+            payload = timer_payload(past_due, timer.last, due, now)  # the status as it was, like the host
             timer.last = due
             if timer.monitor:
                 self._save_status()

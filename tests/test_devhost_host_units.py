@@ -215,7 +215,7 @@ def test_timer_runner_fires_on_time_and_once_when_the_clock_skips(tmp_path: Path
     calls = asyncio.run(scenario())
     assert [c.past_due for c in calls] == [False, True]
     assert calls[1].schedule_status["Last"] == "2026-01-01T00:01:00+00:00"
-    assert calls[1].schedule_status["Next"] == "2026-01-01T05:02:00+00:00"
+    assert calls[1].schedule_status["Next"] == "2026-01-01T00:02:00+00:00"  # the occurrence that was missed
 
 
 def test_missed_occurrence_while_down_fires_past_due_at_start(tmp_path: Path) -> None:
