@@ -105,7 +105,9 @@ async def _start_emulators(state: Path) -> Any:
 def _make_engine(loaded: LoadedApp, opts: ServeOptions, config: HostConfig) -> Any:
     try:
         from devhost.durable.engine import DurableEngine
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("devhost.durable", "devhost.durable.engine"):
+            raise  # the engine exists but something it needs is missing: that must not pass quietly
         log.warning(
             "Durable engine unavailable (%s): orchestrations, durable client bindings and "
             "/runtime/webhooks/durabletask are disabled",
@@ -148,7 +150,10 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
     if opts.emulators:
         running.emulator = await _start_emulators(state)
     apply_app_settings(opts.app_dir, running.emulator.app_settings() if running.emulator else None, opts.easy_auth)
-    config = HostConfig.load(opts.app_dir)
+    try:
+        config = HostConfig.load(opts.app_dir)
+    except ValueError as exc:
+        raise StartupError(f"host.json: {exc}") from None
     try:
         loaded = load_app(opts.app_dir)
     except FileNotFoundError as exc:

@@ -61,6 +61,16 @@ def apply_app_settings(
     return origin
 
 
+def _resolve(value: str) -> str:
+    """host.json values may be ``%SETTING%`` references (read after the settings are applied)."""
+    if len(value) > 2 and value.startswith("%") and value.endswith("%"):
+        name = value[1:-1]
+        if not os.environ.get(name):
+            raise ValueError(f"host.json refers to app setting '{name}', which is not set")
+        return os.environ[name]
+    return value
+
+
 @dataclass(frozen=True)
 class HostConfig:
     """The parts of host.json the stand-in honours."""
@@ -81,6 +91,6 @@ class HostConfig:
         prefix = http.get("routePrefix", "api")
         return cls(
             route_prefix="" if prefix is None else str(prefix).strip("/"),
-            hub_name=str(durable.get("hubName") or cls.hub_name),
+            hub_name=_resolve(str(durable.get("hubName") or cls.hub_name)),
             max_activity_workers=int(durable.get("maxConcurrentActivityFunctions") or cls.max_activity_workers),
         )

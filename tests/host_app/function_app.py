@@ -133,3 +133,25 @@ def on_event(event: func.EventGridEvent) -> None:
 @app.event_grid_trigger(arg_name="event")
 def failing_event(event: func.EventGridEvent) -> None:
     raise ValueError("event handler broke with s3cr3t-VALUE")
+
+
+# -- durable: a client binding, an orchestrator and an activity ------------------------------------
+
+
+@app.route(route="orchestrators/{name}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.durable_client_input(client_name="client")
+async def start_orchestration(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    instance_id = await client.start_new(req.route_params["name"], None, req.get_json())
+    return client.create_check_status_response(req, instance_id)
+
+
+@app.orchestration_trigger(context_name="context")
+def hello_orchestrator(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    greeting = yield context.call_activity("say_hello", context.get_input())
+    return greeting
+
+
+@app.activity_trigger(input_name="name")
+def say_hello(name: str) -> str:
+    _record("say_hello", name=name)
+    return f"Hello, {name}"
