@@ -62,7 +62,8 @@ class Invoker:
         context = InvocationContext(fn.name, str(self._app_root))
         if fn.durable_client_param:
             if self._client_binding is None:
-                raise RuntimeError("the durable engine is not running; durable client bindings are unavailable")
+                log.error("Function '%s' needs a durable client, but the durable engine is not running", fn.name)
+                raise RuntimeError("durable client binding unavailable")
             kwargs[fn.durable_client_param] = self._client_binding()
         if _wants_context(fn):
             kwargs["context"] = context
