@@ -63,6 +63,7 @@ class _Running:
     timers: TimerRunner | None = None
     admin: AdminApi | None = None
     invoker: Invoker | None = None
+    sock: socket.socket | None = None
 
 
 def configure_logging(state: Path) -> None:
@@ -143,8 +144,21 @@ def endpoints_document(
     }
 
 
+def _log_functions(loaded: LoadedApp, host_url: str, route_prefix: str) -> None:
+    """Like Core Tools: one line per function, with the URL for HTTP triggers."""
+    log.info("Loaded %d functions from %s", len(loaded.functions), loaded.root)
+    prefix = f"/{route_prefix}" if route_prefix else ""
+    for fn in sorted(loaded.functions.values(), key=lambda f: f.name):
+        if fn.trigger_type == "httpTrigger":
+            log.info("  %s: [%s] %s%s/%s", fn.name, ",".join(fn.methods), host_url, prefix, fn.route)
+        else:
+            log.info("  %s: %s", fn.name, fn.trigger_type)
+
+
 async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, Any]]:
     state = opts.state
+    sock = running.sock = _bind(opts.port)  # first: a busy port should fail before anything starts
+    host_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     keys = load_or_create_host_keys(state)
     signing_key = load_or_create_signing_key(state) if opts.easy_auth else b""
     if opts.emulators:
@@ -158,10 +172,7 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
         loaded = load_app(opts.app_dir)
     except FileNotFoundError as exc:
         raise StartupError(str(exc)) from None
-    log.info("Loaded %d functions from %s: %s", len(loaded.functions), loaded.root, ", ".join(sorted(loaded.functions)))
-
-    sock = _bind(opts.port)
-    host_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    _log_functions(loaded, host_url, config.route_prefix)
     engine = running.engine = _make_engine(loaded, opts, config)
     durable_key = keys.system_keys[DURABLE_SYSTEM_KEY]
     binding = (lambda: engine.client_binding_json(host_url, durable_key)) if engine else None
@@ -209,6 +220,8 @@ async def _stop(running: _Running) -> None:
             log.error("Stopping the %s failed: %s", name, type(exc).__name__)
     if running.invoker:
         running.invoker.close()
+    if running.sock and running.runner is None:  # never handed to a site
+        running.sock.close()
 
 
 async def serve(opts: ServeOptions) -> int:
