@@ -76,6 +76,7 @@ def load_timers(functions: list[FunctionInfo]) -> list[TimerState]:
         raw = getattr(fn.trigger, "schedule", None) or ""
         try:
             schedule = parse_schedule(raw)
+            schedule.next_after(datetime.now(UTC))  # "0 0 0 31 FEB *" parses but never fires
         except ScheduleError as exc:
             raise ScheduleError(f"timer function '{fn.name}': {exc}") from None
         monitor = getattr(fn.trigger, "use_monitor", None)
