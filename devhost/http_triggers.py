@@ -104,8 +104,9 @@ class HttpTriggerRouter:
             return web.Response(status=401)
         body = await request.read()
         headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        for name, value in request.headers.items():  # repeated headers are joined, as the host does
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
         http_request = func.HttpRequest(
             method=request.method,
             url=str(request.url),
