@@ -229,6 +229,7 @@ def _fail(result: EpisodeResult, instance: Instance, error: str, now: datetime) 
         ev.orchestrator_completed(now),
     ]
     result.instance_fields.update(status="Failed", output=json.dumps(message))
+    result.clear_timers = True  # nothing may wake a finished instance (nor the virtual clock for it)
     result.outcome = "Failed"
     if instance.parent_instance_id is not None and instance.parent_task_id is not None:
         result.messages.append(
@@ -249,6 +250,7 @@ def _complete(result: EpisodeResult, instance: Instance, output: Any, has_output
         ev.orchestrator_completed(now),
     ]
     result.instance_fields.update(status="Completed", output=output_text)
+    result.clear_timers = True
     result.outcome = "Completed"
     if instance.parent_instance_id is not None and instance.parent_task_id is not None:
         result.messages.append(

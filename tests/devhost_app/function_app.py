@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -67,6 +68,22 @@ def record(step: dict[str, Any]) -> int:
     if step.get("sleep"):
         time.sleep(float(step["sleep"]))
     return int(step["index"]) * 10
+
+
+_concurrency = {"now": 0, "max": 0}
+_concurrency_lock = threading.Lock()
+
+
+@app.activity_trigger(input_name="seconds")
+def concurrency_probe(seconds: float) -> int:
+    """Sleeps and reports how many probes ran at once (activities share this process)."""
+    with _concurrency_lock:
+        _concurrency["now"] += 1
+        _concurrency["max"] = max(_concurrency["max"], _concurrency["now"])
+    time.sleep(seconds)
+    with _concurrency_lock:
+        _concurrency["now"] -= 1
+        return _concurrency["max"]
 
 
 @app.activity_trigger(input_name="value")
@@ -142,6 +159,18 @@ def counter(context: df.DurableOrchestrationContext):
 def fanout(context: df.DurableOrchestrationContext):
     values = context.get_input()
     return (yield context.task_all([context.call_activity("double_async", v) for v in values]))
+
+
+@app.orchestration_trigger(context_name="context")
+def parallel_sleeps(context: df.DurableOrchestrationContext):
+    spec = context.get_input()
+    seen = yield context.task_all([context.call_activity("concurrency_probe", spec["sleep"])] * spec["count"])
+    return {"max_concurrent": max(seen)}
+
+
+@app.orchestration_trigger(context_name="context")
+def parent_of_waiter(context: df.DurableOrchestrationContext):
+    return (yield context.call_sub_orchestrator("waiter", None, f"{context.instance_id}-child"))
 
 
 @app.orchestration_trigger(context_name="context")

@@ -1,0 +1,101 @@
+"""In-process harness for the durable engine tests: engine + its routes on a loopback aiohttp server,
+driven through the unmodified ``azure.durable_functions.DurableOrchestrationClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import azure.durable_functions as df
+from aiohttp import web
+from azure.durable_functions.models.utils import http_utils
+
+from devhost.app_loader import load_app
+from devhost.durable.engine import DurableEngine
+
+ROOT = Path(__file__).resolve().parents[1]
+DURABLE_APP = ROOT / "tests" / "devhost_app"
+MASTER_KEY = "test-master-key"
+SYSTEM_KEY = "test-durabletask-key"
+TERMINAL = {"Completed", "Failed", "Terminated"}
+T = TypeVar("T")
+
+
+@dataclass
+class DurableHost:
+    engine: DurableEngine
+    client: df.DurableOrchestrationClient
+    url: str
+    http: aiohttp.ClientSession
+    app_state: Path
+
+    async def wait_for(self, instance_id: str, statuses: set[str] = TERMINAL, timeout: float = 10) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.client.get_status(instance_id)
+            if status and status.runtime_status and status.runtime_status.name in statuses:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{instance_id} did not reach {statuses}; last: {status.to_json()}")
+            await asyncio.sleep(0.02)
+
+    async def wait_for_custom_status(self, instance_id: str, expected: Any, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while (await self.client.get_status(instance_id)).custom_status != expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{instance_id} never showed custom status {expected!r}")
+            await asyncio.sleep(0.02)
+
+    async def admin(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        headers = {"x-functions-key": MASTER_KEY, **kwargs.pop("headers", {})}
+        async with self.http.request(method, f"{self.url}{path}", headers=headers, **kwargs) as response:
+            body = await response.json(content_type=None) if response.content_length != 0 else None
+            return response.status, body
+
+
+@asynccontextmanager
+async def durable_host(
+    tmp_path: Path, *, clock: str = "virtual", idle_grace: float = 0.05, max_activity_workers: int = 8
+) -> AsyncIterator[DurableHost]:
+    app_state = tmp_path / "app-state"
+    os.environ["DEVHOST_TEST_STATE_DIR"] = str(app_state)
+    engine = DurableEngine(
+        load_app(DURABLE_APP),
+        tmp_path / "state",
+        clock=clock,
+        idle_grace=idle_grace,
+        max_activity_workers=max_activity_workers,
+        task_hub="DevhostTestHub",
+    )
+    web_app = web.Application()
+    engine.add_routes(web_app, master_key=MASTER_KEY, system_key=SYSTEM_KEY)
+    await engine.start()
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}"
+    # The SDK keeps one module-level session (and lock) per process; each test runs its own loop.
+    http_utils._client_session = None
+    http_utils._session_lock = asyncio.Lock()
+    client = df.DurableOrchestrationClient(engine.client_binding_json(url, SYSTEM_KEY))
+    http = aiohttp.ClientSession()
+    try:
+        yield DurableHost(engine, client, url, http, app_state)
+    finally:
+        await http.close()
+        await http_utils._close_session()
+        await runner.cleanup()
+        await engine.stop()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
