@@ -276,6 +276,29 @@ def test_sub_orchestration_runs_under_the_given_instance_id(tmp_path: Path) -> N
     run(scenario())
 
 
+def test_a_failed_sub_orchestration_fails_the_parents_task(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with durable_host(tmp_path) as host:
+            instance_id = await host.client.start_new("parent_of_failing", "pf", None)
+            status = await host.wait_for(instance_id)
+            message = status.output["child_failed"]
+            assert message.startswith("Orchestrator function 'fails' failed: orchestrator gave up")
+            assert (await host.client.get_status("pf-child")).runtime_status.name == "Failed"
+
+    run(scenario())
+
+
+def test_calling_an_activity_the_app_lacks_fails_the_orchestration(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with durable_host(tmp_path) as host:
+            instance_id = await host.client.start_new("calls_missing_activity", None, None)
+            status = await host.wait_for(instance_id)
+            assert status.runtime_status.name == "Failed"
+            assert "The function 'no_such_activity' doesn't exist" in status.output
+
+    run(scenario())
+
+
 def test_continue_as_new_starts_a_fresh_history_with_the_new_input(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with durable_host(tmp_path) as host:

@@ -174,6 +174,20 @@ def parent_of_waiter(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def parent_of_failing(context: df.DurableOrchestrationContext):
+    try:
+        yield context.call_sub_orchestrator("fails", None, f"{context.instance_id}-child")
+    except Exception as exc:
+        return {"child_failed": str(exc)}
+    return {"child_failed": None}
+
+
+@app.orchestration_trigger(context_name="context")
+def calls_missing_activity(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity("no_such_activity", 1))
+
+
+@app.orchestration_trigger(context_name="context")
 def steps(context: df.DurableOrchestrationContext):
     spec = context.get_input()
     total = 0
