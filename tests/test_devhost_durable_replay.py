@@ -94,6 +94,19 @@ def test_when_any_event_wins_and_the_canceled_timer_keeps_its_id() -> None:
     assert outcome.canceled_timers == {0}
 
 
+def test_in_a_when_any_loop_the_newest_wait_gets_the_event() -> None:
+    first, second = at(60), at(120)
+    actions = [
+        {"actionType": 11, "compoundActions": [timer(first), event("Ack")]},
+        {"actionType": 11, "compoundActions": [timer(second, canceled=True), event("Ack")]},
+        activity("after"),
+    ]
+    history = [*start(), ev.timer_created(at(0), 0, first)]
+    history += [ev.orchestrator_started(first), ev.timer_fired(first, 0, ""), ev.timer_created(first, 1, second)]
+    history += [ev.orchestrator_started(at(90)), ev.event_raised(at(90), "ack", "1")]
+    assert new_ids(actions, history) == [(2, "activity", "after")]
+
+
 def test_an_event_raised_before_its_wait_is_buffered() -> None:
     actions = [activity("a"), event("Go"), activity("b")]
     history = [*start(), ev.task_scheduled(at(0), 0, "a", None)]

@@ -195,9 +195,12 @@ class _Scheduled(_Node):
 
 
 class _ExternalEvent(_Node):
+    """The extension keeps waiters per name (case-insensitive) on a stack: the newest wait gets the
+    event, so abandoned waits of earlier WhenAny-in-a-loop iterations never swallow it."""
+
     def __init__(self, name: str) -> None:
         super().__init__()
-        self.name = name
+        self.name = name.lower()
 
     def invoke(self, sim: _Simulation) -> None:
         self.invoked = True
@@ -248,7 +251,7 @@ class _Simulation:
         self.pending: dict[int, NewWork] = {}
         self.open: dict[int, _Node] = {}
         self.canceled: set[int] = set()
-        self.waiters: defaultdict[str, deque[_Node]] = defaultdict(deque)
+        self.waiters: defaultdict[str, list[_Node]] = defaultdict(list)
         self.buffered: defaultdict[str, deque[None]] = defaultdict(deque)
         self.continue_as_new = False
         self.continue_as_new_input: str | None = None
@@ -324,9 +327,9 @@ class _Simulation:
                 node.on_result(self, task_id, _COMPLETIONS.get(kind, True))
                 self.advance()
         elif kind == EventType.EVENT_RAISED:
-            name = str(event.get("Name"))
+            name = str(event.get("Name")).lower()
             if self.waiters[name]:
-                self.waiters[name].popleft().finish(self)
+                self.waiters[name].pop().finish(self)
                 self.advance()
             else:
                 self.buffered[name].append(None)
