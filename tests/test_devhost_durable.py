@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import azure.functions as func
@@ -420,6 +421,16 @@ def test_purge_and_status_queries(tmp_path: Path) -> None:
             assert (await host.client.purge_instance_history("batch-done")).instances_deleted == 1
             assert not await host.client.get_status("batch-done")  # 404: a falsy status
             assert (await host.client.purge_instance_history("batch-done")).instances_deleted == 0
+
+            await host.client.terminate("other-running", "done with it")
+            await host.wait_for("other-running")
+            since = host.engine.clock.now() - timedelta(hours=1)
+            purged = await host.client.purge_instance_history_by(
+                since, None, [OrchestrationRuntimeStatus.Terminated, OrchestrationRuntimeStatus.Completed]
+            )
+            assert purged.instances_deleted == 1
+            remaining = {s.instance_id for s in await host.client.get_status_all()}
+            assert "other-running" not in remaining and "batch-running" in remaining
 
     run(scenario())
 
