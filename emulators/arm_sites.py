@@ -2,8 +2,9 @@
 
 Names compare case-insensitively everywhere (ARM resource names, key names, host names) and keep the
 case they were created with. A key is never overwritten in place: renewing or deleting it stamps the
-old row `retired` and (on renewal) adds a new row, so the data plane can emulate host instances whose
-key caches lag by `keyCacheSeconds`, and tests can replay what was accepted when.
+old row `retired` and (on renewal) adds a new row. Each row records when host instances start and stop
+accepting it (`keyCacheSeconds` after the change through ARM; at once for keys seeded by the control
+API), so the data plane can emulate lagging key caches and tests can replay what was accepted when.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ CREATE TABLE IF NOT EXISTS arm_keys (
     name TEXT NOT NULL COLLATE NOCASE,
     value TEXT NOT NULL,
     created REAL NOT NULL,
-    retired REAL);
+    retired REAL,
+    accepted_from REAL NOT NULL,               -- when host instances start accepting it
+    accepted_until REAL);                      -- when they stop (retired + keyCacheSeconds)
 CREATE UNIQUE INDEX IF NOT EXISTS arm_keys_live ON arm_keys (site_id, slot, kind, function, name)
     WHERE retired IS NULL;
 """
@@ -209,9 +212,20 @@ class SiteStore:
         )
 
     # -- mutations (each journaled with fingerprints, never values) ------------------------------
-    def set_key(self, instance: Instance, scope: KeyScope, name: str, value: str | None, seq: int | None) -> KeyChange:
-        """Create or renew a key; a missing value is generated the way the host generates it."""
+    def set_key(
+        self,
+        instance: Instance,
+        scope: KeyScope,
+        name: str,
+        value: str | None,
+        seq: int | None,
+        *,
+        seeded: bool = False,
+    ) -> KeyChange:
+        """Create or renew a key; a missing value is generated the way the host generates it.
+        `seeded` keys (made with the app by the control API) are accepted at once."""
         now = time.time()
+        lag = 0.0 if seeded else instance.site.key_cache_seconds
         with self.store.transaction() as conn:
             current = conn.execute(
                 "SELECT * FROM arm_keys WHERE site_id = ? AND slot = ? AND kind = ? AND function = ? AND name = ?"
@@ -221,20 +235,34 @@ class SiteStore:
             stored_name = current["name"] if current else name
             new_value = value if value is not None else arm_keys.generate(scope.seed())
             if current:
-                conn.execute("UPDATE arm_keys SET retired = ? WHERE id = ?", (now, current["id"]))
+                conn.execute(
+                    "UPDATE arm_keys SET retired = ?, accepted_until = ? WHERE id = ?", (now, now + lag, current["id"])
+                )
             conn.execute(
-                "INSERT INTO arm_keys (site_id, slot, kind, function, name, value, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (instance.site.id, instance.slot_key, scope.kind, scope.function, stored_name, new_value, now),
+                "INSERT INTO arm_keys (site_id, slot, kind, function, name, value, created, accepted_from)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    instance.site.id,
+                    instance.slot_key,
+                    scope.kind,
+                    scope.function,
+                    stored_name,
+                    new_value,
+                    now,
+                    now + lag,
+                ),
             )
             detail = self._detail(instance, scope, stored_name, new_value, now)
+            detail["acceptedFrom"] = iso_ts(now + lag)
             if current:
                 detail["previousFingerprint"] = fingerprint(current["value"])
+                detail["previousAcceptedUntil"] = iso_ts(now + lag)
             self.store.record_change(seq, "arm.key_set", scope.path(instance, stored_name), detail)
         return KeyChange(created=current is None, name=stored_name, value=new_value)
 
     def delete_key(self, instance: Instance, scope: KeyScope, name: str, seq: int | None) -> bool:
         now = time.time()
+        lag = instance.site.key_cache_seconds
         with self.store.transaction() as conn:
             current = conn.execute(
                 "SELECT * FROM arm_keys WHERE site_id = ? AND slot = ? AND kind = ? AND function = ? AND name = ?"
@@ -243,8 +271,11 @@ class SiteStore:
             ).fetchone()
             if current is None:
                 return False
-            conn.execute("UPDATE arm_keys SET retired = ? WHERE id = ?", (now, current["id"]))
+            conn.execute(
+                "UPDATE arm_keys SET retired = ?, accepted_until = ? WHERE id = ?", (now, now + lag, current["id"])
+            )
             detail = self._detail(instance, scope, current["name"], current["value"], now)
+            detail["acceptedUntil"] = iso_ts(now + lag)
             self.store.record_change(seq, "arm.key_deleted", scope.path(instance, current["name"]), detail)
         return True
 
@@ -258,7 +289,6 @@ class SiteStore:
             "key": name,
             "fingerprint": fingerprint(value),
             "at": iso_ts(ts),
-            "keyCacheSeconds": instance.site.key_cache_seconds,
         }
 
     def upsert_site(
@@ -324,25 +354,24 @@ class SiteStore:
 
     def _ensure_key(self, instance: Instance, scope: KeyScope, name: str, seq: int | None) -> None:
         if self.live_key(instance, scope, name) is None:
-            self.set_key(instance, scope, name, None, seq)
+            self.set_key(instance, scope, name, None, seq, seeded=True)
 
     # -- the data plane: which key does a host instance accept right now -------------------------
     def authorize(self, instance: Instance, function: str, presented: str, now: float) -> tuple[str, str] | None:
         """(authorizedBy, keyName) when `presented` opens `function`, else None.
 
-        A key counts once `keyCacheSeconds` have passed since it was created and until that long
-        after it was retired. The host checks the master key, then host keys, then function keys;
-        system keys never open a function."""
-        lag = instance.site.key_cache_seconds
+        A key counts from `accepted_from` until `accepted_until`. The host checks the master key, then
+        host keys, then function keys; system keys never open a function."""
         rows = self.store.query(
-            "SELECT kind, name, created, retired FROM arm_keys WHERE site_id = ? AND slot = ? AND value = ?"
+            "SELECT kind, name, accepted_from, accepted_until FROM arm_keys"
+            " WHERE site_id = ? AND slot = ? AND value = ?"
             " AND (kind IN ('masterKey', 'functionKeys') OR (kind = 'function' AND function = ?))",
             (instance.site.id, instance.slot_key, presented, function),
         )
         order = {"masterKey": 0, "functionKeys": 1, "function": 2}
         labels = {"masterKey": "masterKey", "functionKeys": "hostKey", "function": "functionKey"}
         for row in sorted(rows, key=lambda r: order[r["kind"]]):
-            if row["created"] + lag <= now and (row["retired"] is None or now < row["retired"] + lag):
+            if row["accepted_from"] <= now and (row["accepted_until"] is None or now < row["accepted_until"]):
                 return labels[row["kind"]], row["name"]
         return None
 
@@ -366,6 +395,8 @@ class SiteStore:
                             "value": r["value"],
                             "created": iso_ts(r["created"]),
                             "retired": iso_ts(r["retired"]) if r["retired"] is not None else None,
+                            "acceptedFrom": iso_ts(r["accepted_from"]),
+                            "acceptedUntil": iso_ts(r["accepted_until"]) if r["accepted_until"] is not None else None,
                         }
                         for r in rows
                     ],
