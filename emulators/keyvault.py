@@ -415,7 +415,7 @@ def route(operation: str, audit_operation: str, handler: Handler) -> Callable[[w
             except KeyVaultFailure as failure:
                 return failure.response()
 
-        status = 500
+        status: int | None = None  # stays None when a reset fault drops the connection: no answer, no row
         try:
             response = await run_operation(request, SERVICE, f"{SERVICE}.{operation}", authenticate, run)
             status = response.status
@@ -423,20 +423,24 @@ def route(operation: str, audit_operation: str, handler: Handler) -> Callable[[w
         except web.HTTPException as exc:
             status = exc.status
             raise
+        except Exception:
+            status = 500
+            raise
         finally:
-            caller = request.get("caller")
-            keyvault_audit.append(
-                request.app[STATE_KEY].store,
-                AuditEntry(
-                    operation=audit_operation,
-                    secret_name=request.match_info.get("name"),
-                    version=request.match_info.get("version") or None,
-                    caller=caller if isinstance(caller, Caller) else None,
-                    status=status,
-                    request_uri=str(request.url),
-                    secret_id=request.get("kv_secret_id"),
-                ),
-            )
+            if status is not None:
+                caller = request.get("caller")
+                keyvault_audit.append(
+                    request.app[STATE_KEY].store,
+                    AuditEntry(
+                        operation=audit_operation,
+                        secret_name=request.match_info.get("name"),
+                        version=request.match_info.get("version") or None,
+                        caller=caller if isinstance(caller, Caller) else None,
+                        status=status,
+                        request_uri=str(request.url),
+                        secret_id=request.get("kv_secret_id"),
+                    ),
+                )
 
     handle.__name__ = operation
     return handle

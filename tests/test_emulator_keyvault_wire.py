@@ -159,3 +159,17 @@ def test_state_and_audit_survive_a_restart(tmp_path: Path) -> None:
         with pytest.raises(ResourceExistsError):
             client.set_secret("gone", "y")
         assert second.control("GET", "keyvault/audit").json()["value"][: len(audit_before)] == audit_before
+
+
+def test_a_dropped_connection_leaves_no_audit_row(emulator: Emulator, clean_faults: Emulator) -> None:
+    name, auth = unique("reset"), token()
+    call(emulator, "PUT", f"/secrets/{name}?{API}", auth, json={"value": "v"}).raise_for_status()
+    since = emulator.control("GET", "keyvault/audit").json()["value"][-1]["seq"]
+    emulator.fault(operation="keyvault.get_secret", mode="reset", times=1)
+
+    with pytest.raises(requests.ConnectionError):
+        call(emulator, "GET", f"/secrets/{name}/?{API}", auth)
+    assert call(emulator, "GET", f"/secrets/{name}/?{API}", auth).json()["value"] == "v"
+
+    rows = emulator.control("GET", f"keyvault/audit?since={since}").json()["value"]
+    assert [(r["operation"], r["status"]) for r in rows] == [("SecretGet", 200)]
