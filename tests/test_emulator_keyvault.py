@@ -50,7 +50,7 @@ def test_challenge_round_trip_stores_the_value_once_from_the_replay(emulator: Em
     puts = [r for r in emulator.requests_log(since) if r["path"] == f"/secrets/{name}"]
     assert [(r["method"], r["status"], r["caller"]) for r in puts] == [
         ("PUT", 401, None),
-        ("PUT", 200, "00000000-0000-0000-0000-00000000a11e"),
+        ("PUT", 200, emulator.settings().local_identity),
     ]
     versions = emulator.state()["keyvault"]["secrets"][name]["versions"]
     assert [(v["version"], v["value"]) for v in versions] == [(stored.properties.version, "the-value")]
