@@ -349,7 +349,9 @@ class DurableEngine:
         upcoming = self._db.next_visible_at(ev.fmt_time(now))
         if upcoming:
             delay = min(delay, (ev.parse_time(upcoming) - now).total_seconds())
-        if self._may_skip():
+        if self._may_skip() and (upcoming or self.clock.next_external_wakeup() is not None):
+            # Wake when the grace ends only if there is something to skip to; otherwise idle polling
+            # would spin at the floor below.
             delay = min(delay, self.idle_grace - (time.monotonic() - self._last_busy))
         return max(delay, 0.005)
 
