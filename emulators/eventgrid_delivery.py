@@ -297,7 +297,7 @@ class DeliveryWorker:
             ) as response:
                 status = response.status
                 await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except Exception as exc:  # any failure to deliver is a failed attempt, never a stuck row
             error = f"{type(exc).__name__}: {exc}"
         self._record(row, status, error)
 
