@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
+from emulators.control import read_json
 from emulators.eventgrid_events import (
     CLOUD_EVENTS,
     COMPATIBLE_DELIVERY,
@@ -411,8 +412,6 @@ def _bad_request(message: str) -> web.Response:
 
 
 async def put_subscription(request: web.Request) -> web.Response:
-    from emulators.control import read_json
-
     state = request.app[STATE_KEY]
     name = request.match_info["name"]
     try:
