@@ -1,0 +1,351 @@
+"""CloudEvents 1.0 for consumers and operators: one builder per event type, never a key value.
+
+Each event's `id` is a UUID derived from (rotation id, type[, occurrence]), so publishing the same
+event again (an activity retried, a replay) sends the same id and subscribers can drop duplicates.
+`subject` is `targets/<targetId>` so subscriptions filter per target (subjectBeginsWith). Builders
+take every timestamp as an argument (the orchestrator's replay-safe clock) and refuse data that looks
+like a secret. The JSON Schema of each type is in `config/events/<type>.schema.json`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from rotation.durations import format_duration, format_timestamp
+from rotation.identity import Actor
+from rotation.naming import Mode, is_rotation_id
+from rotation.policy import APP_ROOT, Threshold
+from rotation.redaction import looks_secret
+
+SPEC_VERSION = "1.0"
+DEFAULT_SOURCE = "/keyrotation"
+DATA_CONTENT_TYPE = "application/json"
+SCHEMA_DIR = APP_ROOT / "config" / "events"
+SUBJECT_PREFIX = "targets/"
+
+ROTATION_STARTED = "KeyRotation.RotationStarted"
+NEW_KEY_AVAILABLE = "KeyRotation.NewKeyAvailable"
+ROTATION_HELD = "KeyRotation.RotationHeld"
+OLD_KEY_REVOKED = "KeyRotation.OldKeyRevoked"
+ROTATION_COMPLETED = "KeyRotation.RotationCompleted"
+ROTATION_FAILED = "KeyRotation.RotationFailed"
+ROTATION_DEGRADED = "KeyRotation.RotationDegraded"
+DRIFT_DETECTED = "KeyRotation.DriftDetected"
+EVENT_TYPES: tuple[str, ...] = (
+    ROTATION_STARTED,
+    NEW_KEY_AVAILABLE,
+    ROTATION_HELD,
+    OLD_KEY_REVOKED,
+    ROTATION_COMPLETED,
+    ROTATION_FAILED,
+    ROTATION_DEGRADED,
+    DRIFT_DETECTED,
+)
+
+Stage = Literal["provision", "verify", "announce", "overlap", "gate", "revoke", "watch"]
+STAGES: tuple[str, ...] = ("provision", "verify", "announce", "overlap", "gate", "revoke", "watch")
+DriftKind = Literal["key-missing-on-target", "value-mismatch", "secret-missing", "secret-disabled"]
+DRIFT_KINDS: tuple[str, ...] = ("key-missing-on-target", "value-mismatch", "secret-missing", "secret-disabled")
+
+# Fixed namespace: event ids must be the same on every host, in every release.
+_EVENT_NAMESPACE = uuid.UUID("6f1d3c2a-9b7e-4c5d-8a1f-2e3d4c5b6a70")
+
+
+class EventDataError(ValueError):
+    """The event cannot be built as asked (a bad field or a secret-shaped value); names the field."""
+
+
+@dataclass(frozen=True)
+class RotationInfo:
+    """What every rotation event repeats: which rotation, of which target, why and by whom."""
+
+    rotation_id: str
+    target_id: str
+    mode: Mode
+    actor: Actor
+    started_at: datetime
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rotationId": self.rotation_id,
+            "targetId": self.target_id,
+            "mode": self.mode,
+            "actor": self.actor.to_json(),
+            "reason": self.reason,
+            "startedAt": format_timestamp(self.started_at),
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> RotationInfo:
+        return RotationInfo(
+            rotation_id=data["rotationId"],
+            target_id=data["targetId"],
+            mode=data["mode"],
+            actor=Actor.from_json(data["actor"]),
+            started_at=datetime.fromisoformat(data["startedAt"].replace("Z", "+00:00")),
+            reason=data.get("reason"),
+        )
+
+
+def event_id(rotation_id: str, event_type: str, occurrence: str | int | None = None) -> str:
+    """Stable per (rotation id, type[, occurrence]): the key of idempotent publishing."""
+    if event_type not in EVENT_TYPES:
+        raise EventDataError(f"type: unknown event type {event_type!r}")
+    name = f"{rotation_id}|{event_type}" + (f"|{occurrence}" if occurrence is not None else "")
+    return str(uuid.uuid5(_EVENT_NAMESPACE, name))
+
+
+def subject(target_id: str) -> str:
+    return f"{SUBJECT_PREFIX}{target_id}"
+
+
+def schema_path(event_type: str) -> Path:
+    return SCHEMA_DIR / f"{event_type}.schema.json"
+
+
+def _check_no_secrets(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        if looks_secret(value):
+            raise EventDataError(f"{path}: looks like a secret value; events never carry key values")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_no_secrets(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_no_secrets(item, f"{path}[{index}]")
+
+
+def _envelope(
+    event_type: str,
+    key: str,
+    target_id: str,
+    time: datetime,
+    data: dict[str, Any],
+    source: str,
+    occurrence: str | int | None = None,
+) -> dict[str, Any]:
+    _check_no_secrets(data, "data")
+    return {
+        "specversion": SPEC_VERSION,
+        "id": event_id(key, event_type, occurrence),
+        "source": source,
+        "type": event_type,
+        "subject": subject(target_id),
+        "time": format_timestamp(time),
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "data": data,
+    }
+
+
+def _rotation_event(
+    event_type: str,
+    info: RotationInfo,
+    time: datetime,
+    fields: dict[str, Any],
+    source: str,
+    occurrence: str | int | None = None,
+) -> dict[str, Any]:
+    if not is_rotation_id(info.rotation_id):
+        raise EventDataError(f"data.rotationId: {info.rotation_id!r} is not a rotation id")
+    data = {**info.to_json(), **fields}
+    return _envelope(event_type, info.rotation_id, info.target_id, time, data, source, occurrence)
+
+
+def _names(values: Iterable[str]) -> list[str]:
+    return list(values)
+
+
+def rotation_started(
+    info: RotationInfo,
+    *,
+    key_name: str,
+    previous_key_name: str | None,
+    overlap: timedelta,
+    source: str = DEFAULT_SOURCE,
+) -> dict[str, Any]:
+    """A rotation began: which key name it will create, which key it replaces, the planned overlap."""
+    fields = {"keyName": key_name, "previousKeyName": previous_key_name, "overlap": format_duration(overlap)}
+    return _rotation_event(ROTATION_STARTED, info, info.started_at, fields, source)
+
+
+def new_key_available(
+    info: RotationInfo,
+    *,
+    key_name: str,
+    secret_id: str,
+    previous_key_name: str | None,
+    previous_secret_id: str | None,
+    available_at: datetime,
+    overlap_ends_at: datetime,
+    source: str = DEFAULT_SOURCE,
+) -> dict[str, Any]:
+    """The new key works on the target and is in Key Vault at `secret_id` (versioned): switch to it
+    before `overlapEndsAt`, then acknowledge."""
+    fields = {
+        "keyName": key_name,
+        "secretId": secret_id,
+        "previousKeyName": previous_key_name,
+        "previousSecretId": previous_secret_id,
+        "availableAt": format_timestamp(available_at),
+        "overlapEndsAt": format_timestamp(overlap_ends_at),
+    }
+    return _rotation_event(NEW_KEY_AVAILABLE, info, available_at, fields, source)
+
+
+def rotation_held(
+    info: RotationInfo,
+    *,
+    key_name: str,
+    secret_id: str,
+    failures: int | None,
+    baseline: int | None,
+    threshold: Threshold,
+    window_start: datetime,
+    window_end: datetime,
+    held_at: datetime,
+    deadline: datetime,
+    default_action: str,
+    hold_reason: str,
+    occurrence: int = 1,
+    source: str = DEFAULT_SOURCE,
+) -> dict[str, Any]:
+    """The gate stopped before revoking the old key (failures above threshold, or the signal could not be
+    read: failures/baseline null). Waits for approve / abort / extend until `deadline`. `occurrence`
+    counts holds within one rotation (an extend can lead to a second hold)."""
+    fields = {
+        "keyName": key_name,
+        "secretId": secret_id,
+        "failures": failures,
+        "baseline": baseline,
+        "threshold": threshold.to_json(),
+        "windowStart": format_timestamp(window_start),
+        "windowEnd": format_timestamp(window_end),
+        "heldAt": format_timestamp(held_at),
+        "deadline": format_timestamp(deadline),
+        "defaultAction": default_action,
+        "holdReason": hold_reason,
+        "hold": occurrence,
+    }
+    return _rotation_event(ROTATION_HELD, info, held_at, fields, source, occurrence)
+
+
+def old_key_revoked(
+    info: RotationInfo,
+    *,
+    key_name: str,
+    revoked_key_names: Sequence[str],
+    revoked_secret_ids: Sequence[str],
+    revoked_at: datetime,
+    source: str = DEFAULT_SOURCE,
+) -> dict[str, Any]:
+    """Old keys are deleted on the target and their Key Vault versions disabled; `keyName` is the one left."""
+    fields = {
+        "keyName": key_name,
+        "revokedKeyNames": _names(revoked_key_names),
+        "revokedSecretIds": _names(revoked_secret_ids),
+        "revokedAt": format_timestamp(revoked_at),
+    }
+    return _rotation_event(OLD_KEY_REVOKED, info, revoked_at, fields, source)
+
+
+def rotation_completed(
+    info: RotationInfo,
+    *,
+    key_name: str,
+    secret_id: str,
+    revoked_key_names: Sequence[str],
+    completed_at: datetime,
+    source: str = DEFAULT_SOURCE,
+) -> dict[str, Any]:
+    fields = {
+        "keyName": key_name,
+        "secretId": secret_id,
+        "revokedKeyNames": _names(revoked_key_names),
+        "completedAt": format_timestamp(completed_at),
+    }
+    return _rotation_event(ROTATION_COMPLETED, info, completed_at, fields, source)
+
+
+def rotation_failed(
+    info: RotationInfo,
+    *,
+    stage: Stage,
+    error: str,
+    compensated: bool,
+    key_name: str | None,
+    failed_at: datetime,
+    source: str = DEFAULT_SOURCE,
+) -> dict[str, Any]:
+    """The rotation stopped at `stage`. `compensated`: the new key was removed and the old one still works.
+    `error` must already be a safe message (redaction.safe_error_message)."""
+    if stage not in STAGES:
+        raise EventDataError(f"data.stage: must be one of {', '.join(STAGES)}")
+    fields = {
+        "stage": stage,
+        "error": error,
+        "compensated": compensated,
+        "keyName": key_name,
+        "failedAt": format_timestamp(failed_at),
+    }
+    return _rotation_event(ROTATION_FAILED, info, failed_at, fields, source)
+
+
+def rotation_degraded(
+    info: RotationInfo,
+    *,
+    key_name: str,
+    revoked_key_names: Sequence[str],
+    failures: int,
+    baseline: int,
+    window_start: datetime,
+    window_end: datetime,
+    detected_at: datetime,
+    source: str = DEFAULT_SOURCE,
+) -> dict[str, Any]:
+    """Auth failures spiked after revocation: some consumer still uses a revoked key (never restored)."""
+    fields = {
+        "keyName": key_name,
+        "revokedKeyNames": _names(revoked_key_names),
+        "failures": failures,
+        "baseline": baseline,
+        "windowStart": format_timestamp(window_start),
+        "windowEnd": format_timestamp(window_end),
+        "detectedAt": format_timestamp(detected_at),
+    }
+    return _rotation_event(ROTATION_DEGRADED, info, detected_at, fields, source)
+
+
+def drift_detected(
+    target_id: str,
+    *,
+    check_id: str,
+    drift: DriftKind,
+    key_name: str | None,
+    secret_id: str | None,
+    rotation_id: str | None,
+    detected_at: datetime,
+    detail: str,
+    source: str = DEFAULT_SOURCE,
+) -> dict[str, Any]:
+    """Key Vault's current version and what the target accepts disagree (e.g. the host regenerated a key).
+    Idempotent per (check, target, drift, key name)."""
+    if drift not in DRIFT_KINDS:
+        raise EventDataError(f"data.drift: must be one of {', '.join(DRIFT_KINDS)}")
+    data = {
+        "targetId": target_id,
+        "checkId": check_id,
+        "drift": drift,
+        "keyName": key_name,
+        "secretId": secret_id,
+        "rotationId": rotation_id,
+        "detectedAt": format_timestamp(detected_at),
+        "detail": detail,
+    }
+    key = f"drift|{check_id}|{target_id}|{drift}|{key_name or ''}"
+    return _envelope(DRIFT_DETECTED, key, target_id, detected_at, data, source)
