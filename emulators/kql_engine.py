@@ -120,13 +120,9 @@ def _equal(a: Any, b: Any, fold: bool = False) -> bool | None:
         return None
     if isinstance(a, bool) != isinstance(b, bool):
         return False
-    if fold or (isinstance(a, str) and isinstance(b, str) and _looks_like_guid_pair(a, b)):
+    if fold:
         return to_text(a).lower() == to_text(b).lower()
     return bool(a == b)
-
-
-def _looks_like_guid_pair(a: str, b: str) -> bool:
-    return len(a) == len(b) == 36 and a.count("-") == b.count("-") == 4
 
 
 def _order(a: Any, b: Any) -> int | None:
@@ -393,7 +389,8 @@ class ExpressionCompiler:
                     node.pos,
                     op,
                 )
-            return Typed(BOOL, _comparison(op, left.fn, right.fn))
+            guid = GUID in (left.type, right.type)  # guids compare without regard to case
+            return Typed(BOOL, _comparison(op, left.fn, right.fn, fold=guid))
         if op in ("=~", "!~"):
             self._require_text(op, left, right, node.pos)
             negate = op == "!~"
@@ -444,7 +441,7 @@ class ExpressionCompiler:
     def _inlist(self, node: InList) -> Typed:
         left = self.compile(node.left)
         items = [self.compile(item) for item in node.items]
-        fold = node.op.endswith("~")
+        fold = node.op.endswith("~") or left.type == GUID
         for item, source in zip(items, node.items, strict=True):
             if fold:
                 self._require_text(node.op, left, item, node.pos)
@@ -597,10 +594,10 @@ def _logic(op: str, lf: Fn, rf: Fn) -> Fn:
     return logic
 
 
-def _comparison(op: str, lf: Fn, rf: Fn) -> Fn:
+def _comparison(op: str, lf: Fn, rf: Fn, fold: bool = False) -> Fn:
     if op in ("==", "!="):
         negate = op == "!="
-        return lambda row: _negate(_equal(lf(row), rf(row)), negate)
+        return lambda row: _negate(_equal(lf(row), rf(row), fold=fold), negate)
     tests = {"<": lambda c: c < 0, "<=": lambda c: c <= 0, ">": lambda c: c > 0, ">=": lambda c: c >= 0}
     test = tests[op]
 

@@ -312,3 +312,11 @@ def test_dynamic_member_access() -> None:
     out = run('AZKVAuditLogs | where Identity["claim"].upn == "consumer" | project Identity.claim.upn', rows)
     assert out == [{"Identity_claim_upn": "consumer"}]
     assert refused("AZKVAuditLogs | where OperationName.x == 1").kind == "SemanticError"
+
+
+def test_guids_compare_without_case_but_strings_do_not() -> None:
+    oid = "AAAAAAAA-1111-1111-1111-111111111111"
+    rows = [{"identity_claim_oid_g": oid.lower(), "id_s": oid.lower()}]
+    assert run(f'AzureDiagnostics | where identity_claim_oid_g == "{oid}" | count', rows) == [{"Count": 1}]
+    assert run(f'AzureDiagnostics | where identity_claim_oid_g in ("{oid}") | count', rows) == [{"Count": 1}]
+    assert run(f'AzureDiagnostics | where id_s == "{oid}" | count', rows) == [{"Count": 0}]
