@@ -8,7 +8,7 @@ Key names follow what the Functions host and ARM accept: they travel as a URL pa
 (`.../host/default/functionKeys/{name}`), the host reserves names starting with `_` (`_master`, and
 it refuses to delete `_`-prefixed keys), compares names case-insensitively, and its Key Vault secret
 storage escapes every character that is not a letter or digit into 4 (`-` -> `-045`). So generated
-names are lowercase letters, digits and `-` only, and short: base name (1-32) + 18 = at most 50.
+names are lowercase letters, digits and `-` only, and short: base name (1-32) + 19 = at most 51.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ MASK = "***"
 MAX_ERROR_MESSAGE = 300
 
 # Functions keys as the host generates them (40 bytes, URL-safe base64 with padding), or older
-# standard-base64 keys of the same length.
-_KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{54}==(?![A-Za-z0-9+/_=-])")
+# standard-base64 keys of the same length: the last 56 characters of any token ending in `==`, whatever
+# the key is glued to, and whatever its entropy (an all-`A` key is still a key).
+_KEY_SHAPE = re.compile(r"[A-Za-z0-9+/_-]{54}==(?![A-Za-z0-9+/_=-])")
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2}(?![A-Za-z0-9+/_=-])")
 _BEARER = re.compile(r"(?i)\b(bearer|sharedaccesssignature)\s+[A-Za-z0-9._~+/=%&-]+")
 _FIELD_NAMES: tuple[str, ...] = (
@@ -63,14 +64,24 @@ def _entropy(text: str) -> float:
     return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
 
 
+def _classes(text: str) -> tuple[bool, bool, bool]:
+    return any(c.isupper() for c in text), any(c.islower() for c in text), any(c.isdigit() for c in text)
+
+
 def _is_high_entropy_token(token: str) -> bool:
-    """A random base64 string, not a long identifier: both letter cases, and digits or high entropy
-    (random base64 of 40 characters scores ~4.8 bits/char, CamelCase words ~4.1)."""
+    """A random base64 string, not a long identifier or a path: both letter cases, and digits or high
+    entropy (random base64 of 40 characters scores ~4.8 bits/char, CamelCase words ~4.1). With `/` in it
+    (standard base64, but also every ARM id), it must be padded, or have one 16+ character segment that
+    is random-looking on its own: path segments are words, GUIDs and lowercase hex."""
     body = token.rstrip("=")
-    has_upper = any(c.isupper() for c in body)
-    has_lower = any(c.islower() for c in body)
-    has_digit = any(c.isdigit() for c in body)
-    return has_upper and has_lower and (has_digit or _entropy(body) >= 4.4)
+    upper, lower, digit = _classes(body)
+    if not (upper and lower):
+        return False
+    if "/" in body:
+        if token.endswith("="):
+            return True
+        return any(len(s) >= 16 and all(_classes(s)) for s in body.split("/"))
+    return digit or _entropy(body) >= 4.4
 
 
 def looks_secret(text: str) -> bool:
