@@ -494,7 +494,10 @@ def _schema_validator() -> Any:
 def schema_issues(document: Any) -> list[PolicyIssue]:
     """Problems the JSON Schema finds, in document order, phrased for people."""
     issues: list[PolicyIssue] = []
-    errors = sorted(_schema_validator().iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        _schema_validator().iter_errors(document),
+        key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in e.absolute_path],
+    )
     for error in errors:
         path = tuple(error.absolute_path)
         schema = error.schema if isinstance(error.schema, dict) else {}
