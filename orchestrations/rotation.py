@@ -1,0 +1,583 @@
+"""The rotation lifecycle of one target: provision → verify → announce → overlap → gate → revoke → watch.
+
+One instance per target (`rotation-<targetId>`, the singleton guard of invariant I3). Deterministic:
+time comes from `context.current_utc_datetime`, every decision from the input and activity results,
+and no key value ever enters the input, the results or the custom status (I1).
+
+History budget (DESIGN: ≤ 60 events for overlaps up to 30 days): events are published by the same
+activity call that needs them where order allows (task_all), durable timers are at most 6 days (the
+SDK would otherwise split them into 3-day sub-timers), and Key Vault adoption is polled at most
+`ADOPTION_CHECKS` times per overlap; acknowledgements arrive as external events and cost no polling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP
+from orchestrations.status import RotationStatus
+from rotation import events, naming
+from rotation.durations import DurationError, format_timestamp, parse_duration
+from rotation.identity import Actor
+from rotation.policy import MASTER_KEY_NAME, Target, parse_target
+from rotation.redaction import safe_error_message
+
+bp = df.Blueprint()
+
+MAX_TIMER = timedelta(days=6)  # Python durable timers are capped at 6 days: longer waits loop
+ADOPTION_CHECKS = 3
+MIN_CHECK_SPACING = timedelta(minutes=15)
+MAX_EXTEND = timedelta(days=7)
+
+# External events an operator or consumer raises on a rotation instance.
+ACK_EVENT = "ConsumerAck"
+APPROVE_EVENT = "Approve"
+ABORT_EVENT = "Abort"
+EXTEND_EVENT = "Extend"
+
+Orchestration = Generator[Any, Any, Any]
+
+
+def event_payload(value: Any) -> dict[str, Any]:
+    """The Python client double-encodes raise_event data, so payloads arrive as JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def actor_from(payload: dict[str, Any], fallback: str) -> Actor:
+    raw = payload.get("actor")
+    if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        oid = raw.get("objectId")
+        return Actor("principal", raw["name"][:128], oid if isinstance(oid, str) else None)
+    return Actor("principal", fallback)
+
+
+@dataclass(frozen=True)
+class RotationRequest:
+    """The orchestration input: a frozen copy of the target's policy, so a policy edit mid-rotation
+    cannot change a running rotation (and the orchestrator never reads the file)."""
+
+    rotation_id: str
+    mode: str
+    target: Target
+    target_json: dict[str, Any]
+    actor: Actor
+    reason: str | None
+    overlap: timedelta | None  # an explicit overlap (emergency); None = the policy's
+    current_key_name: str | None
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> RotationRequest:
+        overlap = data.get("overlap")
+        return RotationRequest(
+            rotation_id=data["rotationId"],
+            mode=data["mode"],
+            target=parse_target(data["target"]),
+            target_json=data["target"],
+            actor=Actor.from_json(data["actor"]),
+            reason=data.get("reason"),
+            overlap=parse_duration(overlap) if overlap else None,
+            current_key_name=data.get("currentKeyName"),
+        )
+
+
+class RotationRun:
+    """One execution of the lifecycle; methods are sub-generators driven with `yield from`."""
+
+    def __init__(self, context: df.DurableOrchestrationContext, request: RotationRequest) -> None:
+        self.ctx = context
+        self.req = request
+        self.target = request.target
+        self.started = context.current_utc_datetime
+        self.info = events.RotationInfo(
+            rotation_id=request.rotation_id,
+            target_id=self.target.id,
+            mode=request.mode,  # type: ignore[arg-type]
+            actor=request.actor,
+            started_at=self.started,
+            reason=request.reason,
+        )
+        self.status = RotationStatus(
+            rotation_id=request.rotation_id,
+            target_id=self.target.id,
+            mode=request.mode,
+            trigger={"actor": request.actor.to_json(), "reason": request.reason},
+        )
+        self.provisioned: dict[str, Any] | None = None
+        self.waiters: dict[str, Any] = {}
+
+    # -- helpers --------------------------------------------------------------------------------
+    @property
+    def now(self) -> datetime:
+        return self.ctx.current_utc_datetime
+
+    @property
+    def emergency(self) -> bool:
+        return self.req.mode == "emergency"
+
+    def publish_status(self) -> None:
+        self.ctx.set_custom_status(self.status.to_json())
+
+    def enter(self, stage: str) -> None:
+        self.status.stage = stage
+        self.publish_status()
+
+    def activity(self, name: str, retry: df.RetryOptions, request: dict[str, Any]) -> Any:
+        return self.ctx.call_activity_with_retry(name, retry, request)
+
+    def publish(self, *cloud_events: dict[str, Any]) -> Any:
+        return self.activity("publish_events", PUBLISH_STEP, {"events": list(cloud_events)})
+
+    def waiter(self, name: str) -> Any:
+        """One pending waiter per event name, reused until it fires, so no stale waiters pile up."""
+        task = self.waiters.get(name)
+        if task is None or task.is_completed:
+            task = self.waiters[name] = self.ctx.wait_for_external_event(name)
+        return task
+
+    def overlap(self) -> timedelta:
+        if self.target.is_master_key:
+            return timedelta(0)  # renewed in place: the old value is dead the moment the PUT returns
+        if self.emergency:
+            return min(self.req.overlap or timedelta(0), self.target.emergency_max_overlap)
+        return self.req.overlap or self.target.overlap
+
+    def key_name(self) -> str:
+        if self.target.is_master_key:
+            return MASTER_KEY_NAME
+        return naming.key_name(self.target.base_key_name, self.req.rotation_id)
+
+    def output(self, outcome: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "rotationId": self.req.rotation_id,
+            "targetId": self.target.id,
+            "mode": self.req.mode,
+            "outcome": outcome,
+            "stage": self.status.stage,
+            "keyName": self.status.key_name,
+            "version": self.status.version,
+            **extra,
+        }
+
+    # -- the lifecycle --------------------------------------------------------------------------
+    def run(self) -> Orchestration:
+        key_name = self.key_name()
+        overlap = self.overlap()
+        self.status.key_name = key_name
+        self.status.step("requested", "done", self.started, f"{self.req.mode} by {self.req.actor.name}")
+        self.enter("provisioning")
+        started_event = events.rotation_started(
+            self.info, key_name=key_name, previous_key_name=self.req.current_key_name, overlap=overlap
+        )
+        provision = self.activity(
+            "provision_new_key",
+            KEY_STEP,
+            {"rotationId": self.req.rotation_id, "target": self.req.target_json, "keyName": key_name},
+        )
+        try:
+            provisioned, _ = yield self.ctx.task_all([provision, self.publish(started_event)])
+        except Exception as exc:
+            return (yield from self.fail("provision", safe_error_message(exc), compensate=True))
+        self.provisioned = provisioned
+        self.status.version = provisioned.get("version")
+        self.status.secret_id = provisioned.get("secretId")
+        self.status.previous_key_name = provisioned.get("previousKeyName")
+        self.status.previous_version = provisioned.get("previousVersion")
+        if not provisioned.get("accepted", True):
+            attempts = provisioned.get("probeAttempts")
+            self.status.step("provision", "failed", self.now, f"target refused the new key after {attempts} probes")
+            return (yield from self.fail("verify", "the target never accepted the new key", compensate=True))
+        self.status.step("provision", "done", self.now, f"key {key_name}, version {provisioned.get('version')}")
+
+        if self.target.probe is not None:
+            self.enter("verifying")
+            try:
+                verified = yield self.activity(
+                    "verify_new_key",
+                    VERIFY_STEP,
+                    {
+                        "rotationId": self.req.rotation_id,
+                        "target": self.req.target_json,
+                        "version": provisioned["version"],
+                    },
+                )
+            except Exception as exc:
+                return (yield from self.fail("verify", safe_error_message(exc), compensate=True))
+            if not verified.get("verified"):
+                detail = f"last status {verified.get('lastStatus')} after {verified.get('attempts')} attempts"
+                self.status.step("verify", "failed", self.now, detail)
+                return (yield from self.fail("verify", f"probe refused the new key ({detail})", compensate=True))
+            self.status.step("verify", "done", self.now, f"accepted after {verified.get('attempts')} attempt(s)")
+
+        announced_at = self.now
+        overlap_ends = announced_at + overlap
+        self.status.overlap_ends_at = format_timestamp(overlap_ends)
+        announcement = events.new_key_available(
+            self.info,
+            key_name=key_name,
+            secret_id=provisioned["secretId"],
+            previous_key_name=provisioned.get("previousKeyName"),
+            previous_secret_id=provisioned.get("previousSecretId"),
+            available_at=announced_at,
+            overlap_ends_at=overlap_ends,
+        )
+        try:
+            yield self.publish(announcement)
+        except Exception as exc:
+            # Nobody has been told about the new key yet, so rolling back breaks no consumer.
+            return (yield from self.fail("announce", safe_error_message(exc), compensate=True))
+        self.status.step("announce", "done", self.now, "NewKeyAvailable published")
+
+        if overlap > timedelta(0):
+            self.enter("overlap")
+            ended_by = yield from self.wait_overlap(announced_at, overlap_ends)
+            self.status.step("overlap", "done", self.now, ended_by)
+
+        if not self.emergency and not self.target.is_master_key:
+            decision = yield from self.gate(announced_at)
+            if decision == "abort":
+                return (yield from self.abort())
+
+        return (yield from self.revoke_and_finish(announced_at))
+
+    # -- overlap --------------------------------------------------------------------------------
+    def adoption_checks(self, start: datetime, end: datetime) -> list[datetime]:
+        spacing = max((end - start) / (ADOPTION_CHECKS + 1), MIN_CHECK_SPACING)
+        return [start + spacing * i for i in range(1, ADOPTION_CHECKS + 1) if start + spacing * i < end]
+
+    def wait_overlap(self, start: datetime, end: datetime) -> Orchestration:
+        """Until `end`, or earlier once every registered consumer acknowledged or was seen reading the
+        new version in the Key Vault audit. Without consumers the overlap runs its full length."""
+        consumers = {c.object_id: c.name for c in self.target.consumers}
+        adopted: set[str] = set()
+        checks = self.adoption_checks(start, end) if consumers else []
+        while self.now < end:
+            wake = min([end, self.now + MAX_TIMER, *[t for t in checks if t > self.now]])
+            timer = self.ctx.create_timer(wake)
+            waiting = [timer, self.waiter(ACK_EVENT)] if consumers else [timer]
+            winner = yield self.ctx.task_any(waiting)
+            if winner is not timer:
+                timer.cancel()
+                payload = event_payload(winner.result)
+                oid = str(payload.get("objectId", "")).lower()
+                if oid in consumers and oid not in adopted:
+                    adopted.add(oid)
+                    self.status.step("ack", "done", self.now, f"{consumers[oid]} acknowledged")
+                    self.publish_status()
+            elif consumers.keys() - adopted and any(t <= self.now for t in checks):
+                checks = [t for t in checks if t > self.now]
+                readers = yield from self.check_adoption(start)
+                for oid in sorted(readers & (consumers.keys() - adopted)):
+                    adopted.add(oid)
+                    self.status.step("adoption", "done", self.now, f"{consumers[oid]} read the new version")
+                self.publish_status()
+            if consumers and adopted >= consumers.keys():
+                return "every consumer switched"
+        return "overlap elapsed"
+
+    def check_adoption(self, since: datetime) -> Orchestration:
+        assert self.provisioned is not None
+        try:
+            result = yield self.activity(
+                "check_adoption",
+                QUERY_STEP,
+                {
+                    "target": self.req.target_json,
+                    "secretId": self.provisioned["secretId"],
+                    "since": format_timestamp(since),
+                    "until": format_timestamp(self.now),
+                },
+            )
+        except Exception as exc:
+            self.status.step("adoption", "failed", self.now, safe_error_message(exc))
+            return set()
+        return {str(r).lower() for r in result.get("readers") or []}
+
+    # -- gate and hold --------------------------------------------------------------------------
+    def gate(self, announced_at: datetime) -> Orchestration:
+        """Compare auth failures during the overlap with an equally long baseline before the rotation.
+        A failed query is not "zero failures": a scheduled rotation holds."""
+        holds = 0
+        while True:
+            self.enter("gate")
+            window_end = self.now
+            length = max(window_end - announced_at, timedelta(minutes=1))
+            baseline_start = self.started - length
+            try:
+                counted = yield self.activity(
+                    "count_auth_failures",
+                    QUERY_STEP,
+                    {
+                        "target": self.req.target_json,
+                        "window": {"start": format_timestamp(announced_at), "end": format_timestamp(window_end)},
+                        "baseline": {"start": format_timestamp(baseline_start), "end": format_timestamp(self.started)},
+                    },
+                )
+            except Exception as exc:
+                counted = {"failures": None, "baseline": None, "error": safe_error_message(exc)}
+            failures, baseline, error = counted.get("failures"), counted.get("baseline"), counted.get("error")
+            if error is None and failures is not None and baseline is not None:
+                if not self.target.monitoring.threshold.breached(failures, baseline):
+                    self.status.step("gate", "passed", self.now, f"{failures} auth failures, baseline {baseline}")
+                    return "approve"
+                reason = f"{failures} auth failures during the overlap against a baseline of {baseline}"
+            else:
+                reason = f"the failure signal could not be read: {error}"
+            holds += 1
+            decision = yield from self.hold(announced_at, window_end, failures, baseline, reason, holds)
+            if decision != "extend":
+                return decision
+
+    def hold(
+        self,
+        window_start: datetime,
+        window_end: datetime,
+        failures: int | None,
+        baseline: int | None,
+        reason: str,
+        occurrence: int,
+    ) -> Orchestration:
+        assert self.provisioned is not None
+        held_at = self.now
+        deadline = held_at + self.target.hold.deadline
+        default = self.target.hold.default_action
+        self.status.hold = {
+            "reason": reason,
+            "failures": failures,
+            "baseline": baseline,
+            "heldAt": format_timestamp(held_at),
+            "deadline": format_timestamp(deadline),
+            "defaultAction": default,
+        }
+        self.status.step("gate", "held", held_at, reason)
+        self.enter("held")
+        held_event = events.rotation_held(
+            self.info,
+            key_name=self.status.key_name or "",
+            secret_id=self.provisioned["secretId"],
+            failures=failures,
+            baseline=baseline,
+            threshold=self.target.monitoring.threshold,
+            window_start=window_start,
+            window_end=window_end,
+            held_at=held_at,
+            deadline=deadline,
+            default_action=default,
+            hold_reason=reason,
+            occurrence=occurrence,
+        )
+        try:
+            yield self.publish(held_event)
+        except Exception as exc:
+            self.status.step("hold", "failed", self.now, f"RotationHeld not published: {safe_error_message(exc)}")
+        while True:
+            timer = self.ctx.create_timer(deadline)
+            decisions = {name: self.waiter(name) for name in (APPROVE_EVENT, ABORT_EVENT, EXTEND_EVENT)}
+            winner = yield self.ctx.task_any([timer, *decisions.values()])
+            if winner is timer:
+                self.status.step("hold", default, self.now, "deadline passed: the policy's default action")
+                self.status.hold = None
+                return default
+            timer.cancel()
+            name = next(n for n, task in decisions.items() if task is winner)
+            payload = event_payload(winner.result)
+            actor = actor_from(payload, "unknown")
+            note = payload.get("reason") if isinstance(payload.get("reason"), str) else None
+            if name == EXTEND_EVENT:
+                try:
+                    by = parse_duration(str(payload.get("by", "")))
+                except DurationError:
+                    self.status.step("hold", "ignored", self.now, f"extend by {actor.name}: 'by' is not a duration")
+                    self.publish_status()
+                    continue
+                by = min(max(by, timedelta(minutes=1)), MAX_EXTEND)
+                self.status.step(
+                    "hold", "extended", self.now, f"by {actor.name} for {by}" + (f": {note}" if note else "")
+                )
+                self.status.hold = None
+                self.enter("overlap")
+                yield self.ctx.create_timer(self.now + by)
+                return "extend"
+            decision = "approve" if name == APPROVE_EVENT else "abort"
+            outcome = "approved" if decision == "approve" else "aborted"
+            self.status.step("hold", outcome, self.now, f"by {actor.name}" + (f": {note}" if note else ""))
+            self.status.hold = None
+            return decision
+
+    # -- endings --------------------------------------------------------------------------------
+    def revoke_and_finish(self, announced_at: datetime) -> Orchestration:
+        assert self.provisioned is not None
+        self.enter("revoking")
+        previous_key = self.provisioned.get("previousKeyName")
+        previous_version = self.provisioned.get("previousVersion")
+        if self.emergency:
+            names, versions = None, None  # every other key of the family, every other version of ours
+        elif self.target.is_master_key:
+            names, versions = [], None
+        else:
+            names = [previous_key] if previous_key and previous_key != self.status.key_name else []
+            versions = [previous_version] if previous_version else []
+        try:
+            revoked = yield self.activity(
+                "revoke_old_keys",
+                KEY_STEP,
+                {
+                    "rotationId": self.req.rotation_id,
+                    "target": self.req.target_json,
+                    "keepKeyName": self.status.key_name,
+                    "keepVersion": self.provisioned["version"],
+                    "revokeKeyNames": names,
+                    "revokeVersions": versions,
+                },
+            )
+        except Exception as exc:
+            # Consumers were told about the new key and may already use it: never roll back now.
+            return (yield from self.fail("revoke", safe_error_message(exc), compensate=False))
+        deleted = list(revoked.get("deletedKeys") or [])
+        disabled = list(revoked.get("disabledVersions") or [])
+        revoked_at = self.now
+        self.status.step("revoke", "done", revoked_at, f"deleted {deleted or 'nothing'}, disabled {len(disabled)}")
+        vault = self.target.key_vault
+        revoked_event = events.old_key_revoked(
+            self.info,
+            key_name=self.status.key_name or "",
+            revoked_key_names=deleted,
+            revoked_secret_ids=[vault.secret_id(v) for v in disabled],
+            revoked_at=revoked_at,
+        )
+        watch = self.target.monitoring.watch
+        if watch > timedelta(0):
+            try:
+                yield self.publish(revoked_event)
+            except Exception as exc:
+                self.status.step("announce", "failed", self.now, f"OldKeyRevoked: {safe_error_message(exc)}")
+            yield from self.watch(revoked_at, watch, deleted, announced_at)
+            final = [self.completed_event(deleted)]
+        else:
+            final = [revoked_event, self.completed_event(deleted)]
+        try:
+            yield self.publish(*final)
+        except Exception as exc:
+            self.status.step("announce", "failed", self.now, f"completion events: {safe_error_message(exc)}")
+        self.status.step("done", "done", self.now, "rotation completed")
+        self.enter("completed")
+        return self.output("completed", revokedKeyNames=deleted, disabledVersions=disabled)
+
+    def completed_event(self, deleted: list[str]) -> dict[str, Any]:
+        assert self.provisioned is not None
+        return events.rotation_completed(
+            self.info,
+            key_name=self.status.key_name or "",
+            secret_id=self.provisioned["secretId"],
+            revoked_key_names=deleted,
+            completed_at=self.now,
+        )
+
+    def watch(
+        self, revoked_at: datetime, watch: timedelta, deleted: list[str], announced_at: datetime
+    ) -> Orchestration:
+        """A short post-revocation window: a failure spike is reported (RotationDegraded), never undone."""
+        self.enter("watching")
+        yield self.ctx.create_timer(revoked_at + watch)
+        window_end = self.now
+        try:
+            counted = yield self.activity(
+                "count_auth_failures",
+                QUERY_STEP,
+                {
+                    "target": self.req.target_json,
+                    "window": {"start": format_timestamp(revoked_at), "end": format_timestamp(window_end)},
+                    "baseline": {
+                        "start": format_timestamp(self.started - (window_end - revoked_at)),
+                        "end": format_timestamp(self.started),
+                    },
+                },
+            )
+        except Exception as exc:
+            self.status.step("watch", "failed", self.now, safe_error_message(exc))
+            return
+        failures, baseline = counted.get("failures"), counted.get("baseline")
+        if failures is None or baseline is None:
+            self.status.step("watch", "failed", self.now, f"signal unavailable: {counted.get('error')}")
+            return
+        if not self.target.monitoring.threshold.breached(failures, baseline):
+            self.status.step("watch", "done", self.now, f"{failures} auth failures after revocation")
+            return
+        self.status.step(
+            "watch", "degraded", self.now, f"{failures} auth failures after revocation, baseline {baseline}"
+        )
+        degraded = events.rotation_degraded(
+            self.info,
+            key_name=self.status.key_name or "",
+            revoked_key_names=deleted,
+            failures=failures,
+            baseline=baseline,
+            window_start=revoked_at,
+            window_end=window_end,
+            detected_at=self.now,
+        )
+        try:
+            yield self.publish(degraded)
+        except Exception as exc:
+            self.status.step("watch", "failed", self.now, f"RotationDegraded: {safe_error_message(exc)}")
+
+    def abort(self) -> Orchestration:
+        """An aborted hold keeps both keys valid (consumers may already use the new one) and is loud:
+        RotationFailed tells operators the old key still works and needs a decision."""
+        return (
+            yield from self.fail(
+                "gate", "aborted while held: both keys remain valid", compensate=False, outcome="aborted"
+            )
+        )
+
+    def fail(self, stage: str, error: str, *, compensate: bool, outcome: str = "failed") -> Orchestration:
+        compensated = False
+        if compensate:
+            self.enter("compensating")
+            try:
+                yield self.activity(
+                    "compensate_rotation",
+                    KEY_STEP,
+                    {
+                        "rotationId": self.req.rotation_id,
+                        "target": self.req.target_json,
+                        "keyName": self.status.key_name,
+                        "version": self.status.version,
+                        "previousVersion": self.status.previous_version,
+                    },
+                )
+                compensated = True
+                self.status.step("compensate", "done", self.now, "new key deleted, previous version current again")
+            except Exception as exc:
+                self.status.step("compensate", "failed", self.now, safe_error_message(exc))
+        failed_event = events.rotation_failed(
+            self.info,
+            stage=stage,  # type: ignore[arg-type]
+            error=error,
+            compensated=compensated,
+            key_name=self.status.key_name,
+            failed_at=self.now,
+        )
+        try:
+            yield self.publish(failed_event)
+        except Exception as exc:
+            self.status.step("announce", "failed", self.now, f"RotationFailed: {safe_error_message(exc)}")
+        self.status.step(stage, outcome, self.now, error)
+        self.enter(outcome)
+        return self.output(outcome, error=error, compensated=compensated)
+
+
+@bp.orchestration_trigger(context_name="context")
+def rotation_orchestrator(context: df.DurableOrchestrationContext) -> Orchestration:
+    request = RotationRequest.from_json(context.get_input())
+    return (yield from RotationRun(context, request).run())

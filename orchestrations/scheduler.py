@@ -1,0 +1,88 @@
+"""The scheduler: one instance per timer tick, fanning out one rotation per due target.
+
+Concurrency is bounded (a sliding window of sub-orchestrations); one target's failure never stops the
+others; a target whose rotation instance is still running is skipped (the instance-exists rule makes
+the sub-orchestration fail rather than start a second rotation: invariant I3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import azure.durable_functions as df
+
+from orchestrations.retry import QUERY_STEP
+from rotation import naming
+from rotation.durations import format_timestamp
+from rotation.identity import SCHEDULE_ACTOR
+from rotation.redaction import safe_error_message
+
+bp = df.Blueprint()
+
+DEFAULT_CONCURRENCY = 8
+MAX_CONCURRENCY = 64
+
+
+def concurrency(value: Any) -> int:
+    try:
+        return min(max(int(value), 1), MAX_CONCURRENCY)
+    except (TypeError, ValueError):
+        return DEFAULT_CONCURRENCY
+
+
+def rotation_input(item: dict[str, Any], rotation_id: str, tick: str) -> dict[str, Any]:
+    return {
+        "rotationId": rotation_id,
+        "mode": "scheduled",
+        "target": item["target"],
+        "actor": SCHEDULE_ACTOR.to_json(),
+        "reason": f"{item.get('reason', 'due')} (tick {tick})",
+        "currentKeyName": item.get("currentKeyName"),
+    }
+
+
+@bp.orchestration_trigger(context_name="context")
+def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
+    request = context.get_input() or {}
+    now = context.current_utc_datetime
+    tick = str(request.get("tick") or format_timestamp(now))
+    window = concurrency(request.get("maxConcurrency", DEFAULT_CONCURRENCY))
+    summary: dict[str, Any] = {"tick": tick, "completed": [], "failed": [], "aborted": [], "skipped": []}
+    try:
+        found = yield context.call_activity_with_retry("find_due_targets", QUERY_STEP, {"now": format_timestamp(now)})
+    except Exception as exc:
+        summary["error"] = f"could not find due targets: {safe_error_message(exc)}"
+        context.set_custom_status({"stage": "failed", **summary})
+        return summary
+    queue = list(found.get("due") or [])
+    summary["due"] = [item["targetId"] for item in queue]
+    summary["notDue"] = len(found.get("notDue") or [])
+    summary["skipped"] = [{"targetId": s["targetId"], "reason": s.get("reason")} for s in found.get("skipped") or []]
+    running: list[tuple[str, Any]] = []
+    while queue or running:
+        while queue and len(running) < window:
+            item = queue.pop(0)
+            rotation_id = naming.rotation_id(item["targetId"], "scheduled", now)
+            task = context.call_sub_orchestrator(
+                "rotation_orchestrator",
+                rotation_input(item, rotation_id, tick),
+                naming.rotation_instance_id(item["targetId"]),
+            )
+            running.append((item["targetId"], task))
+        context.set_custom_status({"stage": "rotating", "running": [t for t, _ in running], "queued": len(queue)})
+        finished = yield context.task_any([task for _, task in running])
+        target_id = next(t for t, task in running if task is finished)
+        running = [(t, task) for t, task in running if task is not finished]
+        result = finished.result
+        if isinstance(result, BaseException):
+            message = safe_error_message(result)
+            bucket = "skipped" if "already exists" in message else "failed"
+            reason = "a rotation of this target is already running" if bucket == "skipped" else message
+            summary[bucket].append({"targetId": target_id, "reason": reason})
+        else:
+            outcome = result.get("outcome") if isinstance(result, dict) else None
+            bucket = {"completed": "completed", "aborted": "aborted"}.get(str(outcome), "failed")
+            summary[bucket].append({"targetId": target_id, "rotationId": result.get("rotationId"), "outcome": outcome})
+    context.set_custom_status({"stage": "done"})
+    return summary
