@@ -1,0 +1,172 @@
+"""Activity `provision_new_key`: a new key on the target, accepted by it, stored as Key Vault's current version.
+
+Order (invariant I2 — the newest enabled version is always a key the target accepts):
+1. list the scope's keys (ARM); list the secret's versions (Key Vault, properties only);
+2. create the key name without a value if it is absent, and read the generated value back (ARM);
+3. probe the target with it until accepted — host instances cache keys, so a fresh key is refused for a
+   while. Never accepted: return accepted=false and write nothing to Key Vault (DESIGN stores first and
+   verifies after; storing a key the target refuses would hand consumers a dead key);
+4. store it as a new version tagged stage=current (or reuse the version this rotation already stored);
+5. re-tag the previous current version stage=previous.
+
+A re-run after a crash at any point converges: the key name derives from the rotation id (an existing
+key is read, not recreated), and a version tagged with the rotation id is reused — it was only written
+after the target accepted the key, so the probe is skipped. Cost per key: 3 ARM calls (listkeys, PUT,
+listkeys) and 3 Key Vault calls (list, set, update); the master key adds one Key Vault read on a re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from activities import probe as probing
+from activities import secret_versions
+from activities.function_keys import FunctionKeyStore
+from activities.secret_versions import SecretVersions, Version
+from rotation import naming
+from rotation.policy import MASTER_KEY_NAME, Target, parse_target
+from rotation.redaction import SafeError
+
+log = logging.getLogger("keyrotation.activities.provision")
+
+
+def derived_key_name(target: Target, rotation_id: str, key_name: str | None) -> str:
+    """The key name this rotation owns: naming.key_name(base, rotation id). A different name is refused,
+    so a re-run always finds the same key and compensation never deletes someone else's."""
+    expected = naming.key_name(target.base_key_name, rotation_id)
+    if key_name is not None and key_name.lower() != expected.lower():
+        raise ValueError(f"keyName: expected {expected} (derived from rotation {rotation_id}), got {key_name!r}")
+    return expected
+
+
+def previous_version(versions: list[Version], rotation_id: str) -> Version | None:
+    """The version consumers used before this rotation: the newest enabled one of ours from another
+    rotation that is not revoked (stage current before the re-tag, previous after it)."""
+    candidates = [
+        v for v in secret_versions.ours(versions) if v.enabled and v.rotation_id != rotation_id and v.stage != "revoked"
+    ]
+    return candidates[-1] if candidates else None
+
+
+def provision_new_key(request: dict[str, Any]) -> dict[str, Any]:
+    """`{"rotationId", "target", "keyName"}` -> names, version ids, accepted, probeAttempts. Never a value."""
+    rotation_id = request["rotationId"]
+    naming.parse_rotation_id(rotation_id)
+    target = parse_target(request["target"])
+    key_name = derived_key_name(target, rotation_id, request.get("keyName"))
+    store = FunctionKeyStore(target)
+    vault = SecretVersions(target)
+
+    keys = store.list_keys()
+    versions = vault.list()
+    previous = previous_version(versions, rotation_id)
+    mine = [v for v in secret_versions.of_rotation(versions, rotation_id) if v.enabled]
+
+    if target.is_master_key:
+        stored, attempts, accepted = _provision_master(target, store, vault, rotation_id, mine, keys)
+    else:
+        stored, attempts, accepted = _provision_key(target, store, vault, rotation_id, key_name, mine)
+    previous_key_name = _previous_key_name(target, previous, versions, keys)
+    if not accepted:
+        log.warning("target %s never accepted key %s (%d probes): nothing stored", target.id, key_name, attempts)
+        return _result(key_name, None, previous, previous_key_name, accepted=False, attempts=attempts)
+
+    assert stored is not None
+    if previous is not None:
+        vault.ensure_stage(previous, "previous")
+    log.info(
+        "provisioned %s for %s: key %s, version %s (previous %s)",
+        rotation_id,
+        target.id,
+        key_name,
+        stored.version,
+        previous.version if previous else None,
+    )
+    return _result(key_name, stored, previous, previous_key_name, accepted=True, attempts=attempts)
+
+
+def _provision_key(
+    target: Target, store: FunctionKeyStore, vault: SecretVersions, rotation_id: str, key_name: str, mine: list[Version]
+) -> tuple[Version | None, int, bool]:
+    existing = store.find(key_name)
+    if existing is not None and mine:
+        return mine[-1], 0, True  # stored after the target accepted it: nothing left but the re-tag
+    if existing is None:
+        store.create(key_name)
+    value = store.read_value(key_name)
+    if value is None:
+        raise SafeError(f"key {key_name} is not listed on {target.function_app.resource_id} after it was created")
+    outcome = probing.probe_until_accepted(target, value)
+    if not outcome.accepted:
+        return None, outcome.attempts, False
+    stored = vault.add(value, rotation_id, key_name, _expiry(target, rotation_id))
+    for stale in mine:  # stored for a key that was deleted since (e.g. compensated): never current again
+        vault.ensure_stage(stale, "revoked", disable=True)
+    return stored, outcome.attempts, True
+
+
+def _provision_master(
+    target: Target,
+    store: FunctionKeyStore,
+    vault: SecretVersions,
+    rotation_id: str,
+    mine: list[Version],
+    keys: dict[str, Any],
+) -> tuple[Version | None, int, bool]:
+    """The master key is renewed in place (no overlap). Idempotent by value: when a version tagged with
+    this rotation already holds the current master value, the renewal happened and was stored."""
+    current = keys.get(MASTER_KEY_NAME)
+    if mine and current is not None and vault.read_value(mine[-1].version) == current:
+        return mine[-1], 0, True
+    store.renew_master()
+    value = store.read_value(MASTER_KEY_NAME)
+    if value is None:
+        raise SafeError(f"the master key of {target.function_app.resource_id} is not listed after renewal")
+    outcome = probing.probe_until_accepted(target, value)
+    if not outcome.accepted:
+        return None, outcome.attempts, False
+    stored = vault.add(value, rotation_id, MASTER_KEY_NAME, _expiry(target, rotation_id))
+    for stale in mine:  # holds a master value renewed away since: never current again
+        vault.ensure_stage(stale, "revoked", disable=True)
+    return stored, outcome.attempts, True
+
+
+def _expiry(target: Target, rotation_id: str) -> datetime:
+    """Next due + overlap, counted from the rotation's start (from its id: reproducible on a re-run)."""
+    return target.secret_expiry(naming.parse_rotation_id(rotation_id).started_at)
+
+
+def _previous_key_name(
+    target: Target, previous: Version | None, versions: list[Version], keys: dict[str, Any]
+) -> str | None:
+    """The key consumers held before: the previous version's key name; on first adoption (no version of
+    ours at all) the bare base name when the target has it."""
+    if previous is not None:
+        return previous.key_name
+    if secret_versions.ours(versions):
+        return None
+    base = target.base_key_name.lower()
+    return next((name for name in keys if name.lower() == base), None)
+
+
+def _result(
+    key_name: str,
+    stored: Version | None,
+    previous: Version | None,
+    previous_key_name: str | None,
+    *,
+    accepted: bool,
+    attempts: int,
+) -> dict[str, Any]:
+    return {
+        "keyName": key_name,
+        "version": stored.version if stored else None,
+        "secretId": stored.secret_id if stored else None,
+        "previousVersion": previous.version if previous else None,
+        "previousSecretId": previous.secret_id if previous else None,
+        "previousKeyName": previous_key_name,
+        "accepted": accepted,
+        "probeAttempts": attempts,
+    }

@@ -1,0 +1,158 @@
+"""Activities `revoke_old_keys` and `compensate_rotation`: retiring keys, forwards and backwards.
+
+Both keep invariant I2 — the newest enabled Key Vault version is always a key the target accepts — by
+their order. Revoke deletes keys on the target first (their versions are no longer the newest), then
+disables their versions. Compensation disables the new version first (the previous one, still accepted,
+becomes the newest enabled again), re-tags the previous version current, and only then deletes the new
+key. Neither ever touches a key outside the target's base-name family, the key being kept, or a Key
+Vault version another writer (or another target) owns. Deletes treat 404 as done, and versions already in
+the wanted state cost no call, so a re-run converges.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from activities import secret_versions
+from activities.function_keys import FunctionKeyStore
+from activities.provision import derived_key_name
+from activities.secret_versions import SecretVersions, Version
+from rotation import naming
+from rotation.policy import Target, parse_target
+
+log = logging.getLogger("keyrotation.activities.revoke")
+
+
+# -- revoke ----------------------------------------------------------------------------------------
+
+
+def _keys_to_delete(target: Target, store: FunctionKeyStore, keep: str, names: list[str] | None) -> list[str]:
+    """The names to delete, as the target spells them. None = emergency: every other key of the family."""
+    present = store.list_names()
+    if not any(n.lower() == keep.lower() for n in present):
+        raise ValueError(f"keepKeyName: {keep} is not on {target.function_app.resource_id}; refusing to revoke")
+    if names is None:
+        return naming.keys_to_revoke(target.base_key_name, present, keep)
+    wanted: list[str] = []
+    for name in names:
+        if name.lower() == keep.lower():
+            continue
+        if name.startswith("_") or not naming.belongs_to_base(target.base_key_name, name):
+            raise ValueError(f"revokeKeyNames: {name} is not a key of base name {target.base_key_name}")
+        wanted.append(name)
+    return wanted
+
+
+def _versions_to_disable(
+    target: Target, versions: list[Version], keep: Version, wanted: list[str] | None
+) -> list[Version]:
+    """Our versions to disable. None = emergency: every other enabled version of ours."""
+    mine = secret_versions.ours(versions)
+    if wanted is None:
+        return [v for v in mine if v.enabled and v.version != keep.version]
+    chosen: list[Version] = []
+    for version in wanted:
+        if version == keep.version:
+            continue
+        found = secret_versions.find(mine, version)
+        if found is None:
+            raise ValueError(f"revokeVersions: {version} is not a version this product wrote for {target.id}")
+        chosen.append(found)
+    return chosen
+
+
+def revoke_old_keys(request: dict[str, Any]) -> dict[str, Any]:
+    """`{"target", "keepKeyName", "keepVersion", "revokeKeyNames", "revokeVersions"}` (null lists: emergency)
+    -> `{"deletedKeys", "disabledVersions"}`: the names now gone from the target and the versions now
+    disabled (already-done ones included for explicit lists, so a re-run reports the same)."""
+    target = parse_target(request["target"])
+    keep_name, keep_version = request["keepKeyName"], request["keepVersion"]
+    names, version_ids = request.get("revokeKeyNames"), request.get("revokeVersions")
+    vault = SecretVersions(target)
+    versions = vault.list()
+    keep = secret_versions.find(secret_versions.ours(versions), keep_version)
+    if keep is None or not keep.enabled:
+        # Disabling the others would leave consumers no enabled version at all (I2).
+        raise ValueError(f"keepVersion: {keep_version} is not an enabled version of {target.id}'s secret")
+
+    deleted: list[str] = []
+    if not target.is_master_key:  # the master key is renewed in place: nothing old left on the target
+        store = FunctionKeyStore(target)
+        for name in _keys_to_delete(target, store, keep_name, names):
+            if store.find(name) is not None:  # listed just before: an absent name costs no call
+                store.delete(name)
+            deleted.append(name)
+
+    disabled: list[str] = []
+    for version in _versions_to_disable(target, versions, keep, version_ids):
+        vault.ensure_stage(version, "revoked", disable=True)
+        disabled.append(version.version)
+    log.info(
+        "revoked for %s (keeping %s, %s): keys %s, versions %s", target.id, keep_name, keep_version, deleted, disabled
+    )
+    return {"deletedKeys": deleted, "disabledVersions": disabled}
+
+
+# -- compensate ------------------------------------------------------------------------------------
+
+
+def compensate_rotation(request: dict[str, Any]) -> dict[str, Any]:
+    """`{"rotationId", "target", "keyName", "version", "previousVersion"}` -> `{"disabledVersion",
+    "restoredVersion", "deletedKey"}`. Undoes a rotation that failed before consumers were told: every
+    version this rotation stored is disabled (also when `version` is null: provision may have stored one
+    before failing), the previous version becomes current again, then the new key is deleted.
+
+    The master key cannot be undone (the renewal already replaced the old value), so for a master-key
+    target this changes nothing and says so in the log."""
+    rotation_id = request["rotationId"]
+    naming.parse_rotation_id(rotation_id)
+    target = parse_target(request["target"])
+    key_name = derived_key_name(target, rotation_id, request.get("keyName"))
+    if target.is_master_key:
+        log.warning("rotation %s renewed the master key of %s in place: nothing to compensate", rotation_id, target.id)
+        return {"disabledVersion": None, "restoredVersion": None, "deletedKey": False}
+
+    vault = SecretVersions(target)
+    versions = vault.list()
+    mine = secret_versions.ours(versions)
+    new_versions = secret_versions.of_rotation(mine, rotation_id)
+    requested = request.get("version")
+    if requested and secret_versions.find(new_versions, requested) is None:
+        raise ValueError(f"version: {requested} was not stored by rotation {rotation_id}")
+    for version in new_versions:
+        vault.ensure_stage(version, "revoked", disable=True)
+    disabled = requested or (new_versions[-1].version if new_versions else None)
+
+    restored = _restore_previous(target, vault, mine, rotation_id, request.get("previousVersion"))
+    deleted = FunctionKeyStore(target).delete(key_name)
+    log.info(
+        "compensated %s on %s: version %s disabled, %s current again, key %s %s",
+        rotation_id,
+        target.id,
+        disabled,
+        restored,
+        key_name,
+        "deleted" if deleted else "already gone",
+    )
+    return {"disabledVersion": disabled, "restoredVersion": restored, "deletedKey": deleted}
+
+
+def _restore_previous(
+    target: Target, vault: SecretVersions, mine: list[Version], rotation_id: str, previous_id: str | None
+) -> str | None:
+    """Re-tag the previous version stage=current. Without an id (provision failed before reporting it),
+    the newest enabled version of ours from another rotation, when it was left at stage=previous. A
+    disabled version is never re-enabled: its key may be gone from the target."""
+    others = [v for v in mine if v.rotation_id != rotation_id]
+    if previous_id:
+        previous = secret_versions.find(others, previous_id)
+        if previous is None:
+            raise ValueError(f"previousVersion: {previous_id} is not a version this product wrote for {target.id}")
+    else:
+        enabled = [v for v in others if v.enabled]
+        previous = enabled[-1] if enabled and enabled[-1].stage == "previous" else None
+    if previous is None or not previous.enabled:
+        return None
+    vault.ensure_stage(previous, "current")
+    return previous.version

@@ -1,0 +1,42 @@
+"""Activity `verify_new_key`: does the target accept the key Key Vault now serves as this rotation's version?
+
+The value is read from Key Vault by version inside the activity — what a consumer would read — so this
+also proves the stored copy matches the target (drift would show as a refusal). Bounded retries absorb
+host key caches (activities/probe.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from activities import probe as probing
+from activities.secret_versions import SecretVersions
+from rotation import naming
+from rotation.policy import parse_target
+
+log = logging.getLogger("keyrotation.activities.verify")
+
+
+def verify_new_key(request: dict[str, Any]) -> dict[str, Any]:
+    """`{"rotationId", "target", "version"}` -> `{"verified", "attempts", "lastStatus"}`. Read-only, so a
+    re-run is safe; no probe configured -> verified with 0 attempts (nothing is read)."""
+    rotation_id = request["rotationId"]
+    naming.parse_rotation_id(rotation_id)
+    target = parse_target(request["target"])
+    version = request.get("version")
+    if not isinstance(version, str) or not version:
+        raise ValueError("version: required (the Key Vault version provision stored)")
+    if target.probe is None:
+        return {"verified": True, "attempts": 0, "lastStatus": None}
+    value = SecretVersions(target).read_value(version)
+    outcome = probing.probe_until_accepted(target, value)
+    log.info(
+        "verify %s on %s: version %s %s after %d attempt(s)",
+        rotation_id,
+        target.id,
+        version,
+        "accepted" if outcome.accepted else "refused",
+        outcome.attempts,
+    )
+    return {"verified": outcome.accepted, "attempts": outcome.attempts, "lastStatus": outcome.last_status}
