@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from rotation import naming
 from rotation.credential_store import SecretValue
 from rotation.durations import as_utc
 from rotation.naming import SecretTags, Stage, read_secret_tags, restaged_tags, secret_tags
@@ -75,6 +76,15 @@ def _version(props: SecretProperties, target_id: str) -> Version:
     )
 
 
+def _age(version: Version) -> tuple[datetime, datetime, str]:
+    """Sort key, oldest first. Key Vault lists in id order and `created` has one-second resolution, so
+    versions written within one second are told apart by their rotation's start (rotation ids carry it)."""
+    started = datetime.min.replace(tzinfo=UTC)
+    if version.rotation_id and naming.is_rotation_id(version.rotation_id):
+        started = naming.parse_rotation_id(version.rotation_id).started_at
+    return version.created, started, version.version
+
+
 class SecretVersions:
     """The versions of one target's Key Vault secret."""
 
@@ -104,14 +114,13 @@ class SecretVersions:
     # -- reading -------------------------------------------------------------------------------------
 
     def list(self) -> list[Version]:
-        """Every version (ours or not), oldest first. Key Vault lists in id order, not age: sort by created."""
+        """Every version (ours or not), oldest first."""
 
         def run() -> list[Version]:
             pages = self.client.list_properties_of_secret_versions(self.name, max_page_size=PAGE_SIZE)
             return [_version(p, self.target.id) for p in pages]
 
-        versions = self._call("list versions of", run)
-        return sorted(versions, key=lambda v: (v.created, v.version))
+        return sorted(self._call("list versions of", run), key=_age)
 
     def read_value(self, version: str) -> SecretValue:
         """The value of one version, for a probe inside this activity (never returned or logged)."""
