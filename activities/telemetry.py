@@ -94,8 +94,8 @@ def _query(client: LogsQueryClient, scope: tuple[str, str], text: str, window: W
         code = getattr(error, "code", None) or "PartialError"
         message = (getattr(error, "message", None) or "").strip().splitlines()[:1]
         tables = result.partial_data or []
-        text = redact(f"partial result ({code}): {' '.join(message)}".strip())
-        raise QueryProblem(text, tables[0] if tables else None)
+        summary = redact(f"partial result ({code}): {' '.join(message)}".strip())
+        raise QueryProblem(summary, tables[0] if tables else None)
     if not result.tables:
         raise QueryProblem("the query returned no table")
     return result.tables[0]
