@@ -1,0 +1,247 @@
+"""revoke_old_keys, compensate_rotation and the master key path against the emulators: what is deleted and
+disabled (and what never is), the order that keeps the newest enabled version accepted (I2), re-runs, call
+budgets, and no key value in outputs or logs."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import pytest
+
+from activities import clients
+from activities.function_keys import FunctionKeyStore
+from activities.provision import provision_new_key
+from activities.revoke import compensate_rotation, revoke_old_keys
+from rotation import naming
+from rotation.policy import Target
+from tests.emulator_process import Emulator
+from tests.test_activities_keys import (
+    ARM_BUDGET,
+    BASE,
+    KEY_VAULT_BUDGET,
+    accepts,
+    assert_no_values,
+    calls,
+    env,  # noqa: F401 - the fixture
+    last_seq,
+    live_keys,
+    make_target,
+    newest_enabled,
+    operations,
+    provision,
+    rid,
+    run_logged,
+    snapshot,
+    versions,
+)
+
+
+def revoke_request(target: Target, kept: dict[str, Any], names: Any, version_ids: Any) -> dict[str, Any]:
+    return {
+        "rotationId": rid(target, 9),
+        "target": target.to_json(),
+        "keepKeyName": kept["keyName"],
+        "keepVersion": kept["version"],
+        "revokeKeyNames": names,
+        "revokeVersions": version_ids,
+    }
+
+
+def compensate_request(target: Target, rotation: str, provisioned: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "rotationId": rotation,
+        "target": target.to_json(),
+        "keyName": naming.key_name(target.base_key_name, rotation),
+        "version": provisioned["version"] if provisioned else None,
+        "previousVersion": provisioned["previousVersion"] if provisioned else None,
+    }
+
+
+def stage_of(emulator: Emulator, target: Target) -> dict[str, tuple[str, bool]]:
+    return {v["version"]: ((v["tags"] or {}).get("stage", "-"), v["enabled"]) for v in versions(emulator, target)}
+
+
+# -- revoke -----------------------------------------------------------------------------------------
+
+
+def test_revoke_deletes_the_previous_key_then_disables_its_version(
+    env: Emulator,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = make_target(env)
+    first = provision(target, rid(target, 1))
+    second = provision(target, rid(target, 2))
+    request = revoke_request(target, second, [first["keyName"]], [first["version"]])
+    since = last_seq(env)
+    result = run_logged(caplog, revoke_old_keys, request)
+
+    assert result == {"deletedKeys": [first["keyName"]], "disabledVersions": [first["version"]]}
+    keys = live_keys(env, target)
+    assert first["keyName"] not in keys and second["keyName"] in keys and "default" in keys
+    assert stage_of(env, target) == {first["version"]: ("revoked", False), second["version"]: ("current", True)}
+    ops = operations(env, since)
+    assert ops.index("arm.delete_host_secret") < ops.index("keyvault.update_secret")  # I2: target first
+    used = calls(env, since)
+    assert used["arm"] <= ARM_BUDGET and used["keyvault"] <= KEY_VAULT_BUDGET, used
+
+    before = snapshot(env, target)
+    since = last_seq(env)
+    assert run_logged(caplog, revoke_old_keys, request) == result  # a re-run reports the same, changes nothing
+    assert snapshot(env, target) == before
+    assert not {"arm.delete_host_secret", "keyvault.update_secret"} & set(operations(env, since))
+    assert_no_values(env, json.dumps(result), caplog.text)
+
+
+def test_emergency_revoke_removes_every_other_key_of_the_family_and_nothing_else(
+    env: Emulator,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = make_target(env)
+    store = FunctionKeyStore(target)
+    for name in (BASE, f"{BASE}-v2", "other"):  # the adopted base key, and two keys outside the family
+        store.create(name)
+    first = provision(target, rid(target, 1))
+    second = provision(target, rid(target, 2))
+    foreign = clients.secret_client(env.url).set_secret(target.key_vault.secret_name, secrets.token_urlsafe(40))
+    emergency = provision(target, rid(target, 3, "emergency"))
+
+    result = run_logged(caplog, revoke_old_keys, revoke_request(target, emergency, None, None))
+    assert sorted(result["deletedKeys"]) == sorted([BASE, first["keyName"], second["keyName"]])
+    assert sorted(result["disabledVersions"]) == sorted([first["version"], second["version"]])
+    keys = live_keys(env, target)
+    assert set(keys) == {"default", f"{BASE}-v2", "other", emergency["keyName"]}
+    stages = stage_of(env, target)
+    assert stages[foreign.properties.version] == ("-", True)  # not ours: never touched
+    assert stages[emergency["version"]] == ("current", True)
+    assert all(stages[v] == ("revoked", False) for v in (first["version"], second["version"]))
+    current = newest_enabled(env, target)
+    assert current is not None and current["version"] == emergency["version"] and accepts(env, target, current["value"])
+
+    before = snapshot(env, target)
+    again = revoke_old_keys(revoke_request(target, emergency, None, None))
+    assert again == {"deletedKeys": [], "disabledVersions": []} and snapshot(env, target) == before
+    assert_no_values(env, json.dumps(result), caplog.text)
+
+
+def test_revoke_refuses_what_is_not_its_to_revoke(env: Emulator) -> None:  # noqa: F811
+    target = make_target(env)
+    first = provision(target, rid(target, 1))
+    second = provision(target, rid(target, 2))
+    before = snapshot(env, target)
+    with pytest.raises(ValueError, match="revokeKeyNames"):
+        revoke_old_keys(revoke_request(target, second, ["default"], []))
+    with pytest.raises(ValueError, match="keepVersion"):
+        revoke_old_keys(revoke_request(target, {**second, "version": "f" * 32}, [first["keyName"]], None))
+    with pytest.raises(ValueError, match="keepKeyName"):
+        revoke_old_keys(revoke_request(target, {**second, "keyName": f"{BASE}-gone"}, None, None))
+    assert snapshot(env, target) == before
+
+
+# -- compensate -------------------------------------------------------------------------------------
+
+
+def test_compensation_disables_the_new_version_restores_the_previous_then_deletes_the_new_key(
+    env: Emulator,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = make_target(env)
+    first = provision(target, rid(target, 1))
+    rotation = rid(target, 2)
+    second = provision(target, rotation)
+    since = last_seq(env)
+    result = run_logged(caplog, compensate_rotation, compensate_request(target, rotation, second))
+
+    assert result == {"disabledVersion": second["version"], "restoredVersion": first["version"], "deletedKey": True}
+    assert stage_of(env, target) == {first["version"]: ("current", True), second["version"]: ("revoked", False)}
+    keys = live_keys(env, target)
+    assert second["keyName"] not in keys and first["keyName"] in keys
+    current = newest_enabled(env, target)
+    assert current is not None and current["version"] == first["version"] and accepts(env, target, current["value"])
+    log = [
+        (r["operation"], r["path"])
+        for r in env.requests_log(since)
+        if r.get("operation", "").startswith(("arm", "key"))
+    ]
+    updates = [path.rsplit("/", 1)[-1] for op, path in log if op == "keyvault.update_secret"]
+    assert updates == [second["version"], first["version"]]  # disable the new one before restoring (I2)
+    assert log[-1][0] == "arm.delete_host_secret"  # the key goes last
+
+    before = snapshot(env, target)
+    again = compensate_rotation(compensate_request(target, rotation, second))
+    assert again == {**result, "deletedKey": False} and snapshot(env, target) == before
+    assert_no_values(env, json.dumps(result), caplog.text)
+
+
+def test_compensation_after_a_refused_key_leaves_the_old_key_working(env: Emulator) -> None:  # noqa: F811
+    # The app's `default` host key is what consumers use today (seeded, so the host cache already has it).
+    target = make_target(env, key_cache=3600, attempts=1, baseKeyName="default")
+    old_value = live_keys(env, target)["default"]
+    rotation = rid(target)
+    refused = provision(target, rotation)
+    assert refused["accepted"] is False and refused["previousKeyName"] == "default"
+    result = compensate_rotation(compensate_request(target, rotation, refused))
+    assert result == {"disabledVersion": None, "restoredVersion": None, "deletedKey": True}
+    assert live_keys(env, target) == {"default": old_value} and versions(env, target) == []
+    assert accepts(env, target, old_value)
+
+
+def test_compensation_finds_a_version_provision_stored_before_failing(env: Emulator, clean_faults: Emulator) -> None:  # noqa: F811
+    target = make_target(env)
+    first = provision(target, rid(target, 1))
+    rotation = rid(target, 2)
+    # provision stores the new version, then fails re-tagging the previous one: the orchestrator never
+    # learns the new version id.
+    clean_faults.fault(
+        operation="keyvault.update_secret", status=403, code="Forbidden", match=first["version"], times=1
+    )
+    with pytest.raises(Exception, match="403"):
+        provision(target, rotation)
+    clean_faults.clear_faults()
+    result = compensate_rotation(compensate_request(target, rotation, None))
+    stored = [v["version"] for v in versions(env, target) if v["tags"]["rotationId"] == rotation]
+    assert result["disabledVersion"] == stored[0] and result["deletedKey"] is True
+    current = newest_enabled(env, target)
+    assert current is not None and current["version"] == first["version"] and current["tags"]["stage"] == "current"
+
+
+# -- the master key ---------------------------------------------------------------------------------
+
+
+def master_request(target: Target, rotation: str) -> dict[str, Any]:
+    return {"rotationId": rotation, "target": target.to_json(), "keyName": "_master"}
+
+
+def test_master_key_is_renewed_once_per_rotation_and_stored(env: Emulator, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    target = make_target(env, kind="masterKey")
+    old_master = live_keys(env, target)["_master"]
+    first = provision_new_key(master_request(target, rid(target, 1, "emergency")))
+    rotation = rid(target, 2, "emergency")
+    since = last_seq(env)
+    result = run_logged(caplog, provision_new_key, master_request(target, rotation))
+
+    master = live_keys(env, target)["_master"]
+    assert master != old_master and not accepts(env, target, old_master)
+    assert result["accepted"] is True and result["keyName"] == "_master"
+    assert result["previousVersion"] == first["version"] and result["previousKeyName"] == "_master"
+    current = newest_enabled(env, target)
+    assert current is not None and current["version"] == result["version"] and current["value"] == master
+    used = calls(env, since)
+    assert used["arm"] <= ARM_BUDGET and used["keyvault"] <= KEY_VAULT_BUDGET, used
+
+    before = snapshot(env, target)
+    since = last_seq(env)
+    again = run_logged(caplog, provision_new_key, master_request(target, rotation))
+    assert {**again, "probeAttempts": 0} == {**result, "probeAttempts": 0}
+    assert snapshot(env, target) == before  # not renewed a second time
+    assert "arm.put_host_secret" not in operations(env, since)
+    assert calls(env, since)["keyvault"] <= KEY_VAULT_BUDGET
+
+    revoked = revoke_old_keys(revoke_request(target, result, [], None))
+    assert revoked == {"deletedKeys": [], "disabledVersions": [first["version"]]}
+    assert live_keys(env, target)["_master"] == master
+    compensated = compensate_rotation(compensate_request(target, rotation, result))
+    assert compensated == {"disabledVersion": None, "restoredVersion": None, "deletedKey": False}
+    assert newest_enabled(env, target)["version"] == result["version"]  # type: ignore[index]
+    assert_no_values(env, json.dumps([first, result, again, revoked]), caplog.text)
