@@ -4,15 +4,18 @@ One instance per target (`rotation-<targetId>`, the singleton guard of invariant
 time comes from `context.current_utc_datetime`, every decision from the input and activity results,
 and no key value ever enters the input, the results or the custom status (I1).
 
-History budget (DESIGN: ≤ 60 events for overlaps up to 30 days): events are published by the same
-activity call that needs them where order allows (task_all), durable timers are at most 6 days (the
-SDK would otherwise split them into 3-day sub-timers), and Key Vault adoption is polled at most
-`ADOPTION_CHECKS` times per overlap; acknowledgements arrive as external events and cost no polling.
+History budget (DESIGN: ≤ 60 events for overlaps up to 30 days). Every await costs about four
+history events, so: the provision, verify and revoke activities publish the event of their stage
+themselves once their work succeeded (`events` in their request — one await instead of two); durable
+timers are at most 6 days (the SDK would split longer ones into 3-day sub-timers); Key Vault adoption
+is polled at two points of a short overlap, or at the middle 6-day boundary of a long one, never more;
+acknowledgements arrive as external events and cost no polling. Measured: tests/test_orchestration_lifecycle.py.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +34,6 @@ from rotation.redaction import safe_error_message
 bp = df.Blueprint()
 
 MAX_TIMER = timedelta(days=6)  # Python durable timers are capped at 6 days: longer waits loop
-ADOPTION_CHECKS = 3
 MIN_CHECK_SPACING = timedelta(minutes=15)
 MAX_EXTEND = timedelta(days=7)
 
@@ -179,15 +181,21 @@ class RotationRun:
         started_event = events.rotation_started(
             self.info, key_name=key_name, previous_key_name=self.req.current_key_name, overlap=overlap
         )
-        provision = self.activity(
-            "provision_new_key",
-            KEY_STEP,
-            {"rotationId": self.req.rotation_id, "target": self.req.target_json, "keyName": key_name},
-        )
         try:
-            provisioned, _ = yield self.ctx.task_all([provision, self.publish(started_event)])
+            provisioned = yield self.activity(
+                "provision_new_key",
+                KEY_STEP,
+                {
+                    "rotationId": self.req.rotation_id,
+                    "target": self.req.target_json,
+                    "keyName": key_name,
+                    "events": [started_event],
+                },
+            )
         except Exception as exc:
-            return (yield from self.fail("provision", safe_error_message(exc), compensate=True))
+            return (
+                yield from self.fail("provision", safe_error_message(exc), compensate=True, unpublished=[started_event])
+            )
         self.provisioned = provisioned
         self.status.version = provisioned.get("version")
         self.status.secret_id = provisioned.get("secretId")
@@ -196,28 +204,12 @@ class RotationRun:
         if not provisioned.get("accepted", True):
             attempts = provisioned.get("probeAttempts")
             self.status.step("provision", "failed", self.now, f"target refused the new key after {attempts} probes")
-            return (yield from self.fail("verify", "the target never accepted the new key", compensate=True))
-        self.status.step("provision", "done", self.now, f"key {key_name}, version {provisioned.get('version')}")
-
-        if self.target.probe is not None:
-            self.enter("verifying")
-            try:
-                verified = yield self.activity(
-                    "verify_new_key",
-                    VERIFY_STEP,
-                    {
-                        "rotationId": self.req.rotation_id,
-                        "target": self.req.target_json,
-                        "version": provisioned["version"],
-                    },
+            return (
+                yield from self.fail(
+                    "verify", "the target never accepted the new key", compensate=True, unpublished=[started_event]
                 )
-            except Exception as exc:
-                return (yield from self.fail("verify", safe_error_message(exc), compensate=True))
-            if not verified.get("verified"):
-                detail = f"last status {verified.get('lastStatus')} after {verified.get('attempts')} attempts"
-                self.status.step("verify", "failed", self.now, detail)
-                return (yield from self.fail("verify", f"probe refused the new key ({detail})", compensate=True))
-            self.status.step("verify", "done", self.now, f"accepted after {verified.get('attempts')} attempt(s)")
+            )
+        self.status.step("provision", "done", self.now, f"key {key_name}, version {provisioned.get('version')}")
 
         announced_at = self.now
         overlap_ends = announced_at + overlap
@@ -231,11 +223,32 @@ class RotationRun:
             available_at=announced_at,
             overlap_ends_at=overlap_ends,
         )
-        try:
-            yield self.publish(announcement)
-        except Exception as exc:
-            # Nobody has been told about the new key yet, so rolling back breaks no consumer.
-            return (yield from self.fail("announce", safe_error_message(exc), compensate=True))
+        if self.target.probe is not None:
+            self.enter("verifying")
+            try:
+                verified = yield self.activity(
+                    "verify_new_key",
+                    VERIFY_STEP,
+                    {
+                        "rotationId": self.req.rotation_id,
+                        "target": self.req.target_json,
+                        "version": provisioned["version"],
+                        "events": [announcement],
+                    },
+                )
+            except Exception as exc:
+                return (yield from self.fail("verify", safe_error_message(exc), compensate=True))
+            if not verified.get("verified"):
+                detail = f"last status {verified.get('lastStatus')} after {verified.get('attempts')} attempts"
+                self.status.step("verify", "failed", self.now, detail)
+                return (yield from self.fail("verify", f"probe refused the new key ({detail})", compensate=True))
+            self.status.step("verify", "done", self.now, f"accepted after {verified.get('attempts')} attempt(s)")
+        else:
+            try:
+                yield self.publish(announcement)
+            except Exception as exc:
+                # Nobody has been told about the new key yet, so rolling back breaks no consumer.
+                return (yield from self.fail("announce", safe_error_message(exc), compensate=True))
         self.status.step("announce", "done", self.now, "NewKeyAvailable published")
 
         if overlap > timedelta(0):
@@ -248,21 +261,30 @@ class RotationRun:
             if decision == "abort":
                 return (yield from self.abort())
 
-        return (yield from self.revoke_and_finish(announced_at))
+        return (yield from self.revoke_and_finish())
 
     # -- overlap --------------------------------------------------------------------------------
-    def adoption_checks(self, start: datetime, end: datetime) -> list[datetime]:
-        spacing = max((end - start) / (ADOPTION_CHECKS + 1), MIN_CHECK_SPACING)
-        return [start + spacing * i for i in range(1, ADOPTION_CHECKS + 1) if start + spacing * i < end]
+    def wake_points(self, start: datetime, end: datetime) -> tuple[list[datetime], list[datetime]]:
+        """When the overlap must wake (6-day boundaries) and when it polls adoption: two points inside
+        a short overlap, the middle boundary of a long one (see the history budget above)."""
+        segments = max(math.ceil((end - start) / MAX_TIMER), 1)
+        boundaries = [start + (end - start) * i / segments for i in range(1, segments)]
+        if boundaries:
+            return boundaries, [boundaries[(len(boundaries) - 1) // 2]]
+        checks = [start + (end - start) * i / 3 for i in (1, 2)]
+        return [], [t for t in checks if t - start >= MIN_CHECK_SPACING]
 
     def wait_overlap(self, start: datetime, end: datetime) -> Orchestration:
         """Until `end`, or earlier once every registered consumer acknowledged or was seen reading the
         new version in the Key Vault audit. Without consumers the overlap runs its full length."""
         consumers = {c.object_id: c.name for c in self.target.consumers}
         adopted: set[str] = set()
-        checks = self.adoption_checks(start, end) if consumers else []
+        boundaries, checks = self.wake_points(start, end)
+        if not consumers:
+            checks = []
+        points = sorted({*boundaries, *checks})
         while self.now < end:
-            wake = min([end, self.now + MAX_TIMER, *[t for t in checks if t > self.now]])
+            wake = min([end, *[t for t in points if t > self.now]])
             timer = self.ctx.create_timer(wake)
             waiting = [timer, self.waiter(ACK_EVENT)] if consumers else [timer]
             winner = yield self.ctx.task_any(waiting)
@@ -274,8 +296,7 @@ class RotationRun:
                     adopted.add(oid)
                     self.status.step("ack", "done", self.now, f"{consumers[oid]} acknowledged")
                     self.publish_status()
-            elif consumers.keys() - adopted and any(t <= self.now for t in checks):
-                checks = [t for t in checks if t > self.now]
+            elif wake in checks and consumers.keys() - adopted:
                 readers = yield from self.check_adoption(start)
                 for oid in sorted(readers & (consumers.keys() - adopted)):
                     adopted.add(oid)
@@ -415,11 +436,13 @@ class RotationRun:
             return decision
 
     # -- endings --------------------------------------------------------------------------------
-    def revoke_and_finish(self, announced_at: datetime) -> Orchestration:
+    def revoke_and_finish(self) -> Orchestration:
         assert self.provisioned is not None
         self.enter("revoking")
         previous_key = self.provisioned.get("previousKeyName")
         previous_version = self.provisioned.get("previousVersion")
+        names: list[str] | None
+        versions: list[str] | None
         if self.emergency:
             names, versions = None, None  # every other key of the family, every other version of ours
         elif self.target.is_master_key:
@@ -427,6 +450,17 @@ class RotationRun:
         else:
             names = [previous_key] if previous_key and previous_key != self.status.key_name else []
             versions = [previous_version] if previous_version else []
+        vault = self.target.key_vault
+        planned = None
+        if names is not None and versions is not None:
+            # Known in advance: the revoke activity publishes OldKeyRevoked once it is true.
+            planned = events.old_key_revoked(
+                self.info,
+                key_name=self.status.key_name or "",
+                revoked_key_names=names,
+                revoked_secret_ids=[vault.secret_id(v) for v in versions],
+                revoked_at=self.now,
+            )
         try:
             revoked = yield self.activity(
                 "revoke_old_keys",
@@ -438,6 +472,7 @@ class RotationRun:
                     "keepVersion": self.provisioned["version"],
                     "revokeKeyNames": names,
                     "revokeVersions": versions,
+                    "events": [planned] if planned else [],
                 },
             )
         except Exception as exc:
@@ -447,24 +482,21 @@ class RotationRun:
         disabled = list(revoked.get("disabledVersions") or [])
         revoked_at = self.now
         self.status.step("revoke", "done", revoked_at, f"deleted {deleted or 'nothing'}, disabled {len(disabled)}")
-        vault = self.target.key_vault
-        revoked_event = events.old_key_revoked(
-            self.info,
-            key_name=self.status.key_name or "",
-            revoked_key_names=deleted,
-            revoked_secret_ids=[vault.secret_id(v) for v in disabled],
-            revoked_at=revoked_at,
-        )
+        final: list[dict[str, Any]] = []
+        if planned is None:
+            final.append(
+                events.old_key_revoked(
+                    self.info,
+                    key_name=self.status.key_name or "",
+                    revoked_key_names=deleted,
+                    revoked_secret_ids=[vault.secret_id(v) for v in disabled],
+                    revoked_at=revoked_at,
+                )
+            )
         watch = self.target.monitoring.watch
         if watch > timedelta(0):
-            try:
-                yield self.publish(revoked_event)
-            except Exception as exc:
-                self.status.step("announce", "failed", self.now, f"OldKeyRevoked: {safe_error_message(exc)}")
-            yield from self.watch(revoked_at, watch, deleted, announced_at)
-            final = [self.completed_event(deleted)]
-        else:
-            final = [revoked_event, self.completed_event(deleted)]
+            final.extend((yield from self.watch(revoked_at, watch, deleted)))
+        final.append(self.completed_event(deleted))
         try:
             yield self.publish(*final)
         except Exception as exc:
@@ -483,10 +515,9 @@ class RotationRun:
             completed_at=self.now,
         )
 
-    def watch(
-        self, revoked_at: datetime, watch: timedelta, deleted: list[str], announced_at: datetime
-    ) -> Orchestration:
-        """A short post-revocation window: a failure spike is reported (RotationDegraded), never undone."""
+    def watch(self, revoked_at: datetime, watch: timedelta, deleted: list[str]) -> Orchestration:
+        """A short post-revocation window: a failure spike is reported (RotationDegraded), never undone.
+        Returns the events to publish with the completion."""
         self.enter("watching")
         yield self.ctx.create_timer(revoked_at + watch)
         window_end = self.now
@@ -505,31 +536,28 @@ class RotationRun:
             )
         except Exception as exc:
             self.status.step("watch", "failed", self.now, safe_error_message(exc))
-            return
+            return []
         failures, baseline = counted.get("failures"), counted.get("baseline")
         if failures is None or baseline is None:
             self.status.step("watch", "failed", self.now, f"signal unavailable: {counted.get('error')}")
-            return
+            return []
         if not self.target.monitoring.threshold.breached(failures, baseline):
             self.status.step("watch", "done", self.now, f"{failures} auth failures after revocation")
-            return
-        self.status.step(
-            "watch", "degraded", self.now, f"{failures} auth failures after revocation, baseline {baseline}"
-        )
-        degraded = events.rotation_degraded(
-            self.info,
-            key_name=self.status.key_name or "",
-            revoked_key_names=deleted,
-            failures=failures,
-            baseline=baseline,
-            window_start=revoked_at,
-            window_end=window_end,
-            detected_at=self.now,
-        )
-        try:
-            yield self.publish(degraded)
-        except Exception as exc:
-            self.status.step("watch", "failed", self.now, f"RotationDegraded: {safe_error_message(exc)}")
+            return []
+        detail = f"{failures} auth failures after revocation, baseline {baseline}"
+        self.status.step("watch", "degraded", self.now, detail)
+        return [
+            events.rotation_degraded(
+                self.info,
+                key_name=self.status.key_name or "",
+                revoked_key_names=deleted,
+                failures=failures,
+                baseline=baseline,
+                window_start=revoked_at,
+                window_end=window_end,
+                detected_at=self.now,
+            )
+        ]
 
     def abort(self) -> Orchestration:
         """An aborted hold keeps both keys valid (consumers may already use the new one) and is loud:
@@ -540,7 +568,17 @@ class RotationRun:
             )
         )
 
-    def fail(self, stage: str, error: str, *, compensate: bool, outcome: str = "failed") -> Orchestration:
+    def fail(
+        self,
+        stage: str,
+        error: str,
+        *,
+        compensate: bool,
+        outcome: str = "failed",
+        unpublished: list[dict[str, Any]] | None = None,
+    ) -> Orchestration:
+        """End the rotation loudly. `unpublished`: events a failed step did not get to publish
+        (RotationStarted), sent first so subscribers see the whole story."""
         compensated = False
         if compensate:
             self.enter("compensating")
@@ -569,7 +607,7 @@ class RotationRun:
             failed_at=self.now,
         )
         try:
-            yield self.publish(failed_event)
+            yield self.publish(*(unpublished or []), failed_event)
         except Exception as exc:
             self.status.step("announce", "failed", self.now, f"RotationFailed: {safe_error_message(exc)}")
         self.status.step(stage, outcome, self.now, error)

@@ -1,0 +1,276 @@
+"""Every branch of the rotation lifecycle, with the real orchestrators and scripted activities on devhost.
+
+The end-to-end tests (tests/test_rotation_e2e.py) run the real activities against the emulators; here
+the activities are scripted so each branch (holds, acks, compensation, failures) is exercised exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.devhost_process import ROOT, Devhost, running_devhost
+from tests.rotation_harness import Durable, local_target, read_calls
+
+APP = ROOT / "tests" / "rotation_app"
+ORDERS_CONSUMERS = ("00000000-0000-0000-0000-00000000c001", "00000000-0000-0000-0000-00000000c002")
+PROVISIONED = {
+    "keyName": "orders-client-20261122t030000z-s",
+    "version": "b" * 32,
+    "secretId": "https://127.0.0.1:9/secrets/demo-orders-client-key/" + "b" * 32,
+    "previousVersion": "a" * 32,
+    "previousSecretId": "https://127.0.0.1:9/secrets/demo-orders-client-key/" + "a" * 32,
+    "previousKeyName": "orders-client",
+    "accepted": True,
+    "probeAttempts": 1,
+}
+APPROVER = {"name": "alice", "objectId": "00000000-0000-0000-0000-0000000000a1"}
+
+
+class Scripted:
+    def __init__(self, host: Devhost, script: Path, calls: Path) -> None:
+        self.host = host
+        self.durable = Durable(host)
+        self.script = script
+        self.calls_path = calls
+
+    def use(self, **script: Any) -> None:
+        base: dict[str, Any] = {
+            "provision_new_key": [PROVISIONED],
+            "verify_new_key": [{"verified": True, "attempts": 1, "lastStatus": 200}],
+            "publish_events": [{"published": []}],
+            "check_adoption": [{"readers": [], "error": None}],
+            "count_auth_failures": [{"signal": "consumer-dependencies", "failures": 0, "baseline": 0, "error": None}],
+            "revoke_old_keys": [{"deletedKeys": ["orders-client"], "disabledVersions": ["a" * 32]}],
+            "compensate_rotation": [{"disabledVersion": "b" * 32, "restoredVersion": "a" * 32, "deletedKey": True}],
+        }
+        self.script.write_text(json.dumps({**base, **script}))
+        self.calls_path.write_text("")
+        Path(str(self.calls_path) + ".events").write_text("")
+        self.durable.clock(autoAdvance=True)
+
+    def calls(self, activity: str | None = None) -> list[dict[str, Any]]:
+        return [c for c in read_calls(self.calls_path) if activity is None or c["activity"] == activity]
+
+    def event_types(self) -> list[str]:
+        published = Path(str(self.calls_path) + ".events")
+        return [e["type"].split(".")[-1] for e in read_calls(published)]
+
+    def start(self, target_id: str = "demo-orders", mode: str = "scheduled", **target: Any) -> str:
+        rotation_id = f"{target_id}-20261122t030000z-{mode[0]}"
+        payload = {
+            "rotationId": rotation_id,
+            "mode": mode,
+            "target": local_target(target_id, **target),
+            "actor": {"kind": "schedule", "name": "timer", "objectId": None},
+            "reason": "test",
+            "currentKeyName": "orders-client",
+        }
+        instance = f"rotation-{target_id}"
+        self.durable.start("rotation_orchestrator", instance, payload)
+        return instance
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devhost, Path, Path]]:
+    state = tmp_path_factory.mktemp("lifecycle")
+    script, calls = state / "script.json", state / "calls.jsonl"
+    script.write_text("{}")
+    env = {"ROTATION_SCRIPT": str(script), "ROTATION_CALLS": str(calls), "DEVHOST_CLOCK_IDLE_GRACE": "0.6"}
+    with running_devhost(state / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as devhost:
+        yield devhost, script, calls
+
+
+@pytest.fixture
+def run(host: tuple[Devhost, Path, Path]) -> Scripted:
+    devhost, script, calls = host
+    scripted = Scripted(devhost, script, calls)
+    for instance in ("rotation-demo-orders", "rotation-demo-reports-export", "rotation-demo-orders-master"):
+        devhost.request("DELETE", f"/runtime/webhooks/durabletask/instances/{instance}", params=scripted.durable.code)
+    return scripted
+
+
+def steps(status: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(s["step"], s["status"]) for s in status["customStatus"]["steps"]]
+
+
+def test_scheduled_rotation_runs_every_stage_in_order(run: Scripted) -> None:
+    run.use()
+    status = run.durable.wait(run.start())
+    assert status["runtimeStatus"] == "Completed"
+    assert status["output"]["outcome"] == "completed"
+    assert steps(status) == [
+        ("requested", "done"),
+        ("provision", "done"),
+        ("verify", "done"),
+        ("announce", "done"),
+        ("overlap", "done"),
+        ("gate", "passed"),
+        ("revoke", "done"),
+        ("watch", "done"),
+        ("done", "done"),
+    ]
+    assert run.event_types() == ["RotationStarted", "NewKeyAvailable", "OldKeyRevoked", "RotationCompleted"]
+    (revoke,) = run.calls("revoke_old_keys")
+    assert revoke["request"]["revokeKeyNames"] == ["orders-client"]
+    assert revoke["request"]["revokeVersions"] == ["a" * 32]
+    assert revoke["request"]["keepKeyName"] == PROVISIONED["keyName"]
+    # Overlap ran its full length: the gate's window starts at the announcement and is two days long.
+    (gate, _watch) = run.calls("count_auth_failures")
+    window = gate["request"]["window"]
+    assert window["start"] < window["end"]
+    assert len(run.calls("check_adoption")) == 2  # two polls inside a short overlap
+
+
+def test_acknowledgements_from_every_consumer_end_the_overlap_early(run: Scripted) -> None:
+    run.use()
+    instance = run.start()
+    run.durable.wait(instance, stage="overlap")
+    run.durable.clock(autoAdvance=False)
+    for oid in ORDERS_CONSUMERS:
+        run.durable.raise_event(instance, "ConsumerAck", {"objectId": oid, "name": "worker"})
+    run.durable.raise_event(instance, "ConsumerAck", {"objectId": "00000000-0000-0000-0000-0000000000ff"})
+    run.durable.wait(instance, stage="watching", timeout=15)
+    run.durable.clock(autoAdvance=True)
+    status = run.durable.wait(instance)
+    assert status["output"]["outcome"] == "completed"
+    overlap = [s for s in status["customStatus"]["steps"] if s["step"] in ("ack", "overlap")]
+    assert [s["step"] for s in overlap] == ["ack", "ack", "overlap"]
+    assert overlap[-1]["detail"] == "every consumer switched"
+    assert run.calls("check_adoption") == []  # no check was due yet
+
+
+def test_key_vault_adoption_ends_the_overlap(run: Scripted) -> None:
+    run.use(check_adoption=[{"readers": list(ORDERS_CONSUMERS), "error": None}])
+    status = run.durable.wait(run.start())
+    assert len(run.calls("check_adoption")) == 1
+    assert ("adoption", "done") in steps(status)
+    assert status["output"]["outcome"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("decision", "payload", "outcome"),
+    [
+        ("Approve", {"actor": APPROVER, "reason": "known test client"}, "completed"),
+        ("Abort", {"actor": APPROVER}, "aborted"),
+    ],
+)
+def test_failures_above_threshold_hold_until_an_approver_decides(
+    run: Scripted, decision: str, payload: dict[str, Any], outcome: str
+) -> None:
+    run.use(count_auth_failures=[{"failures": 50, "baseline": 2, "error": None}, {"failures": 0, "baseline": 0}])
+    instance = run.start()
+    held = run.durable.wait(instance, stage="held")
+    assert held["customStatus"]["hold"]["failures"] == 50
+    run.durable.raise_event(instance, decision, payload)
+    status = run.durable.wait(instance)
+    assert status["output"]["outcome"] == outcome
+    types = run.event_types()
+    assert types[:3] == ["RotationStarted", "NewKeyAvailable", "RotationHeld"]
+    if outcome == "completed":
+        assert types[3:] == ["OldKeyRevoked", "RotationCompleted"]
+        assert ("hold", "approved") in steps(status)
+    else:
+        assert types[3:] == ["RotationFailed"]
+        assert run.calls("revoke_old_keys") == [] and run.calls("compensate_rotation") == []
+
+
+def test_extend_waits_then_gates_again(run: Scripted) -> None:
+    run.use(count_auth_failures=[{"failures": 50, "baseline": 2}, {"failures": 1, "baseline": 2}])
+    instance = run.start()
+    run.durable.wait(instance, stage="held")
+    run.durable.raise_event(instance, "Extend", {"by": "PT6H", "actor": APPROVER})
+    status = run.durable.wait(instance)
+    assert status["output"]["outcome"] == "completed"
+    assert ("hold", "extended") in steps(status) and ("gate", "passed") in steps(status)
+    first, second = run.calls("count_auth_failures")[:2]
+    assert first["request"]["window"]["end"] < second["request"]["window"]["end"]
+
+
+def test_hold_deadline_applies_the_policys_default_action(run: Scripted) -> None:
+    run.use(count_auth_failures=[{"failures": 50, "baseline": 2}])
+    status = run.durable.wait(run.start())  # nobody decides: the 1-day deadline passes on the virtual clock
+    assert status["output"]["outcome"] == "aborted"  # the local policy's default action
+    assert ("hold", "abort") in steps(status)
+
+
+def test_unreadable_signal_holds_a_scheduled_rotation(run: Scripted) -> None:
+    run.use(count_auth_failures=[{"failures": None, "baseline": None, "error": "PartialError"}])
+    instance = run.start()
+    held = run.durable.wait(instance, stage="held")
+    assert "could not be read" in held["customStatus"]["hold"]["reason"]
+    run.durable.raise_event(instance, "Approve", {"actor": APPROVER})
+    assert run.durable.wait(instance)["output"]["outcome"] == "completed"
+
+
+def test_probe_refusal_compensates_and_reports_failure(run: Scripted) -> None:
+    run.use(verify_new_key=[{"verified": False, "attempts": 6, "lastStatus": 401}])
+    status = run.durable.wait(run.start())
+    assert status["output"]["outcome"] == "failed" and status["output"]["compensated"] is True
+    (compensate,) = run.calls("compensate_rotation")
+    assert compensate["request"]["version"] == PROVISIONED["version"]
+    assert compensate["request"]["previousVersion"] == PROVISIONED["previousVersion"]
+    assert run.event_types() == ["RotationStarted", "RotationFailed"]
+    assert run.calls("revoke_old_keys") == []
+
+
+def test_target_that_never_accepts_is_compensated_before_key_vault_is_touched(run: Scripted) -> None:
+    run.use(provision_new_key=[{**PROVISIONED, "accepted": False, "version": None, "secretId": None}])
+    status = run.durable.wait(run.start())
+    assert status["output"]["outcome"] == "failed"
+    assert run.calls("verify_new_key") == []
+    assert run.calls("compensate_rotation")[0]["request"]["version"] is None
+
+
+def test_revoke_failure_after_the_announcement_never_rolls_back(run: Scripted) -> None:
+    run.use(revoke_old_keys=[{"raise": "ARM unavailable"}])
+    status = run.durable.wait(run.start(), timeout=60)
+    assert status["output"]["outcome"] == "failed" and status["output"]["compensated"] is False
+    assert run.calls("compensate_rotation") == []
+    assert run.event_types()[-1] == "RotationFailed"
+
+
+def test_emergency_rotation_skips_overlap_and_gate_and_revokes_every_other_key(run: Scripted) -> None:
+    run.use()
+    status = run.durable.wait(run.start(mode="emergency"))
+    assert status["output"]["outcome"] == "completed"
+    assert run.calls("count_auth_failures")[0]["request"]["window"]["start"] > status["customStatus"]["steps"][0]["at"]
+    assert ("overlap", "done") not in steps(status) and ("gate", "passed") not in steps(status)
+    (revoke,) = run.calls("revoke_old_keys")
+    assert revoke["request"]["revokeKeyNames"] is None and revoke["request"]["revokeVersions"] is None
+
+
+def test_history_stays_within_budget_for_a_thirty_day_overlap(run: Scripted) -> None:
+    run.use()
+    instance = run.start(overlap="P30D", interval="P90D")
+    status = run.durable.wait(instance, timeout=60)
+    assert status["output"]["outcome"] == "completed"
+    history = run.durable.history(instance)
+    print(f"history events for a 30-day overlap with consumers: {len(history)}")
+    assert len(history) <= 60, len(history)
+
+
+def test_scheduler_fans_out_and_one_failure_does_not_stop_the_others(run: Scripted) -> None:
+    due = [
+        {"targetId": "demo-orders", "reason": "interval-elapsed", "target": local_target("demo-orders")},
+        {
+            "targetId": "demo-reports-export",
+            "reason": "no-current-version",
+            "target": local_target("demo-reports-export"),
+        },
+    ]
+    run.use(
+        find_due_targets=[{"due": due, "notDue": [], "skipped": []}],
+        provision_new_key=[PROVISIONED, {"raise": "host runtime unavailable"}],
+    )
+    run.durable.start(
+        "scheduler_orchestrator", "scheduler-test", {"tick": "2026-11-22T03:00:00.000Z", "maxConcurrency": 1}
+    )
+    status = run.durable.wait("scheduler-test", timeout=90)
+    summary = status["output"]
+    assert [c["targetId"] for c in summary["completed"]] == ["demo-orders"]
+    assert [f["targetId"] for f in summary["failed"]] == ["demo-reports-export"]
