@@ -1,5 +1,18 @@
-"""Composition root: builds the Durable Functions app and registers the blueprints. Nothing else."""
+"""Composition root: validates the policy, builds the Durable Functions app, registers the blueprints."""
 
 import azure.durable_functions as df
+import azure.functions as func
 
-app = df.DFApp()
+from activities.blueprint import bp as activities
+from orchestrations.rotation import bp as rotation_lifecycle
+from orchestrations.scheduler import bp as scheduler
+from rotation import redaction
+from rotation.policy import load_policy
+from triggers.schedule import bp as schedule_triggers
+
+redaction.install()
+load_policy()  # fail at startup, listing every problem by target and field, rather than at the first tick
+
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+for blueprint in (activities, rotation_lifecycle, scheduler, schedule_triggers):
+    app.register_functions(blueprint)

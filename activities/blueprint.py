@@ -1,0 +1,31 @@
+"""Registers every activity under its function name; the contracts live with each function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import azure.durable_functions as df
+
+from activities.due_targets import find_due_targets
+from activities.events_publish import publish_events
+from activities.provision import provision_new_key
+from activities.revoke import compensate_rotation, revoke_old_keys
+from activities.telemetry import check_adoption, count_auth_failures
+from activities.verify import verify_new_key
+
+bp = df.Blueprint()
+
+ACTIVITIES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
+    find_due_targets,
+    provision_new_key,
+    verify_new_key,
+    compensate_rotation,
+    revoke_old_keys,
+    publish_events,
+    check_adoption,
+    count_auth_failures,
+)
+
+for activity in ACTIVITIES:
+    bp.activity_trigger(input_name="request")(activity)
