@@ -5,6 +5,7 @@ budgets, and no key value in outputs or logs."""
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from typing import Any
 
@@ -15,6 +16,7 @@ from activities.function_keys import FunctionKeyStore
 from activities.provision import provision_new_key
 from activities.revoke import compensate_rotation, revoke_old_keys
 from rotation import naming
+from rotation.credential_store import CredentialStoreError
 from rotation.policy import Target
 from tests.emulator_process import Emulator
 from tests.test_activities_keys import (
@@ -125,6 +127,24 @@ def test_emergency_revoke_removes_every_other_key_of_the_family_and_nothing_else
     assert_no_values(env, json.dumps(result), caplog.text)
 
 
+def test_a_failed_delete_disables_nothing_and_reports_no_value(
+    env: Emulator,  # noqa: F811
+    clean_faults: Emulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = make_target(env)
+    first = provision(target, rid(target, 1))
+    second = provision(target, rid(target, 2))
+    before = snapshot(env, target)
+    clean_faults.fault(operation="arm.delete_host_secret", status=403, match=target.function_app.name)
+    with caplog.at_level(logging.DEBUG), pytest.raises(CredentialStoreError) as raised:
+        revoke_old_keys(revoke_request(target, second, [first["keyName"]], [first["version"]]))
+    assert raised.value.status_code == 403 and not raised.value.retryable
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert snapshot(env, target) == before  # the old version stays enabled while its key is still there
+    assert_no_values(env, str(raised.value), repr(raised.value), caplog.text)
+
+
 def test_revoke_refuses_what_is_not_its_to_revoke(env: Emulator) -> None:  # noqa: F811
     target = make_target(env)
     first = provision(target, rid(target, 1))
@@ -152,6 +172,8 @@ def test_compensation_disables_the_new_version_restores_the_previous_then_delete
     second = provision(target, rotation)
     since = last_seq(env)
     result = run_logged(caplog, compensate_rotation, compensate_request(target, rotation, second))
+    used = calls(env, since)
+    assert used["arm"] <= ARM_BUDGET and used["keyvault"] <= KEY_VAULT_BUDGET, used
 
     assert result == {"disabledVersion": second["version"], "restoredVersion": first["version"], "deletedKey": True}
     assert stage_of(env, target) == {first["version"]: ("current", True), second["version"]: ("revoked", False)}
