@@ -26,7 +26,7 @@ serve: setup
 	$(PY) -m devhost serve --port $(PORT) --state $(STATE)
 
 demo: setup
-	@echo "make demo arrives with the scheduled-rotation issue; for now: make serve" && exit 1
+	$(PY) -m tools.demo
 
 clean:
 	rm -rf $(VENV) $(STATE) .pytest_cache .ruff_cache

@@ -1,0 +1,189 @@
+"""The demo's handle on the local stack: starts `python -m devhost serve` on a virtual clock with the real
+app, and talks to devhost (admin, Durable HTTP API, clock) and to the emulators' control API.
+
+Every devhost response body the demo sees is kept (`DemoStack.seen`) so the I1 scan can prove none of
+them carried a key value. Emulator control responses are not kept: that API returns values by design.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICY = "config/rotation-policy.local.json"
+DURABLE_SYSTEM_KEY = "durabletask_extension"
+INSTANCES = "/runtime/webhooks/durabletask/instances"
+
+
+class StackError(RuntimeError):
+    """The local stack did not do what the demo needs; the message says what and where to look."""
+
+
+@dataclass
+class DemoStack:
+    state_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    seen: dict[str, str] = field(default_factory=dict)  # each distinct devhost response text -> where first seen
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def output_path(self) -> Path:
+        """devhost's stdout and stderr (its log also goes to logs/host.log)."""
+        return self.state_dir / "devhost-output.log"
+
+    @property
+    def host_log(self) -> Path:
+        return self.state_dir / "logs" / "host.log"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "devhost",
+            "serve",
+            "--port",
+            "0",
+            "--state",
+            str(self.state_dir),
+            "--app",
+            str(ROOT),
+            "--clock",
+            "virtual",
+            "--no-timers",  # the demo fires the one scheduled tick itself; a jumping clock must not add more
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "ROTATION_POLICY_PATH": POLICY}
+        env.setdefault("ROTATION_SCHEDULE", "0 0 3 * * *")  # the timer's %setting%; never fires (--no-timers)
+        return env
+
+    def start(self, timeout: float = 60) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        endpoints_path = self.state_dir / "endpoints.json"
+        endpoints_path.unlink(missing_ok=True)
+        with self.output_path.open("ab") as out:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+                self.command(), cwd=ROOT, env=self.environment(), stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if endpoints_path.exists():
+                try:
+                    data = json.loads(endpoints_path.read_text())
+                except ValueError:
+                    data = None
+                if data and data.get("pid") == self.process.pid:
+                    self.endpoints = data
+                    return
+            if self.process.poll() is not None:
+                raise StackError(f"devhost exited with code {self.process.returncode} before it was ready")
+            time.sleep(0.05)
+        self.stop()
+        raise StackError(f"devhost was not ready within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM and wait (the clean shutdown: logs flushed, databases closed)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def tail(self, lines: int = 15) -> list[str]:
+        """The end of devhost's output: what an operator looks at first when something did not happen."""
+        if not self.output_path.exists():
+            return []
+        return self.output_path.read_text(errors="replace").splitlines()[-lines:]
+
+    # -- devhost ----------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return str(self.endpoints["host"])
+
+    @property
+    def emulator(self) -> dict[str, Any]:
+        return dict(self.endpoints["emulator"])
+
+    @property
+    def ca_bundle(self) -> str:
+        return str(self.endpoints["caBundle"])
+
+    def _host(self, method: str, path: str, *, key: str, **kwargs: Any) -> requests.Response:
+        timeout = kwargs.pop("timeout", 30)
+        headers = {"x-functions-key": key, **kwargs.pop("headers", {})}
+        response = requests.request(method, f"{self.url}{path}", headers=headers, timeout=timeout, **kwargs)
+        self.seen.setdefault(response.text, f"HTTP response to {method} {path.split('?')[0]}")
+        return response
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self._host(method, path, key=str(self.endpoints["masterKey"]), **kwargs)
+
+    def durable(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The public Durable HTTP API, authorized by the durabletask_extension system key."""
+        return self._host(
+            method, f"{INSTANCES}{path}", key=str(self.endpoints["systemKeys"][DURABLE_SYSTEM_KEY]), **kwargs
+        )
+
+    def status(self, instance_id: str) -> dict[str, Any] | None:
+        response = self.durable("GET", f"/{instance_id}")
+        if response.status_code == 404:
+            return None
+        if response.status_code not in (200, 202):
+            raise StackError(f"status of {instance_id}: HTTP {response.status_code}")
+        return dict(response.json())
+
+    def instances(self, prefix: str) -> list[dict[str, Any]]:
+        response = self.durable("GET", "", params={"instanceIdPrefix": prefix})
+        return list(response.json()) if response.status_code == 200 else []
+
+    def raise_event(self, instance_id: str, event: str, body: dict[str, Any]) -> int:
+        return self.durable("POST", f"/{instance_id}/raiseEvent/{event}", json=body).status_code
+
+    def run_function(self, name: str) -> int:
+        return self.admin("POST", f"/admin/functions/{name}", json={"input": ""}).status_code
+
+    def clock(self) -> dict[str, Any]:
+        return dict(self.admin("GET", "/admin/devhost/clock").json())
+
+    def set_auto_advance(self, on: bool) -> None:
+        self.admin("POST", "/admin/devhost/clock", json={"autoAdvance": on}).raise_for_status()
+
+    # -- emulators' control API (test/demo only: it returns values; never printed, never kept) -----
+    def control(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        timeout = kwargs.pop("timeout", 30)
+        url = f"{self.emulator['control']}/{path.lstrip('/')}"
+        return requests.request(method, url, verify=self.ca_bundle, timeout=timeout, **kwargs)
+
+    def control_json(self, path: str) -> Any:
+        response = self.control("GET", path)
+        response.raise_for_status()
+        return response.json()
+
+    def app_settings(self, local_identity: str) -> dict[str, str]:
+        """App settings pointing clients at the emulators, as `local_identity` (an Entra object id)."""
+        emu = self.emulator
+        return {
+            "KEYROTATION_CREDENTIAL": "loopback-token",
+            "KEYROTATION_CA_BUNDLE": self.ca_bundle,
+            "KEYROTATION_LOCAL_IDENTITY": local_identity,
+            "ARM_ENDPOINT": emu["url"],
+            "EVENTGRID_TOPIC_ENDPOINT": emu["eventGridTopic"],
+            "LOGS_ENDPOINT": emu["url"],
+            "LOG_ANALYTICS_WORKSPACE_ID": emu["workspaceId"],
+        }
