@@ -23,6 +23,7 @@ from typing import Any
 
 from activities import probe as probing
 from activities import secret_versions
+from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.secret_versions import SecretVersions, Version
 from rotation import naming
@@ -51,7 +52,8 @@ def previous_version(versions: list[Version], rotation_id: str) -> Version | Non
 
 
 def provision_new_key(request: dict[str, Any]) -> dict[str, Any]:
-    """`{"rotationId", "target", "keyName"}` -> names, version ids, accepted, probeAttempts. Never a value."""
+    """`{"rotationId", "target", "keyName", "events"?}` -> names, version ids, accepted, probeAttempts. Never a
+    value. `events` (RotationStarted) are published once the new key is stored."""
     rotation_id = request["rotationId"]
     naming.parse_rotation_id(rotation_id)
     target = parse_target(request["target"])
@@ -84,7 +86,9 @@ def provision_new_key(request: dict[str, Any]) -> dict[str, Any]:
         stored.version,
         previous.version if previous else None,
     )
-    return _result(key_name, stored, previous, previous_key_name, accepted=True, attempts=attempts)
+    return with_step_events(
+        request, _result(key_name, stored, previous, previous_key_name, accepted=True, attempts=attempts)
+    )
 
 
 def _provision_key(

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from activities import secret_versions
+from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.provision import derived_key_name
 from activities.secret_versions import SecretVersions, Version
@@ -91,7 +92,7 @@ def revoke_old_keys(request: dict[str, Any]) -> dict[str, Any]:
     log.info(
         "revoked for %s (keeping %s, %s): keys %s, versions %s", target.id, keep_name, keep_version, deleted, disabled
     )
-    return {"deletedKeys": deleted, "disabledVersions": disabled}
+    return with_step_events(request, {"deletedKeys": deleted, "disabledVersions": disabled})
 
 
 # -- compensate ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from activities import probe as probing
+from activities.events_publish import with_step_events
 from activities.secret_versions import SecretVersions
 from rotation import naming
 from rotation.policy import parse_target
@@ -19,7 +20,8 @@ log = logging.getLogger("keyrotation.activities.verify")
 
 
 def verify_new_key(request: dict[str, Any]) -> dict[str, Any]:
-    """`{"rotationId", "target", "version"}` -> `{"verified", "attempts", "lastStatus"}`. Read-only, so a
+    """`{"rotationId", "target", "version", "events"?}` -> `{"verified", "attempts", "lastStatus"}`;
+    `events` (NewKeyAvailable) are published only once the target accepted the stored version. Read-only, so a
     re-run is safe; no probe configured -> verified with 0 attempts (nothing is read)."""
     rotation_id = request["rotationId"]
     naming.parse_rotation_id(rotation_id)
@@ -28,7 +30,7 @@ def verify_new_key(request: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(version, str) or not version:
         raise ValueError("version: required (the Key Vault version provision stored)")
     if target.probe is None:
-        return {"verified": True, "attempts": 0, "lastStatus": None}
+        return with_step_events(request, {"verified": True, "attempts": 0, "lastStatus": None})
     value = SecretVersions(target).read_value(version)
     outcome = probing.probe_until_accepted(target, value)
     log.info(
@@ -39,4 +41,5 @@ def verify_new_key(request: dict[str, Any]) -> dict[str, Any]:
         "accepted" if outcome.accepted else "refused",
         outcome.attempts,
     )
-    return {"verified": outcome.accepted, "attempts": outcome.attempts, "lastStatus": outcome.last_status}
+    result = {"verified": outcome.accepted, "attempts": outcome.attempts, "lastStatus": outcome.last_status}
+    return with_step_events(request, result) if outcome.accepted else result
