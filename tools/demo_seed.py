@@ -71,7 +71,9 @@ def create_operator_keys(stack: DemoStack, targets: Iterable[Target]) -> list[st
             body = {"properties": {"name": name}}
             if target.key_scope.kind == "function":
                 function = str(target.key_scope.function)
-                existing = web.web_apps.list_function_keys(app.resource_group, app.name, function).properties or {}
+                listed = dict(web.web_apps.list_function_keys(app.resource_group, app.name, function))
+                nested = listed.get("properties")  # ARM answers a flat map; the SDK model may wrap it
+                existing = nested if isinstance(nested, dict) else listed
                 if name.lower() not in {k.lower() for k in existing}:
                     web.web_apps.create_or_update_function_secret(app.resource_group, app.name, function, name, body)
                     made.append(f"{app.name}/functions/{function}/keys/{name}")
