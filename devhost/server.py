@@ -172,6 +172,10 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
         loaded = load_app(opts.app_dir)
     except FileNotFoundError as exc:
         raise StartupError(str(exc)) from None
+    except Exception as exc:
+        # The worker reports an indexing failure and loads no function; its message (e.g. every
+        # problem of an invalid rotation policy) is what the operator needs, not a traceback.
+        raise StartupError(f"function_app.py failed to load: {type(exc).__name__}: {exc}") from None
     _log_functions(loaded, host_url, config.route_prefix)
     engine = running.engine = _make_engine(loaded, opts, config)
     durable_key = keys.system_keys[DURABLE_SYSTEM_KEY]
