@@ -265,6 +265,8 @@ def run(stack: DemoStack, timeout: float) -> int:
     for line in details:
         say(f"      {line}")
     say(f"  note: {watch.consumer_note}")
+    if watch.approved is None:
+        say(f"  note: the demo never saw {HELD_TARGET} held, so it approved nothing")
     failed = [c for c in checks if not c.ok]
     if watch.timed_out:
         say(f"FAILED: the rotations did not all finish within {timeout:.0f} s real time")

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 POLICY = "config/rotation-policy.local.json"
 DURABLE_SYSTEM_KEY = "durabletask_extension"
 INSTANCES = "/runtime/webhooks/durabletask/instances"
+IDLE_GRACE = "0.75"
 
 
 class StackError(RuntimeError):
@@ -66,6 +67,9 @@ class DemoStack:
     def environment(self) -> dict[str, str]:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "ROTATION_POLICY_PATH": POLICY}
         env.setdefault("ROTATION_SCHEDULE", "0 0 3 * * *")  # the timer's %setting%; never fires (--no-timers)
+        # The clock jumps after this much idle real time: long enough for the demo's 50 ms polling to see a
+        # stage it must act on (overlap, held) before a jump ends it, even on a loaded machine.
+        env.setdefault("DEVHOST_CLOCK_IDLE_GRACE", IDLE_GRACE)
         return env
 
     def start(self, timeout: float = 60) -> None:
