@@ -22,6 +22,7 @@ from emulators.invariants import (
     secret_values,
     state_files,
 )
+from tests.emulator_process import Emulator
 
 SITE = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Web/sites/app"
 T0 = datetime(2026, 1, 5, 3, 0, 0, tzinfo=UTC)
@@ -363,3 +364,39 @@ def test_state_files_reads_bytes_and_skips_the_emulator_folder(tmp_path: Path) -
     assert sorted(Path(p.name).name for p in places) == ["durable.sqlite3", "host.log"]
     findings = scan(secret_values(demo_state()), places)
     assert [(Path(f.place).name, f.value_label) for f in findings] == [("durable.sqlite3", "Key Vault app-key/abc")]
+
+
+# -- on a real emulator's journal and state ------------------------------------------------------------
+
+
+def test_both_checkers_read_what_the_emulators_really_record(emulator: Emulator) -> None:
+    """The journal and state shapes the checkers rely on, produced by the emulators and the official SDKs:
+    a key stored in Key Vault before the host's 2 s key cache accepts it is a violation, and its value
+    is found in a text that leaks it."""
+    from activities.clients import secret_client, web_client
+
+    sub, rg, app = "00000000-0000-0000-0000-0000000000b2", "invariants", "inv-app"
+    site = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}"
+    emulator.control("PUT", f"sites/{sub}/{rg}/{app}", json={"functions": ["Export"], "keyCacheSeconds": 2})
+    cfg = emulator.settings()
+    with web_client(sub, cfg) as web:
+        web.web_apps.create_or_update_function_secret(rg, app, "Export", "k1", {"properties": {"name": "k1"}})
+        value = web.web_apps.list_function_keys(rg, app, "Export")["k1"]
+    with secret_client(emulator.url, cfg) as vault:
+        vault.set_secret("inv-app-key", value)  # too early: the host accepts k1 only 2 s after the PUT
+    seq = emulator.requests_log()[-1]["seq"]
+    target = TargetRef("inv", site, "function", "inv-app-key", function="export")  # names compare case-insensitively
+    changes = emulator.control("GET", "changes").json()["value"]
+    violations = check_i2(changes, [target], emulator.requests_log())
+    assert (
+        violations
+        and violations[0].request_seq == seq
+        and "'k1' is not accepted by the target until" in str(violations[0])
+    )
+    assert check_i2(changes, [TargetRef("inv", site, "host", "inv-app-key")]) != []  # a function key: not host scope
+
+    values = secret_values(emulator.state())
+    leaked = [f.value_label for f in scan(values, [Place.text("log", f"x-functions-key: {value}")])]
+    assert leaked and all(
+        label.startswith(("ARM inv-app functions/Export/k1", "Key Vault inv-app-key/")) for label in leaked
+    )
