@@ -125,7 +125,7 @@ def compensate_rotation(request: dict[str, Any]) -> dict[str, Any]:
         vault.ensure_stage(version, "revoked", disable=True)
     disabled = requested or (new_versions[-1].version if new_versions else None)
 
-    restored = _restore_previous(target, vault, mine, rotation_id, request.get("previousVersion"))
+    restored = _restore_previous(target, vault, mine, rotation_id, request.get("previousVersion"), bool(new_versions))
     deleted = FunctionKeyStore(target).delete(key_name)
     log.info(
         "compensated %s on %s: version %s disabled, %s current again, key %s %s",
@@ -140,11 +140,19 @@ def compensate_rotation(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _restore_previous(
-    target: Target, vault: SecretVersions, mine: list[Version], rotation_id: str, previous_id: str | None
+    target: Target,
+    vault: SecretVersions,
+    mine: list[Version],
+    rotation_id: str,
+    previous_id: str | None,
+    superseded: bool,
 ) -> str | None:
-    """Re-tag the previous version stage=current. Without an id (provision failed before reporting it),
-    the newest enabled version of ours from another rotation, when it was left at stage=previous. A
-    disabled version is never re-enabled: its key may be gone from the target."""
+    """Make the previous key current again. Key Vault's "latest" is the newest version even when it is
+    disabled (reading it then fails with 403 SecretDisabled), so re-tagging the previous version is not
+    enough once this rotation stored a newer one: its value is stored again as the newest version and
+    the superseded original is disabled (`superseded`: this rotation stored a version). Without an id
+    (provision failed before reporting it): the newest enabled version of ours from another rotation,
+    when it was left at stage=previous. A disabled version is never re-enabled: its key may be gone."""
     others = [v for v in mine if v.rotation_id != rotation_id]
     if previous_id:
         previous = secret_versions.find(others, previous_id)
@@ -153,7 +161,21 @@ def _restore_previous(
     else:
         enabled = [v for v in others if v.enabled]
         previous = enabled[-1] if enabled and enabled[-1].stage == "previous" else None
-    if previous is None or not previous.enabled:
+    if previous is None:
         return None
-    vault.ensure_stage(previous, "current")
-    return previous.version
+    copies = [
+        v for v in others if v.rotation_id == previous.rotation_id and v.version != previous.version and v.enabled
+    ]
+    if copies:
+        restored = copies[-1]  # a re-run: the copy was stored before
+    elif not previous.enabled:
+        return None
+    elif not superseded:
+        vault.ensure_stage(previous, "current")
+        return previous.version
+    else:
+        assert previous.rotation_id and previous.key_name
+        expires = previous.expires or target.secret_expiry(previous.created)
+        restored = vault.add(vault.read_value(previous.version), previous.rotation_id, previous.key_name, expires)
+    vault.ensure_stage(previous, "previous", disable=True)
+    return restored.version
