@@ -1,0 +1,166 @@
+"""End to end with the real app, the real activities and the emulators, through devhost.
+
+`tests/test_demo.py` runs the happy path (timer → scheduler → rotations, a HELD rotation approved) with
+every final-state, I1 and I2 check; here: a `kill -9` at every stage boundary of a rotation, and a
+target that never accepts its new key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulators.invariants import Place, TargetRef, check_i2, scan, secret_values, state_files
+from rotation.policy import Policy, load_policy
+from tools import demo_report
+from tools.demo_seed import create_operator_keys, seed_sites
+from tools.demo_stack import POLICY, DemoStack
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("provisioning", "verifying", "overlap", "gate", "revoking", "watching")
+
+
+def policy_for(stack: DemoStack) -> Policy:
+    env = {"KEY_VAULT_URL": stack.emulator["keyVault"], **stack.app_settings("x")}
+    return load_policy(ROOT / POLICY, env)
+
+
+def wait_for(stack: DemoStack, instance: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = stack.status(instance)
+        if status and status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
+            return status
+        time.sleep(0.05)
+    raise TimeoutError(f"{instance} did not finish: {stack.tail()}")
+
+
+def event_types(state: dict[str, Any], target_id: str) -> list[str]:
+    """Types received for the target, in order, a re-published id (at-least-once) counted once."""
+    return [kind for kind, _ in demo_report.event_types((state.get("eventgrid") or {}).get("events", []), target_id)]
+
+
+def site_keys(state: dict[str, Any], target: Any) -> dict[str, str]:
+    """Live keys of the target's scope from the emulator snapshot (name -> value)."""
+    return demo_report.live_keys(state, target)
+
+
+def latest_enabled(state: dict[str, Any], target: Any) -> dict[str, Any] | None:
+    enabled = [
+        v
+        for v in demo_report.secret_versions(state, target)
+        if v.get("attributes", {}).get("enabled", v.get("enabled"))
+    ]
+    return enabled[-1] if enabled else None
+
+
+def check_invariants(stack: DemoStack, policy: Policy, state: dict[str, Any], texts: list[Place]) -> None:
+    changes = stack.control_json("changes")["value"]
+    served = stack.control_json("requests")["value"]
+    violations = check_i2(changes, [TargetRef.from_target(t) for t in policy], served)
+    assert not violations, [str(v) for v in violations[:5]]
+    stack.stop()
+    findings = scan(
+        secret_values(state), [*state_files(stack.state_dir, exclude=[stack.state_dir / "emulator"]), *texts]
+    )
+    assert not findings, [str(f) for f in findings[:5]]
+
+
+def test_a_kill_at_every_stage_boundary_still_completes_the_rotation(tmp_path: Path) -> None:
+    stack = DemoStack(tmp_path / "state")
+    stack.start()
+    try:
+        policy = policy_for(stack)
+        targets = [t for t in policy if t.schedulable]
+        seed_sites(stack, targets)
+        create_operator_keys(stack, targets)
+        assert stack.run_function("rotation_timer") == 202
+        crashed: list[str] = []
+        deadline = time.monotonic() + 120
+        final: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            status = stack.status("rotation-demo-orders")
+            if status is None:
+                time.sleep(0.02)
+                continue
+            if status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
+                final = status
+                break
+            stage = (status.get("customStatus") or {}).get("stage")
+            if stage in STAGES and stage not in crashed:
+                crashed.append(stage)
+                assert stack.process is not None
+                stack.process.kill()  # SIGKILL: no cleanup, in-flight work is left as it was
+                stack.process.wait()
+                stack.start()
+            time.sleep(0.02)
+        assert final is not None, f"rotation did not finish; crashed at {crashed}; {stack.tail()}"
+        assert final["runtimeStatus"] == "Completed" and final["output"]["outcome"] == "completed", final
+        assert len(crashed) >= 4, crashed  # stages that pass in milliseconds can slip between two polls
+        reports = wait_for(stack, "rotation-demo-reports-export")
+        assert reports["runtimeStatus"] == "Completed"
+
+        state = stack.control_json("state")
+        orders = policy.target("demo-orders")
+        assert orders is not None
+        keys = site_keys(state, orders)
+        new_key = final["output"]["keyName"]
+        assert "orders-client" not in keys and new_key in keys  # old key gone, new key live
+        latest = latest_enabled(state, orders)
+        assert latest is not None and latest["value"] == keys[new_key]
+        # At-least-once: a step re-run after a kill may publish its events again (same ids); order holds.
+        types = event_types(state, "demo-orders")
+        assert types == ["RotationStarted", "NewKeyAvailable", "OldKeyRevoked", "RotationCompleted"], types
+        texts = [Place.text(label, text) for text, label in stack.seen.items()]
+        texts.append(Place.text("final status", json.dumps(final)))
+        check_invariants(stack, policy, state, texts)
+    finally:
+        stack.stop()
+
+
+def test_a_target_that_never_accepts_the_new_key_keeps_its_old_key(tmp_path: Path) -> None:
+    stack = DemoStack(tmp_path / "state")
+    stack.start()
+    try:
+        policy = policy_for(stack)
+        orders = policy.target("demo-orders")
+        assert orders is not None
+        seed_sites(stack, [orders])
+        create_operator_keys(stack, [orders])
+        app = orders.function_app
+        # Host instances that never pick up new keys: the probe keeps getting 401 for the new key.
+        body = {"functions": ["ping"], "keyCacheSeconds": 3600}
+        stack.control(
+            "PUT", f"sites/{app.subscription_id}/{app.resource_group}/{app.name}", json=body
+        ).raise_for_status()
+        before = site_keys(stack.control_json("state"), orders)
+        start = {
+            "rotationId": "demo-orders-20261122t030000z-o",
+            "mode": "on-demand",
+            "target": {**orders.to_json(), "probe": {**orders.to_json()["probe"], "attempts": 2, "delay": "PT1S"}},
+            "actor": {"kind": "principal", "name": "operator", "objectId": None},
+            "reason": "test: probe never accepts",
+        }
+        response = stack._host(
+            "POST",
+            "/runtime/webhooks/durabletask/orchestrators/rotation_orchestrator/rotation-demo-orders",
+            key=str(stack.endpoints["systemKeys"]["durabletask_extension"]),
+            json=start,
+        )
+        assert response.status_code == 202, response.text
+        final = wait_for(stack, "rotation-demo-orders", timeout=120)
+        assert final["output"]["outcome"] == "failed" and final["output"]["compensated"] is True
+        state = stack.control_json("state")
+        assert site_keys(state, orders) == before  # the new key was deleted, the old one untouched
+        assert latest_enabled(state, orders) is None  # nothing was ever stored in Key Vault (I2)
+        assert event_types(state, "demo-orders") == ["RotationStarted", "RotationFailed"]
+        texts = [Place.text(label, text) for text, label in stack.seen.items()]
+        check_invariants(stack, policy, state, texts)
+    finally:
+        stack.stop()
