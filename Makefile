@@ -23,6 +23,8 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 serve: setup
+	ROTATION_POLICY_PATH=$${ROTATION_POLICY_PATH:-config/rotation-policy.local.json} \
+	ROTATION_SCHEDULE="$${ROTATION_SCHEDULE:-0 0 3 * * *}" \
 	$(PY) -m devhost serve --port $(PORT) --state $(STATE)
 
 demo: setup
