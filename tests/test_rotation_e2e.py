@@ -117,11 +117,45 @@ def test_a_kill_at_every_stage_boundary_still_completes_the_rotation(tmp_path: P
         # At-least-once: a step re-run after a kill may publish its events again (same ids); order holds.
         types = event_types(state, "demo-orders")
         assert types == ["RotationStarted", "NewKeyAvailable", "OldKeyRevoked", "RotationCompleted"], types
+
+        # A second rotation replaces the first: its key is deleted and its Key Vault version disabled.
+        first_version = final["output"]["version"]
+        start_rotation(stack, orders, "demo-orders-20301122t030000z-o")
+        second = wait_for(stack, "rotation-demo-orders")
+        assert second["output"]["outcome"] == "completed", second
+        state = stack.control_json("state")
+        keys = site_keys(state, orders)
+        assert new_key not in keys and second["output"]["keyName"] in keys
+        versions = {v["version"]: v for v in demo_report.secret_versions(state, orders)}
+        assert versions[first_version]["enabled"] is False
+        assert versions[first_version]["tags"]["stage"] == "revoked"
+        latest = latest_enabled(state, orders)
+        assert latest is not None and latest["version"] == second["output"]["version"]
+        assert latest["value"] == keys[second["output"]["keyName"]]
+
         texts = [Place.text(label, text) for text, label in stack.seen.items()]
-        texts.append(Place.text("final status", json.dumps(final)))
+        texts += [Place.text("final status", json.dumps(final)), Place.text("second status", json.dumps(second))]
         check_invariants(stack, policy, state, texts)
     finally:
         stack.stop()
+
+
+def start_rotation(stack: DemoStack, target: Any, rotation_id: str, **target_overrides: Any) -> None:
+    """An on-demand rotation through the Durable HTTP API (the operator API of the next issue wraps it)."""
+    payload = {
+        "rotationId": rotation_id,
+        "mode": "on-demand",
+        "target": {**target.to_json(), **target_overrides},
+        "actor": {"kind": "principal", "name": "operator", "objectId": None},
+        "reason": "test",
+    }
+    response = stack._host(
+        "POST",
+        f"/runtime/webhooks/durabletask/orchestrators/rotation_orchestrator/rotation-{target.id}",
+        key=str(stack.endpoints["systemKeys"]["durabletask_extension"]),
+        json=payload,
+    )
+    assert response.status_code == 202, response.text
 
 
 def test_a_target_that_never_accepts_the_new_key_keeps_its_old_key(tmp_path: Path) -> None:
@@ -140,20 +174,8 @@ def test_a_target_that_never_accepts_the_new_key_keeps_its_old_key(tmp_path: Pat
             "PUT", f"sites/{app.subscription_id}/{app.resource_group}/{app.name}", json=body
         ).raise_for_status()
         before = site_keys(stack.control_json("state"), orders)
-        start = {
-            "rotationId": "demo-orders-20261122t030000z-o",
-            "mode": "on-demand",
-            "target": {**orders.to_json(), "probe": {**orders.to_json()["probe"], "attempts": 2, "delay": "PT1S"}},
-            "actor": {"kind": "principal", "name": "operator", "objectId": None},
-            "reason": "test: probe never accepts",
-        }
-        response = stack._host(
-            "POST",
-            "/runtime/webhooks/durabletask/orchestrators/rotation_orchestrator/rotation-demo-orders",
-            key=str(stack.endpoints["systemKeys"]["durabletask_extension"]),
-            json=start,
-        )
-        assert response.status_code == 202, response.text
+        probe = {**orders.to_json()["probe"], "attempts": 2, "delay": "PT1S"}
+        start_rotation(stack, orders, "demo-orders-20261122t030000z-o", probe=probe)
         final = wait_for(stack, "rotation-demo-orders", timeout=120)
         assert final["output"]["outcome"] == "failed" and final["output"]["compensated"] is True
         state = stack.control_json("state")
