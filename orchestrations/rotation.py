@@ -26,7 +26,7 @@ import azure.durable_functions as df
 from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP
 from orchestrations.status import RotationStatus
 from rotation import events, naming
-from rotation.durations import DurationError, format_timestamp, parse_duration
+from rotation.durations import DurationError, format_duration, format_timestamp, parse_duration
 from rotation.identity import Actor
 from rotation.policy import MASTER_KEY_NAME, Target, parse_target
 from rotation.redaction import safe_error_message
@@ -294,7 +294,8 @@ class RotationRun:
                 oid = str(payload.get("objectId", "")).lower()
                 if oid in consumers and oid not in adopted:
                     adopted.add(oid)
-                    self.status.step("ack", "done", self.now, f"{consumers[oid]} acknowledged")
+                    who = {"kind": "principal", "name": consumers[oid], "objectId": oid}
+                    self.status.step("ack", "done", self.now, f"{consumers[oid]} acknowledged", who)
                     self.publish_status()
             elif wake in checks and consumers.keys() - adopted:
                 readers = yield from self.check_adoption(start)
@@ -418,20 +419,21 @@ class RotationRun:
                 try:
                     by = parse_duration(str(payload.get("by", "")))
                 except DurationError:
-                    self.status.step("hold", "ignored", self.now, f"extend by {actor.name}: 'by' is not a duration")
+                    detail = f"extend by {actor.name}: 'by' is not a duration"
+                    self.status.step("hold", "ignored", self.now, detail, actor.to_json())
                     self.publish_status()
                     continue
                 by = min(max(by, timedelta(minutes=1)), MAX_EXTEND)
-                self.status.step(
-                    "hold", "extended", self.now, f"by {actor.name} for {by}" + (f": {note}" if note else "")
-                )
+                detail = f"by {actor.name} for {format_duration(by)}" + (f": {note}" if note else "")
+                self.status.step("hold", "extended", self.now, detail, actor.to_json())
                 self.status.hold = None
                 self.enter("overlap")
                 yield self.ctx.create_timer(self.now + by)
                 return "extend"
             decision = "approve" if name == APPROVE_EVENT else "abort"
             outcome = "approved" if decision == "approve" else "aborted"
-            self.status.step("hold", outcome, self.now, f"by {actor.name}" + (f": {note}" if note else ""))
+            detail = f"by {actor.name}" + (f": {note}" if note else "")
+            self.status.step("hold", outcome, self.now, detail, actor.to_json())
             self.status.hold = None
             return decision
 

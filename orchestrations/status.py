@@ -29,10 +29,15 @@ class RotationStatus:
     hold: dict[str, Any] | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
-    def step(self, name: str, status: str, at: datetime, detail: str | None = None) -> None:
+    def step(
+        self, name: str, status: str, at: datetime, detail: str | None = None, actor: dict[str, Any] | None = None
+    ) -> None:
+        """Append to the timeline; `actor` is who decided it (an approver, a consumer), for the audit trail."""
         entry: dict[str, Any] = {"step": name, "status": status, "at": format_timestamp(at)}
         if detail:
             entry["detail"] = detail
+        if actor:
+            entry["actor"] = actor
         self.steps.append(entry)
 
     def to_json(self) -> dict[str, Any]:

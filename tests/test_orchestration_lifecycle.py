@@ -171,6 +171,8 @@ def test_failures_above_threshold_hold_until_an_approver_decides(
     assert status["output"]["outcome"] == outcome
     types = run.event_types()
     assert types[:3] == ["RotationStarted", "NewKeyAvailable", "RotationHeld"]
+    decided = next(s for s in status["customStatus"]["steps"] if s["step"] == "hold")
+    assert decided["actor"] == {"kind": "principal", **APPROVER}  # who decided, for the audit trail
     if outcome == "completed":
         assert types[3:] == ["OldKeyRevoked", "RotationCompleted"]
         assert ("hold", "approved") in steps(status)

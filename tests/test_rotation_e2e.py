@@ -52,11 +52,7 @@ def site_keys(state: dict[str, Any], target: Any) -> dict[str, str]:
 
 
 def latest_enabled(state: dict[str, Any], target: Any) -> dict[str, Any] | None:
-    enabled = [
-        v
-        for v in demo_report.secret_versions(state, target)
-        if v.get("attributes", {}).get("enabled", v.get("enabled"))
-    ]
+    enabled = [v for v in demo_report.secret_versions(state, target) if v.get("enabled")]
     return enabled[-1] if enabled else None
 
 
