@@ -483,7 +483,8 @@ class RotationRun:
         deleted = list(revoked.get("deletedKeys") or [])
         disabled = list(revoked.get("disabledVersions") or [])
         revoked_at = self.now
-        self.status.step("revoke", "done", revoked_at, f"deleted {deleted or 'nothing'}, disabled {len(disabled)}")
+        detail = f"deleted {', '.join(deleted) or 'no key'}; disabled {len(disabled)} Key Vault version(s)"
+        self.status.step("revoke", "done", revoked_at, detail)
         final: list[dict[str, Any]] = []
         if planned is None:
             final.append(
