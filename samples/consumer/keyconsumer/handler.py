@@ -1,0 +1,141 @@
+"""What the consumer does with one delivered event. Event Grid is at-least-once and unordered, so:
+
+- an event for another target or of another type is ignored (logged, nothing read);
+- an event announcing the version already held is a duplicate: no second Key Vault read, and the
+  acknowledgement is sent again only if the first attempt failed;
+- an announcement older than the held key (by `availableAt`) is stale and never switches back;
+- a failed acknowledgement raises, so the host answers 500 and Event Grid delivers again later;
+  that redelivery is a duplicate, which retries only the acknowledgement.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from keyconsumer.ack import ROTATION_ID, Acknowledger, AckResult
+from keyconsumer.keyholder import HeldKey, KeyHolder, utc_now
+from keyconsumer.settings import ConsumerSettings
+from keyconsumer.vault import SecretIdError, SecretReader, SecretRef, parse_secret_id
+
+log = logging.getLogger("keyconsumer")
+NEW_KEY_AVAILABLE = "KeyRotation.NewKeyAvailable"
+Outcome = Literal["switched", "duplicate", "stale", "ignored", "invalid"]
+
+
+class AckFailed(RuntimeError):
+    """The acknowledgement did not get through; raised so Event Grid redelivers the event."""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """The parts of a delivered event (CloudEvent or Event Grid schema) the consumer looks at."""
+
+    id: str
+    type: str
+    subject: str
+    data: Mapping[str, Any]
+
+    @staticmethod
+    def from_trigger(event: Any) -> Incoming:
+        """`func.CloudEvent` has `.type`; `func.EventGridEvent` has `.event_type`."""
+        kind = getattr(event, "type", None) or getattr(event, "event_type", "")
+        data = event.get_json()
+        return Incoming(str(event.id), str(kind), str(event.subject or ""), data if isinstance(data, Mapping) else {})
+
+
+class KeyConsumer:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        holder: KeyHolder | None = None,
+        read: Callable[[SecretRef], str] | None = None,
+        acknowledger: Acknowledger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.holder = holder or KeyHolder()
+        self.reader = SecretReader(settings)
+        self._read = read or self.reader.read
+        self.acknowledger = acknowledger or Acknowledger(settings)
+
+    def handle(self, event: Incoming) -> Outcome:
+        with self.holder.handling:
+            self.holder.count("events")
+            repeated = self.holder.seen(event.id)
+            if event.type != NEW_KEY_AVAILABLE:
+                return self._ignore(event, f"type {event.type}")
+            target = event.data.get("targetId")
+            if target != self.settings.target_id or event.subject != f"targets/{self.settings.target_id}":
+                return self._ignore(event, f"target {target!r} is not {self.settings.target_id}")
+            try:
+                ref = parse_secret_id(event.data.get("secretId"), self.settings)
+            except SecretIdError as exc:
+                log.error("Event %s not used: %s", event.id, exc)
+                return "invalid"
+            rotation_id = str(event.data.get("rotationId", ""))
+            if not ROTATION_ID.match(rotation_id):
+                log.error("Event %s not used: data.rotationId is not a rotation id", event.id)
+                return "invalid"
+            held = self.holder.current()
+            if held and held.version == ref.version:
+                self.holder.count("duplicates")
+                why = "same event id" if repeated else "version already held"
+                log.info("Event %s: duplicate (%s), no Key Vault read", event.id, why)
+                self._ack_unless_done(rotation_id)
+                return "duplicate"
+            available_at = event.data.get("availableAt")
+            if held and held.available_at and isinstance(available_at, str) and available_at < held.available_at:
+                log.info("Event %s: stale (rotation %s is older than the key held), ignored", event.id, rotation_id)
+                self.holder.count("ignored")
+                return "stale"
+            value = self._read(ref)
+            self.holder.count("keyVaultReads")
+            key = HeldKey(
+                value,
+                f"{ref.vault_url}/secrets/{ref.name}/{ref.version}",
+                ref.version,
+                rotation_id,
+                available_at if isinstance(available_at, str) else None,
+                utc_now(),
+            )
+            previous = self.holder.swap(key)
+            log.info(
+                "Switched to version %s (fingerprint %s) for rotation %s; previous version %s",
+                ref.version,
+                key.fingerprint,
+                rotation_id,
+                previous.version if previous else None,
+            )
+            self._ack_unless_done(rotation_id)
+            return "switched"
+
+    def _ignore(self, event: Incoming, why: str) -> Outcome:
+        self.holder.count("ignored")
+        log.info("Event %s (%s, %s) ignored: %s", event.id, event.type, event.subject, why)
+        return "ignored"
+
+    def _ack_unless_done(self, rotation_id: str) -> None:
+        before = self.holder.ack(rotation_id)
+        if before and before.status in ("acknowledged", "refused"):
+            return
+        result: AckResult = self.acknowledger.ack(rotation_id)
+        status = "acknowledged" if result.acknowledged else "refused" if result.final else "failed"
+        record = self.holder.record_ack(rotation_id, status, result.http_status, result.error)
+        if status == "acknowledged":
+            log.info("Acknowledged rotation %s (HTTP %s)", rotation_id, result.http_status)
+        elif status == "refused":
+            log.warning(
+                "Rotation %s did not take the acknowledgement (HTTP %s): nothing to retry",
+                rotation_id,
+                result.http_status,
+            )
+        else:
+            log.error(
+                "Acknowledging rotation %s failed (attempt %d: %s); Event Grid will redeliver",
+                rotation_id,
+                record.attempts,
+                result.error,
+            )
+            raise AckFailed(f"acknowledgement of {rotation_id} failed: {result.error}")
