@@ -1,0 +1,170 @@
+"""The operator API on one rotation: status (Reader), consumer acknowledgement (Consumer), and the
+decisions on a HELD rotation (Approver). Thin: parse, authorize, check the stage, raise the event.
+
+A rotation id names its target (`<target>-<timestamp>-<mode>`), so the instance is `rotation-<target>`;
+it is this rotation only while its custom status carries the id (the next rotation replaces the record).
+The stage check before raising is what makes a wrong-stage request a 409 that changes nothing: an event
+raised outside its stage would wait in the instance and decide a later hold.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from rotation import naming
+from rotation.durations import DurationError, describe, format_duration, parse_duration
+from rotation.identity import ROLE_APPROVER, ROLE_CONSUMER, ROLE_READER, Caller
+from rotation.policy import Target
+from triggers.api_http import (
+    ApiError,
+    Reply,
+    bad_request,
+    handle,
+    json_body,
+    no_query,
+    policy,
+    reason_field,
+    rotation_id_from_path,
+    status_url,
+)
+from triggers.api_views import Snapshot, rotation_view
+
+bp = df.Blueprint()
+ANON = func.AuthLevel.ANONYMOUS
+MIN_EXTEND = timedelta(minutes=1)
+MAX_EXTEND = timedelta(days=7)  # the orchestrator clamps to [1 minute, 7 days]; refuse rather than clamp
+# The external events of orchestrations/rotation.py (names and payloads in docs/architecture.md);
+# triggers depend on the domain only, so the names are repeated here and a test keeps them equal.
+ACK_EVENT = "ConsumerAck"
+APPROVE_EVENT = "Approve"
+ABORT_EVENT = "Abort"
+EXTEND_EVENT = "Extend"
+
+
+async def find_rotation(client: df.DurableOrchestrationClient, rotation_id: str) -> tuple[Target, Snapshot]:
+    """The rotation's target and instance, or 404 (unknown target, no instance, or a newer rotation)."""
+    parts = naming.parse_rotation_id(rotation_id)
+    target = policy().target(parts.target_id)
+    if target is None:
+        raise ApiError(404, "rotation_not_found", "no such rotation: its target is not in the rotation policy", "id")
+    status = await client.get_status(naming.rotation_instance_id(target.id), show_input=True)
+    snap = Snapshot.of(status)
+    if snap is None:
+        raise ApiError(404, "rotation_not_found", "no such rotation: this target has no rotation on record", "id")
+    if snap.rotation_id != rotation_id:
+        raise ApiError(
+            404,
+            "rotation_not_found",
+            f"no such rotation on record: each target keeps only its latest rotation, which is now "
+            f"{snap.rotation_id} ({status_url(str(snap.rotation_id))}); an older rotation is replaced by the newer one",
+            "id",
+        )
+    return target, snap
+
+
+def require_stage(snap: Snapshot, stage: str, action: str) -> None:
+    if not snap.running or snap.stage != stage:
+        raise ApiError(
+            409,
+            "wrong_stage",
+            f"{action} is only possible while the rotation is {stage}; it is {snap.stage}",
+        )
+
+
+async def raise_checked(
+    client: df.DurableOrchestrationClient, snap: Snapshot, event: str, payload: dict[str, Any]
+) -> None:
+    """Raise the event; an instance that ended between the check and the raise is a 409, not a 500."""
+    try:
+        await client.raise_event(snap.instance_id, event, payload)
+    except Exception:
+        raise ApiError(409, "wrong_stage", "the rotation ended before the request reached it") from None
+
+
+def decision_reply(snap: Snapshot, target: Target, action: str) -> Reply:
+    body = {"rotationId": snap.rotation_id, "targetId": target.id, "action": action,
+            "statusUrl": status_url(str(snap.rotation_id))}  # fmt: skip
+    return Reply(202, body, {"Location": body["statusUrl"]}, {"targetId": target.id, "rotationId": snap.rotation_id})
+
+
+@bp.route(route="rotations/{id}", methods=["GET"], auth_level=ANON)
+@bp.durable_client_input(client_name="client")
+async def api_get_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    async def work(caller: Caller) -> Reply:
+        rotation_id = rotation_id_from_path(req)
+        no_query(req)
+        target, snap = await find_rotation(client, rotation_id)
+        return Reply(200, rotation_view(snap), audit={"targetId": target.id, "rotationId": rotation_id})
+
+    return await handle(req, "GET /rotations/{id}", ROLE_READER, work)
+
+
+@bp.route(route="rotations/{id}/ack", methods=["POST"], auth_level=ANON)
+@bp.durable_client_input(client_name="client")
+async def api_ack_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    async def work(caller: Caller) -> Reply:
+        rotation_id = rotation_id_from_path(req)
+        no_query(req)
+        json_body(req, {})
+        target, snap = await find_rotation(client, rotation_id)
+        if target.consumer(caller.object_id) is None:
+            raise ApiError(403, "not_a_consumer", "the caller is not a registered consumer of this target")
+        require_stage(snap, "overlap", "an acknowledgement")
+        await raise_checked(client, snap, ACK_EVENT, {"objectId": caller.object_id, "name": caller.name})
+        return decision_reply(snap, target, "ack")
+
+    return await handle(req, "POST /rotations/{id}/ack", ROLE_CONSUMER, work)
+
+
+async def decide(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller, action: str, event: str
+) -> Reply:
+    rotation_id = rotation_id_from_path(req)
+    no_query(req)
+    fields: dict[str, type] = {"reason": str, "by": str} if event == EXTEND_EVENT else {"reason": str}
+    body = json_body(req, fields, required=("by",) if event == EXTEND_EVENT else ())
+    reason = reason_field(body)
+    payload: dict[str, Any] = {"actor": {"name": caller.name, "objectId": caller.object_id}, "reason": reason}
+    if event == EXTEND_EVENT:
+        try:
+            by = parse_duration(body["by"])
+        except DurationError:
+            raise bad_request("by", "must be an ISO 8601 duration such as PT6H or P1D") from None
+        if not MIN_EXTEND <= by <= MAX_EXTEND:
+            raise bad_request("by", f"must be between {describe(MIN_EXTEND)} and {describe(MAX_EXTEND)}")
+        payload["by"] = format_duration(by)
+    target, snap = await find_rotation(client, rotation_id)
+    require_stage(snap, "held", f"{action} (a decision on a held rotation)")
+    await raise_checked(client, snap, event, payload)
+    return decision_reply(snap, target, action)
+
+
+@bp.route(route="rotations/{id}/approve", methods=["POST"], auth_level=ANON)
+@bp.durable_client_input(client_name="client")
+async def api_approve_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    async def work(caller: Caller) -> Reply:
+        return await decide(req, client, caller, "approve", APPROVE_EVENT)
+
+    return await handle(req, "POST /rotations/{id}/approve", ROLE_APPROVER, work)
+
+
+@bp.route(route="rotations/{id}/abort", methods=["POST"], auth_level=ANON)
+@bp.durable_client_input(client_name="client")
+async def api_abort_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    async def work(caller: Caller) -> Reply:
+        return await decide(req, client, caller, "abort", ABORT_EVENT)
+
+    return await handle(req, "POST /rotations/{id}/abort", ROLE_APPROVER, work)
+
+
+@bp.route(route="rotations/{id}/extend", methods=["POST"], auth_level=ANON)
+@bp.durable_client_input(client_name="client")
+async def api_extend_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    async def work(caller: Caller) -> Reply:
+        return await decide(req, client, caller, "extend", EXTEND_EVENT)
+
+    return await handle(req, "POST /rotations/{id}/extend", ROLE_APPROVER, work)

@@ -1,0 +1,226 @@
+"""The operator API on targets: list and detail (Reader), on-demand (Operator) and emergency (Emergency)
+rotation. Thin: parse, authorize, then query, start or terminate durable instances.
+
+Emergency semantics (DESIGN "Emergency rotation"): exactly one rotation owns a target. A running
+emergency is returned as is (no second new key); any other running rotation is terminated, and once
+it no longer runs the emergency rotation starts on the same instance id with the caller as actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from rotation import naming
+from rotation.durations import DurationError, describe, format_duration, parse_duration
+from rotation.identity import ROLE_EMERGENCY, ROLE_OPERATOR, ROLE_READER, Caller
+from rotation.policy import Target
+from triggers.api_http import (
+    ApiError,
+    Reply,
+    accepted,
+    bad_request,
+    handle,
+    json_body,
+    no_query,
+    policy,
+    reason_field,
+    target_from_path,
+)
+from triggers.api_views import Snapshot, target_view
+
+bp = df.Blueprint()
+ANON = func.AuthLevel.ANONYMOUS
+ORCHESTRATOR = "rotation_orchestrator"
+STOP_WAIT = 5.0  # seconds an emergency waits for a terminated rotation to stop running
+STOP_POLL = 0.02
+LOOKUP_CONCURRENCY = 16
+
+
+async def snapshot(client: df.DurableOrchestrationClient, target_id: str) -> Snapshot | None:
+    return Snapshot.of(await client.get_status(naming.rotation_instance_id(target_id), show_input=True))
+
+
+def conflict_running(snap: Snapshot) -> ApiError:
+    return ApiError(
+        409,
+        "rotation_running",
+        f"rotation {snap.rotation_id} of this target is running (stage {snap.stage}); "
+        f"one rotation per target at a time — see /api/rotations/{snap.rotation_id}",
+    )
+
+
+async def new_rotation_id(target_id: str, mode: naming.Mode, previous: Snapshot | None) -> str:
+    """Seconds resolution: never reuse the id of the rotation just finished (its key name would be
+    found and read again instead of a new key being made)."""
+    while True:
+        rotation_id = naming.rotation_id(target_id, mode, datetime.now(UTC))
+        if previous is None or previous.rotation_id != rotation_id:
+            return rotation_id
+        await asyncio.sleep(0.05)
+
+
+async def start(client: df.DurableOrchestrationClient, target: Target, request: dict[str, Any]) -> Snapshot | None:
+    """Start the rotation; if the start is refused because another request won the race, return the
+    rotation that now runs (the caller decides: 409, or the running emergency)."""
+    instance = naming.rotation_instance_id(target.id)
+    try:
+        await client.start_new(ORCHESTRATOR, instance, request)
+    except Exception:
+        now = await snapshot(client, target.id)
+        if now is not None and now.running and now.rotation_id != request["rotationId"]:
+            return now
+        raise
+    return None
+
+
+def rotation_input(
+    target: Target, rotation_id: str, mode: str, caller: Caller, reason: str | None, previous: Snapshot | None
+) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "rotationId": rotation_id,
+        "mode": mode,
+        "target": target.to_json(),
+        "actor": caller.as_actor().to_json(),
+        "reason": reason,
+    }
+    current, _ = previous.current_key() if previous else (None, None)
+    if current:
+        request["currentKeyName"] = current
+    return request
+
+
+# -- readers ----------------------------------------------------------------------------------------
+
+
+@bp.route(route="targets", methods=["GET"], auth_level=ANON)
+@bp.durable_client_input(client_name="client")
+async def api_list_targets(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    async def work(caller: Caller) -> Reply:
+        no_query(req)
+        targets = list(policy())
+        gate = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+        async def one(target: Target) -> dict[str, Any]:
+            async with gate:
+                return target_view(target, await snapshot(client, target.id))
+
+        return Reply(200, {"targets": list(await asyncio.gather(*(one(t) for t in targets)))})
+
+    return await handle(req, "GET /targets", ROLE_READER, work)
+
+
+@bp.route(route="targets/{target}", methods=["GET"], auth_level=ANON)
+@bp.durable_client_input(client_name="client")
+async def api_get_target(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    async def work(caller: Caller) -> Reply:
+        target = target_from_path(req)
+        no_query(req)
+        return Reply(200, target_view(target, await snapshot(client, target.id)), audit={"targetId": target.id})
+
+    return await handle(req, "GET /targets/{target}", ROLE_READER, work)
+
+
+# -- on-demand --------------------------------------------------------------------------------------
+
+
+@bp.route(route="targets/{target}/rotations", methods=["POST"], auth_level=ANON)
+@bp.durable_client_input(client_name="client")
+async def api_start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    async def work(caller: Caller) -> Reply:
+        target = target_from_path(req)
+        no_query(req)
+        reason = reason_field(json_body(req, {"reason": str}))
+        if target.is_master_key:
+            raise ApiError(
+                409,
+                "master_key_emergency_only",
+                "the master key is renewed in place without overlap: only an emergency rotation may rotate it",
+            )
+        if not target.enabled:
+            raise ApiError(409, "target_disabled", "this target is disabled in the policy (enabled: false)")
+        previous = await snapshot(client, target.id)
+        if previous is not None and previous.running:
+            raise conflict_running(previous)
+        rotation_id = await new_rotation_id(target.id, "on-demand", previous)
+        request = rotation_input(target, rotation_id, "on-demand", caller, reason, previous)
+        winner = await start(client, target, request)
+        if winner is not None:
+            raise conflict_running(winner)
+        return accepted(rotation_id, target.id, mode="on-demand")
+
+    return await handle(req, "POST /targets/{target}/rotations", ROLE_OPERATOR, work)
+
+
+# -- emergency --------------------------------------------------------------------------------------
+
+
+def emergency_overlap(target: Target, value: Any) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        overlap = parse_duration(value)
+    except DurationError:
+        raise bad_request("overlap", "must be an ISO 8601 duration such as PT0S, PT15M or PT1H") from None
+    if target.is_master_key and overlap > timedelta(0):
+        raise bad_request("overlap", "must be PT0S for the master key: it is renewed in place, no overlap is possible")
+    if overlap > target.emergency_max_overlap:
+        limit = format_duration(target.emergency_max_overlap)
+        raise bad_request("overlap", f"must be at most {limit} ({describe(target.emergency_max_overlap)}) here")
+    return overlap
+
+
+async def wait_stopped(client: df.DurableOrchestrationClient, instance: str) -> Snapshot | None:
+    deadline = time.monotonic() + STOP_WAIT
+    while True:
+        snap = Snapshot.of(await client.get_status(instance, show_input=True))
+        if snap is None or not snap.running:
+            return snap
+        if time.monotonic() >= deadline:
+            raise ApiError(
+                503,
+                "rotation_still_running",
+                f"rotation {snap.rotation_id} was told to stop but still runs; call again to retry",
+                headers={"Retry-After": "2"},
+            )
+        await asyncio.sleep(STOP_POLL)
+
+
+@bp.route(route="targets/{target}/emergency-rotation", methods=["POST"], auth_level=ANON)
+@bp.durable_client_input(client_name="client")
+async def api_emergency_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    async def work(caller: Caller) -> Reply:
+        target = target_from_path(req)
+        no_query(req)
+        body = json_body(req, {"reason": str, "overlap": str}, required=("reason",))
+        reason = reason_field(body, required=True)
+        overlap = emergency_overlap(target, body.get("overlap"))
+        instance = naming.rotation_instance_id(target.id)
+        previous = await snapshot(client, target.id)
+        superseded = None
+        rotation_id = await new_rotation_id(target.id, "emergency", previous)
+        if previous is not None and previous.running:
+            if previous.mode == "emergency" and previous.rotation_id:
+                return accepted(previous.rotation_id, target.id, status=200, mode="emergency")
+            superseded = previous.rotation_id
+            note = f"ended by emergency rotation {rotation_id} requested by {caller.name} ({caller.object_id})"
+            await client.terminate(instance, note)
+            previous = await wait_stopped(client, instance) or previous
+        request = rotation_input(target, rotation_id, "emergency", caller, reason, previous)
+        if overlap is not None:
+            request["overlap"] = format_duration(overlap)
+        winner = await start(client, target, request)
+        if winner is not None:
+            if winner.mode == "emergency" and winner.rotation_id:
+                return accepted(winner.rotation_id, target.id, status=200, mode="emergency")
+            raise conflict_running(winner)
+        reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded)
+        reply.audit = {**(reply.audit or {}), "supersededRotationId": superseded}
+        return reply
+
+    return await handle(req, "POST /targets/{target}/emergency-rotation", ROLE_EMERGENCY, work)

@@ -1,0 +1,186 @@
+"""What the API shows about targets and rotations, read from the durable status of `rotation-<targetId>`.
+
+Pure functions of a status snapshot (no I/O), so triggers stay thin and the shapes are unit-testable.
+One instance per target means the status holds the target's latest rotation only: an older rotation's
+record is replaced when the next one starts. Nothing here holds a key value: custom status, input and
+output never carry one (invariant I1).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rotation.durations import format_timestamp
+from rotation.policy import Target
+
+RUNNING = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _stamp(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One rotation instance as the API sees it."""
+
+    instance_id: str
+    runtime: str  # Running, Pending, Completed, Failed, Terminated, ...
+    custom: dict[str, Any]
+    output: Any
+    input: dict[str, Any]
+    created: str | None
+    updated: str | None
+
+    @staticmethod
+    def of(status: Any) -> Snapshot | None:
+        """From a DurableOrchestrationStatus (None or an empty status: no instance)."""
+        if not status or getattr(status, "runtime_status", None) is None:
+            return None
+        return Snapshot(
+            instance_id=str(status.instance_id),
+            runtime=status.runtime_status.name,
+            custom=_as_dict(status.custom_status),
+            output=status.output if not isinstance(status.output, str) else _as_dict(status.output) or status.output,
+            input=_as_dict(status.input_),
+            created=_stamp(status.created_time),
+            updated=_stamp(status.last_updated_time),
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.runtime in RUNNING
+
+    @property
+    def out(self) -> dict[str, Any]:
+        return self.output if isinstance(self.output, dict) else {}
+
+    def field(self, name: str) -> Any:
+        """A field from the custom status, else the output, else the input."""
+        for source in (self.custom, self.out, self.input):
+            if source.get(name) is not None:
+                return source[name]
+        return None
+
+    @property
+    def rotation_id(self) -> str | None:
+        value = self.field("rotationId")
+        return value if isinstance(value, str) else None
+
+    @property
+    def mode(self) -> str | None:
+        value = self.field("mode")
+        return value if isinstance(value, str) else None
+
+    @property
+    def stage(self) -> str:
+        if self.runtime == "Terminated":
+            return "terminated"
+        if self.runtime == "Failed":
+            return "failed"
+        stage = self.custom.get("stage") or self.out.get("stage")
+        return str(stage) if stage else "pending"
+
+    @property
+    def outcome(self) -> str | None:
+        """How a finished rotation ended: completed, failed, aborted, terminated; None while running."""
+        if self.running:
+            return None
+        if self.runtime == "Completed":
+            return str(self.out.get("outcome") or "completed")
+        return self.runtime.lower()
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        steps = self.custom.get("steps")
+        return steps if isinstance(steps, list) else []
+
+    def announced(self) -> bool:
+        return any(s.get("step") == "announce" and s.get("status") == "done" for s in self.steps)
+
+    def current_key(self) -> tuple[str | None, str | None]:
+        """The key consumers should hold now: the new one once announced (and not compensated),
+        else the one this rotation replaces."""
+        if self.announced() and not self.out.get("compensated"):
+            return self.field("keyName"), self.field("version")
+        return self.custom.get("previousKeyName"), self.custom.get("previousVersion")
+
+
+def rotation_view(snap: Snapshot) -> dict[str, Any]:
+    """GET /rotations/{id}: stage, who/why, the step timeline. No values exist to leak."""
+    custom = snap.custom
+    trigger = custom.get("trigger") or {"actor": snap.input.get("actor"), "reason": snap.input.get("reason")}
+    view: dict[str, Any] = {
+        "rotationId": snap.rotation_id,
+        "targetId": snap.field("targetId") or (snap.input.get("target") or {}).get("id"),
+        "mode": snap.mode,
+        "runtimeStatus": snap.runtime,
+        "stage": snap.stage,
+        "outcome": snap.outcome,
+        "trigger": trigger,
+        "keyName": snap.field("keyName"),
+        "version": snap.field("version"),
+        "secretId": custom.get("secretId"),
+        "previousKeyName": custom.get("previousKeyName"),
+        "previousVersion": custom.get("previousVersion"),
+        "overlapEndsAt": custom.get("overlapEndsAt"),
+        "hold": custom.get("hold"),
+        "steps": snap.steps,
+        "createdAt": snap.created,
+        "lastUpdatedAt": snap.updated,
+    }
+    if snap.runtime == "Terminated":
+        view["terminationReason"] = snap.output if isinstance(snap.output, str) else None
+    elif snap.out.get("error"):
+        view["error"] = snap.out["error"]
+    return view
+
+
+def target_view(target: Target, snap: Snapshot | None) -> dict[str, Any]:
+    """GET /targets/{target}: the policy plus what the latest rotation says about the key."""
+    current_name, current_version = snap.current_key() if snap else (None, None)
+    last = None
+    next_due = None
+    in_flight = None
+    if snap is not None and snap.running:
+        in_flight = {
+            "rotationId": snap.rotation_id,
+            "mode": snap.mode,
+            "stage": snap.stage,
+            "startedAt": snap.created,
+            "overlapEndsAt": snap.custom.get("overlapEndsAt"),
+            "hold": snap.custom.get("hold"),
+            "statusUrl": f"/api/rotations/{snap.rotation_id}" if snap.rotation_id else None,
+        }
+    elif snap is not None:
+        last = {"rotationId": snap.rotation_id, "mode": snap.mode, "outcome": snap.outcome, "at": snap.updated}
+        if snap.outcome == "completed" and snap.updated:
+            finished = datetime.fromisoformat(snap.updated.replace("Z", "+00:00"))
+            next_due = format_timestamp(target.next_due(finished))
+    vault = target.key_vault
+    return {
+        "id": target.id,
+        "description": target.description,
+        "enabled": target.enabled,
+        "policy": target.to_json(),
+        "currentKeyName": current_name,
+        "currentVersion": current_version,
+        "currentSecretId": vault.secret_id(current_version) if current_version else None,
+        "lastRotation": last,
+        "nextDue": next_due,
+        "inFlight": in_flight,
+    }
