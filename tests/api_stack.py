@@ -135,7 +135,8 @@ class ApiStack:
     def fresh_rotation(self, target_id: str, stage: str = "overlap") -> str:
         """A new on-demand rotation of the target (through the API) in `stage` ("overlap" or "held")."""
         self.terminate(f"rotation-{target_id}")
-        response = self.call("POST", f"targets/{target_id}/rotations", as_=self.token("operator", "KeyRotation.Operator"))
+        operator = self.token("operator", "KeyRotation.Operator")
+        response = self.call("POST", f"targets/{target_id}/rotations", as_=operator)
         assert response.status_code == 202, response.text
         rotation_id = response.json()["rotationId"]
         self.wait(f"rotation-{target_id}", stage="overlap")
