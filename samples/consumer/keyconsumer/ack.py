@@ -35,8 +35,10 @@ class AckResult:
 
     @property
     def final(self) -> bool:
-        """No point trying again: done, or the app says the rotation is unknown or not in its overlap."""
-        return self.acknowledged or self.http_status in (404, 409)
+        """No point trying again: done, or a decision a retry cannot change — a bad request (400), not a
+        registered consumer of the target (403), an unknown rotation (404), not in its overlap (409).
+        401 (a token that expired or was refused), 429, 5xx and network errors are worth retrying."""
+        return self.acknowledged or self.http_status in (400, 403, 404, 409)
 
 
 class Acknowledger:

@@ -126,11 +126,9 @@ class KeyConsumer:
         if status == "acknowledged":
             log.info("Acknowledged rotation %s (HTTP %s)", rotation_id, result.http_status)
         elif status == "refused":
-            log.warning(
-                "Rotation %s did not take the acknowledgement (HTTP %s): nothing to retry",
-                rotation_id,
-                result.http_status,
-            )
+            level = logging.WARNING if result.http_status in (404, 409) else logging.ERROR
+            log.log(level, "Rotation %s refused the acknowledgement (HTTP %s): not retried",
+                    rotation_id, result.http_status)  # fmt: skip
         else:
             log.error(
                 "Acknowledging rotation %s failed (attempt %d: %s); Event Grid will redeliver",
