@@ -1,5 +1,6 @@
 """The sample consumer in a real scheduled rotation: the real app on devhost rotates a target, the Event
-Grid emulator delivers NewKeyAvailable to the consumer on its own devhost, and its acknowledgement —
+Grid emulator delivers NewKeyAvailable to the consumer on its own devhost, and its acknowledgement
+through the app's own `POST /api/rotations/{id}/ack` (Easy Auth token, KeyRotation.Consumer role) —
 the only registered consumer's — ends the overlap early.
 
 The policy is written here: one target, one consumer whose object id is the sample's. The virtual
@@ -18,9 +19,8 @@ import pytest
 from emulators.store import fingerprint
 from rotation.naming import rotation_instance_id
 from rotation.policy import Target, load_policy
-from tests.consumer_stub_api import running_stub_api
 from tools import demo_report
-from tools.consumer_stack import ConsumerHost, ConsumerSpec, consumer_environment, subscribe
+from tools.consumer_stack import ConsumerHost, ConsumerSpec, consumer_environment, mint_token, subscribe
 from tools.demo_seed import create_operator_keys, seed_sites
 from tools.demo_stack import DemoStack
 
@@ -30,7 +30,6 @@ TARGET = "consumer-demo"
 CONSUMER = ("billing-worker", "00000000-0000-0000-0000-00000000c0de")
 SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
 APP_ID = f"{SUBSCRIPTION}/resourceGroups/keyrotation-consumer/providers/Microsoft.Web/sites/{TARGET}"
-API_TOKEN = "static-local-token-for-the-stub"  # fake, for the stub API
 
 
 def write_policy(path: Path) -> Path:
@@ -100,19 +99,13 @@ def test_the_sample_consumers_ack_ends_the_overlap_of_a_scheduled_rotation(tmp_p
         create_operator_keys(stack, [target])
         probe_url = target.probe.url("")
         spec = ConsumerSpec(TARGET, CONSUMER[1], CONSUMER[0], emu["keyVault"], target.key_vault.secret_name, probe_url)
-        with running_stub_api() as api:
-            # What the ack route does: raise ConsumerAck for the caller's object id on the rotation.
-            ack_body = {"objectId": CONSUMER[1], "name": CONSUMER[0]}
-            api.on_ack = lambda rid: stack.raise_event(rotation_instance_id(TARGET), "ConsumerAck", ack_body)
-            settings = consumer_environment(stack.endpoints, spec, API_TOKEN, api_url=api.url)
-            consumer = ConsumerHost(tmp_path / "consumer", settings).start()
-            subscribe(stack.endpoints, consumer, TARGET)
+        token = mint_token(stack.state_dir, CONSUMER[0], CONSUMER[1])
+        consumer = ConsumerHost(tmp_path / "consumer", consumer_environment(stack.endpoints, spec, token)).start()
+        subscribe(stack.endpoints, consumer, TARGET)
 
-            assert stack.run_function("rotation_timer") == 202
-            final = wait_for_end(stack, consumer)
-            assert final["runtimeStatus"] == "Completed" and final["output"]["outcome"] == "completed", final
-            rotation_id = final["customStatus"]["rotationId"]
-            assert [rid for rid, _ in api.acks] == [rotation_id]
+        assert stack.run_function("rotation_timer") == 202
+        final = wait_for_end(stack, consumer)
+        assert final["runtimeStatus"] == "Completed" and final["output"]["outcome"] == "completed", final
 
         steps = final["customStatus"]["steps"]
         overlap = next(s for s in steps if s["step"] == "overlap")

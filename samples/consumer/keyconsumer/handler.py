@@ -5,12 +5,15 @@
   acknowledgement is sent again only if the first attempt failed;
 - an announcement older than the held key (by `availableAt`) is stale and never switches back;
 - a failed acknowledgement raises, so the host answers 500 and Event Grid delivers again later;
-  that redelivery is a duplicate, which retries only the acknowledgement.
+  that redelivery is a duplicate, which retries only the acknowledgement;
+- a 409 ("not in its overlap") within a short grace after the first attempt counts as failed, not
+  final: the announcement can reach us before the rotation has recorded that its overlap began.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,6 +26,7 @@ from keyconsumer.vault import SecretIdError, SecretReader, SecretRef, parse_secr
 log = logging.getLogger("keyconsumer")
 NEW_KEY_AVAILABLE = "KeyRotation.NewKeyAvailable"
 Outcome = Literal["switched", "duplicate", "stale", "ignored", "invalid"]
+NOT_YET_IN_OVERLAP_GRACE = 120.0  # seconds after the first ack attempt during which a 409 is retried
 
 
 class AckFailed(RuntimeError):
@@ -53,12 +57,15 @@ class KeyConsumer:
         holder: KeyHolder | None = None,
         read: Callable[[SecretRef], str] | None = None,
         acknowledger: Acknowledger | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.holder = holder or KeyHolder()
         self.reader = SecretReader(settings)
         self._read = read or self.reader.read
         self.acknowledger = acknowledger or Acknowledger(settings)
+        self._clock = clock
+        self._first_ack: dict[str, float] = {}  # rotation id -> first attempt (guarded by holder.handling)
 
     def handle(self, event: Incoming) -> Outcome:
         with self.holder.handling:
@@ -120,8 +127,11 @@ class KeyConsumer:
         before = self.holder.ack(rotation_id)
         if before and before.status in ("acknowledged", "refused"):
             return
+        first = self._first_ack.setdefault(rotation_id, self._clock())
         result: AckResult = self.acknowledger.ack(rotation_id)
         status = "acknowledged" if result.acknowledged else "refused" if result.final else "failed"
+        if result.http_status == 409 and self._clock() - first < NOT_YET_IN_OVERLAP_GRACE:
+            status = "failed"  # maybe not in its overlap *yet*: let Event Grid redeliver a few times
         record = self.holder.record_ack(rotation_id, status, result.http_status, result.error)
         if status == "acknowledged":
             log.info("Acknowledged rotation %s (HTTP %s)", rotation_id, result.http_status)
