@@ -26,6 +26,7 @@ BASE_ENV = {"ROTATION_POLICY_PATH": str(LOCAL_POLICY), "ROTATION_SCHEDULE": "0 0
 ORDERS, REPORTS, MASTER = "demo-orders", "demo-reports-export", "demo-orders-master"
 BILLING = ("billing-worker", "00000000-0000-0000-0000-00000000c001")  # a registered consumer of demo-orders
 FINANCE = ("finance-portal", "00000000-0000-0000-0000-00000000c003")  # of demo-reports-export
+QUIET = ("overlap", "held", "watching")
 UNREADABLE_SIGNAL = {"operation": "logs.query", "status": 400, "code": "BadArgumentError", "times": None}
 
 
@@ -84,6 +85,21 @@ class ApiStack:
 
     def wait(self, instance_id: str, stage: str | None = None, timeout: float = 60) -> dict[str, Any]:
         return self.durable.wait(instance_id, stage=stage, timeout=timeout)
+
+    def settle(self, timeout: float = 30) -> None:
+        """Until every running rotation waits on a timer or an event (overlap, held, watching): no
+        activity is then in flight, so the emulators see no calls until a test acts or moves time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = [
+                iid
+                for iid, (_, runtime) in self.instances().items()
+                if runtime in ("Running", "Pending") and self.stage(iid) not in QUIET and iid.startswith("rotation-")
+            ]
+            if not busy:
+                return
+            time.sleep(0.03)
+        raise TimeoutError(f"rotations still busy: {busy}")
 
     def advance(self, seconds: float) -> None:
         self.durable.clock(advanceBy=seconds)
