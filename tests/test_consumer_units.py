@@ -13,7 +13,8 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples" / "consumer"))
+# The sample is its own app: import its package without leaving its folder (and its function_app.py) on the path.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "samples" / "consumer"))
 
 from keyconsumer import handler as handler_module
 from keyconsumer.ack import AckResult
@@ -21,6 +22,8 @@ from keyconsumer.handler import AckFailed, Incoming, KeyConsumer
 from keyconsumer.keyholder import HeldKey, KeyHolder, fingerprint
 from keyconsumer.settings import ConsumerSettings, SettingsError, load_settings
 from keyconsumer.vault import SecretRef
+
+sys.path.remove(str(Path(__file__).resolve().parents[1] / "samples" / "consumer"))
 
 VAULT = "https://127.0.0.1:8443"
 LOCAL = {
