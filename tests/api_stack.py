@@ -74,7 +74,7 @@ class ApiStack:
             history = self.durable.history(instance_id)
         except requests.HTTPError:
             return 0
-        return sum(1 for e in history if e.get("EventType") in (14, "EventRaised"))
+        return sum(1 for e in history if e.get("EventType") in (15, "EventRaised"))
 
     def status(self, instance_id: str) -> dict[str, Any]:
         return self.durable.status(instance_id)

@@ -144,6 +144,13 @@ def test_emergency_mid_overlap_kills_both_old_keys_fast_and_owns_the_target(api:
         ("OldKeyRevoked", emergency),
         ("RotationCompleted", emergency),
     ]
+    started_event = next(
+        row["event"]["data"]
+        for row in state["eventgrid"]["events"]
+        if row["type"].endswith("RotationStarted") and row["event"]["data"]["rotationId"] == emergency
+    )
+    assert started_event["actor"]["name"] == RESPONDER and started_event["mode"] == "emergency"
+    assert started_event["reason"] == "key pasted in a public issue"
     revoked = next(
         (row["event"]["data"] for row in state["eventgrid"]["events"] if row["type"].endswith("OldKeyRevoked")), {}
     )
@@ -178,6 +185,22 @@ def test_state_conflicts_answer_409_and_change_nothing(api: ApiStack) -> None:
         assert refused.json()["error"]["code"] == "wrong_stage" and "overlap" in refused.json()["error"]["message"]
     assert api.starts() == starts and api.raised_events("rotation-demo-orders") == raised
     assert [r for r in api.request_log(since=seq) if r["service"] != "control"] == []
+
+    # In the overlap: only a registered consumer may acknowledge, and its ack shows in the timeline.
+    stranger = api.token("stranger", "KeyRotation.Consumer")
+    refused = api.call("POST", f"rotations/{running}/ack", as_=stranger, json={})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_a_consumer"
+    assert api.raised_events("rotation-demo-orders") == raised
+    acked = api.call("POST", f"rotations/{running}/ack", as_=consumer, json={})
+    assert acked.status_code == 202, acked.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(
+        s["step"] == "ack" for s in api.status("rotation-demo-orders")["customStatus"]["steps"]
+    ):
+        time.sleep(0.03)
+    ack_step = next(s for s in api.status("rotation-demo-orders")["customStatus"]["steps"] if s["step"] == "ack")
+    assert ack_step["actor"]["objectId"] == BILLING[1]
+    raised += 1
 
     # Held: an acknowledgement is too late; a decision is what it waits for.
     api.advance(3 * 86400)

@@ -11,6 +11,7 @@ event or Azure call is therefore a bug.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -51,6 +52,7 @@ class World:
         return values
 
     def observe(self) -> tuple[Any, ...]:
+        time.sleep(0.2)  # an event raised by mistake would be in the history by then
         api = self.api
         starts = api.starts()
         raised = {iid: api.raised_events(iid) for iid, _ in starts}
