@@ -22,7 +22,7 @@ MAX_ERROR_MESSAGE = 300
 # Functions keys as the host generates them (40 bytes, URL-safe base64 with padding), or older
 # standard-base64 keys of the same length: the last 56 characters of any token ending in `==`, whatever
 # the key is glued to, and whatever its entropy (an all-`A` key is still a key).
-_KEY_SHAPE = re.compile(r"[A-Za-z0-9+/_-]{54}==(?!=)")  # whatever follows: a URL path, glued text
+_KEY_SHAPE = re.compile(r"[A-Za-z0-9+/_-]{54}==")  # whatever follows it: a URL path, glued text, `=`
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2}(?![A-Za-z0-9+/_=-])")
 _BEARER = re.compile(r"(?i)\b(bearer|sharedaccesssignature)\s+[A-Za-z0-9._~+/=%&-]+")
 _FIELD_NAMES: tuple[str, ...] = (

@@ -65,7 +65,8 @@ def test_a_function_key_in_the_query_is_refused_by_name_not_value() -> None:
 
 def test_a_key_in_a_logged_url_path_is_masked() -> None:
     assert KEY not in redact(f"HTTP POST /api/targets/{KEY}/rotations")
-    assert KEY not in redact(f"HTTP GET /api/targets/x{KEY}tail")
+    for glued in (f"x{KEY}tail", f"{KEY}=x", f"{KEY}==", f"a/{KEY}/b", f"{KEY}-_"):
+        assert KEY not in redact(f"HTTP GET /api/targets/{glued}"), glued
 
 
 def status(runtime: str, custom: dict[str, Any] | None, output: Any = None) -> Any:
