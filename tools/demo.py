@@ -5,7 +5,9 @@ It starts devhost (the real app, the emulators, a virtual clock), seeds what Azu
 timer once, then plays the people around a rotation: a consumer of demo-orders reads its new key and
 another acknowledges, so that overlap ends early; an approver releases demo-reports-export when the
 gate holds it. When every rotation is over it prints a timeline per rotation, checks the end state and
-the invariants I1 and I2, and exits 0 only if everything is as expected.
+the invariants I1 and I2, and exits 0 only if everything is as expected. Act 2 (tools/demo_emergency.py):
+a responder's emergency rotation over HTTP ends an on-demand rotation mid-overlap, and the sample
+consumer picks up the new key by itself.
 
 Run from the repository root: `python -m tools.demo [--state DIR] [--timeout SECONDS]`.
 """
@@ -31,6 +33,7 @@ from emulators.invariants import I1Finding, Place, TargetRef, check_i2, describe
 from emulators.invariants import state_files as invariant_state_files
 from rotation.naming import rotation_instance_id
 from rotation.policy import Policy, PolicyError, Target, load_policy
+from tools import demo_emergency as emergency
 from tools import demo_report as report
 from tools import demo_seed as seed
 from tools.demo_stack import POLICY, ROOT, DemoStack, StackError
@@ -256,6 +259,20 @@ def run(stack: DemoStack, timeout: float) -> int:
     for target in rotated:
         held = target.id == HELD_TARGET
         checks += report.check_rotation(target, watch.finals.get(target.id), state, events, held, watch.approved)
+
+    say("==> act 2: a key of demo-orders leaked; an incident responder rotates it over HTTP")
+    act = emergency.run_act(stack, policy, say)
+    state = stack.control_json("state")
+    events = stack.control_json("eventgrid/events")["value"]
+    orders = policy.target(emergency.TARGET)
+    assert orders is not None
+    say()
+    for line in report.timeline(orders, act.final, state, events):
+        say(line)
+    say()
+    checks += emergency.checks(stack, policy, act, state)
+    if act.final:
+        watch.finals[f"{emergency.TARGET} (emergency)"] = act.final
     invariants, details = invariant_checks(stack, policy, state, watch)
     checks += invariants
     width = max(len(c.subject) for c in checks)
