@@ -42,8 +42,29 @@ ACK_EVENT = "ConsumerAck"
 APPROVE_EVENT = "Approve"
 ABORT_EVENT = "Abort"
 EXTEND_EVENT = "Extend"
+SUPERSEDE_EVENT = "Supersede"  # an emergency rotation of the same target takes over
+
+# The events.Stage a lifecycle stage reports failures under.
+EVENT_STAGE = {
+    "provisioning": "provision",
+    "verifying": "verify",
+    "overlap": "overlap",
+    "gate": "gate",
+    "held": "gate",
+    "revoking": "revoke",
+    "watching": "watch",
+}
 
 Orchestration = Generator[Any, Any, Any]
+
+
+class Superseded(BaseException):
+    """An emergency rotation took over this target. A BaseException so the `except Exception` around
+    each step (which decides roll-back) never swallows it; `RotationRun.run` handles it."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__("superseded")
+        self.payload = payload
 
 
 def event_payload(value: Any) -> dict[str, Any]:
@@ -171,8 +192,41 @@ class RotationRun:
             **extra,
         }
 
+    def check_superseded(self) -> None:
+        """Between steps: has an emergency taken over? A waiter created after its event arrived completes
+        at once (the SDK defers early events), so this costs no await and no history. Activities are
+        never raced against the event: abandoning a retrying task desynchronises task ids."""
+        waiter = self.waiter(SUPERSEDE_EVENT)
+        if waiter.is_completed:
+            raise Superseded(event_payload(waiter.result))
+
+    def superseded_by(self, winner: Any) -> None:
+        if winner is self.waiters.get(SUPERSEDE_EVENT):
+            raise Superseded(event_payload(winner.result))
+
     # -- the lifecycle --------------------------------------------------------------------------
     def run(self) -> Orchestration:
+        try:
+            output = yield from self.lifecycle()
+        except Superseded as signal:
+            output = yield from self.supersede(signal.payload)
+            return self.hand_over(signal.payload, output)
+        waiter = self.waiter(SUPERSEDE_EVENT)
+        if waiter.is_completed:  # an emergency arrived as this rotation ended: it still takes over
+            return self.hand_over(event_payload(waiter.result), output)
+        return output
+
+    def hand_over(self, payload: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
+        """Continue as the emergency rotation the Supersede event carries: the same instance id, so the
+        target never has two rotations (I3), and a scheduler waiting on this one waits on to the end."""
+        successor = payload.get("next")
+        if isinstance(successor, dict) and successor.get("mode") == "emergency" and successor.get("rotationId"):
+            self.status.step("handover", "done", self.now, f"continues as {successor['rotationId']}")
+            self.publish_status()
+            self.ctx.continue_as_new(successor)
+        return output
+
+    def lifecycle(self) -> Orchestration:
         key_name = self.key_name()
         overlap = self.overlap()
         self.status.key_name = key_name
@@ -210,6 +264,7 @@ class RotationRun:
                 )
             )
         self.status.step("provision", "done", self.now, f"key {key_name}, version {provisioned.get('version')}")
+        self.check_superseded()
 
         announced_at = self.now
         overlap_ends = announced_at + overlap
@@ -243,6 +298,7 @@ class RotationRun:
                 self.status.step("verify", "failed", self.now, detail)
                 return (yield from self.fail("verify", f"probe refused the new key ({detail})", compensate=True))
             self.status.step("verify", "done", self.now, f"accepted after {verified.get('attempts')} attempt(s)")
+            self.check_superseded()
         else:
             try:
                 yield self.publish(announcement)
@@ -256,11 +312,13 @@ class RotationRun:
             ended_by = yield from self.wait_overlap(announced_at, overlap_ends)
             self.status.step("overlap", "done", self.now, ended_by)
 
+        self.check_superseded()
         if not self.emergency and not self.target.is_master_key:
             decision = yield from self.gate(announced_at)
             if decision == "abort":
                 return (yield from self.abort())
 
+        self.check_superseded()
         return (yield from self.revoke_and_finish())
 
     # -- overlap --------------------------------------------------------------------------------
@@ -286,8 +344,9 @@ class RotationRun:
         while self.now < end:
             wake = min([end, *[t for t in points if t > self.now]])
             timer = self.ctx.create_timer(wake)
-            waiting = [timer, self.waiter(ACK_EVENT)] if consumers else [timer]
+            waiting = [timer, self.waiter(SUPERSEDE_EVENT), *([self.waiter(ACK_EVENT)] if consumers else [])]
             winner = yield self.ctx.task_any(waiting)
+            self.superseded_by(winner)
             if winner is not timer:
                 timer.cancel()
                 payload = event_payload(winner.result)
@@ -405,7 +464,8 @@ class RotationRun:
         while True:
             timer = self.ctx.create_timer(deadline)
             decisions = {name: self.waiter(name) for name in (APPROVE_EVENT, ABORT_EVENT, EXTEND_EVENT)}
-            winner = yield self.ctx.task_any([timer, *decisions.values()])
+            winner = yield self.ctx.task_any([timer, self.waiter(SUPERSEDE_EVENT), *decisions.values()])
+            self.superseded_by(winner)
             if winner is timer:
                 self.status.step("hold", default, self.now, "deadline passed: the policy's default action")
                 self.status.hold = None
@@ -428,7 +488,8 @@ class RotationRun:
                 self.status.step("hold", "extended", self.now, detail, actor.to_json())
                 self.status.hold = None
                 self.enter("overlap")
-                yield self.ctx.create_timer(self.now + by)
+                extension = self.ctx.create_timer(self.now + by)
+                self.superseded_by((yield self.ctx.task_any([extension, self.waiter(SUPERSEDE_EVENT)])))
                 return "extend"
             decision = "approve" if name == APPROVE_EVENT else "abort"
             outcome = "approved" if decision == "approve" else "aborted"
@@ -499,6 +560,7 @@ class RotationRun:
         watch = self.target.monitoring.watch
         if watch > timedelta(0):
             final.extend((yield from self.watch(revoked_at, watch, deleted)))
+        self.check_superseded()
         final.append(self.completed_event(deleted))
         try:
             yield self.publish(*final)
@@ -522,7 +584,8 @@ class RotationRun:
         """A short post-revocation window: a failure spike is reported (RotationDegraded), never undone.
         Returns the events to publish with the completion."""
         self.enter("watching")
-        yield self.ctx.create_timer(revoked_at + watch)
+        watch_timer = self.ctx.create_timer(revoked_at + watch)
+        self.superseded_by((yield self.ctx.task_any([watch_timer, self.waiter(SUPERSEDE_EVENT)])))
         window_end = self.now
         try:
             counted = yield self.activity(
@@ -561,6 +624,30 @@ class RotationRun:
                 detected_at=self.now,
             )
         ]
+
+    def supersede(self, payload: dict[str, Any]) -> Orchestration:
+        """Another (emergency) rotation owns the target now: end at once, keep every key (the emergency
+        revokes them), and close the story for subscribers with RotationFailed."""
+        by = payload.get("rotationId") if isinstance(payload.get("rotationId"), str) else "an emergency rotation"
+        actor = actor_from(payload, "unknown")
+        error = f"superseded by emergency rotation {by} requested by {actor.name}"
+        stage = EVENT_STAGE.get(self.status.stage, "overlap")
+        self.status.step(stage, "superseded", self.now, error, actor.to_json())
+        self.status.hold = None
+        failed_event = events.rotation_failed(
+            self.info,
+            stage=stage,  # type: ignore[arg-type]
+            error=error,
+            compensated=False,
+            key_name=self.status.key_name,
+            failed_at=self.now,
+        )
+        try:
+            yield self.publish(failed_event)
+        except Exception as exc:
+            self.status.step("announce", "failed", self.now, f"RotationFailed: {safe_error_message(exc)}")
+        self.enter("superseded")
+        return self.output("superseded", supersededBy=by)
 
     def abort(self) -> Orchestration:
         """An aborted hold keeps both keys valid (consumers may already use the new one) and is loud:

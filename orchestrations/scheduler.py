@@ -48,7 +48,14 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
     now = context.current_utc_datetime
     tick = str(request.get("tick") or format_timestamp(now))
     window = concurrency(request.get("maxConcurrency", DEFAULT_CONCURRENCY))
-    summary: dict[str, Any] = {"tick": tick, "completed": [], "failed": [], "aborted": [], "skipped": []}
+    summary: dict[str, Any] = {
+        "tick": tick,
+        "completed": [],
+        "failed": [],
+        "aborted": [],
+        "superseded": [],
+        "skipped": [],
+    }
     try:
         found = yield context.call_activity_with_retry("find_due_targets", QUERY_STEP, {"now": format_timestamp(now)})
     except Exception as exc:
@@ -82,7 +89,9 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
             summary[bucket].append({"targetId": target_id, "reason": reason})
         else:
             outcome = result.get("outcome") if isinstance(result, dict) else None
-            bucket = {"completed": "completed", "aborted": "aborted"}.get(str(outcome), "failed")
+            bucket = {"completed": "completed", "aborted": "aborted", "superseded": "superseded"}.get(
+                str(outcome), "failed"
+            )
             summary[bucket].append({"targetId": target_id, "rotationId": result.get("rotationId"), "outcome": outcome})
     context.set_custom_status({"stage": "done"})
     return summary

@@ -121,6 +121,13 @@ def test_emergency_mid_overlap_kills_both_old_keys_fast_and_owns_the_target(api:
     api.advance(3600)  # past the post-revocation watch
     final = api.wait("rotation-demo-orders")
     assert final["runtimeStatus"] == "Completed" and final["output"]["outcome"] == "completed", final
+    # The scheduler that started the superseded rotation is not left waiting: the instance continued as
+    # the emergency, and the scheduler's summary reports the emergency's outcome.
+    (tick,) = [i for i in api.instances() if i.startswith("scheduler-")]
+    deadline = time.monotonic() + 10
+    while ORDERS in (api.status(tick).get("customStatus") or {}).get("running", []) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ORDERS not in api.status(tick)["customStatus"]["running"]
     keys = family_keys(api)
     new_key = final["output"]["keyName"]
     assert list(keys) == [new_key] and not set(old) & set(keys)
@@ -139,6 +146,7 @@ def test_emergency_mid_overlap_kills_both_old_keys_fast_and_owns_the_target(api:
     assert events_of(api, ORDERS) == [
         ("RotationStarted", scheduled),
         ("NewKeyAvailable", scheduled),
+        ("RotationFailed", scheduled),  # superseded: its story is closed before the emergency's begins
         ("RotationStarted", emergency),
         ("NewKeyAvailable", emergency),
         ("OldKeyRevoked", emergency),

@@ -16,7 +16,7 @@ from orchestrations import rotation as orchestrator
 from rotation.policy import parse_target
 from rotation.redaction import redact
 from tests.rotation_harness import local_target
-from triggers import api_rotations
+from triggers import api_rotations, api_targets
 from triggers.api_http import ApiError, json_body, no_query, reason_field
 from triggers.api_views import Snapshot, rotation_view, target_view
 
@@ -36,6 +36,7 @@ def refusal(call: Any) -> ApiError:
 def test_the_event_names_are_the_orchestrators() -> None:
     for name in ("ACK_EVENT", "APPROVE_EVENT", "ABORT_EVENT", "EXTEND_EVENT", "MAX_EXTEND"):
         assert getattr(api_rotations, name) == getattr(orchestrator, name)
+    assert api_targets.SUPERSEDE_EVENT == orchestrator.SUPERSEDE_EVENT
 
 
 def test_bodies_refuse_unknown_fields_without_repeating_a_pasted_key_as_their_name() -> None:

@@ -276,3 +276,48 @@ def test_scheduler_fans_out_and_one_failure_does_not_stop_the_others(run: Script
     summary = status["output"]
     assert [c["targetId"] for c in summary["completed"]] == ["demo-orders"]
     assert [f["targetId"] for f in summary["failed"]] == ["demo-reports-export"]
+
+
+def emergency_input(rotation_id: str = "demo-orders-20261122t040000z-e") -> dict[str, Any]:
+    return {
+        "rotationId": rotation_id,
+        "mode": "emergency",
+        "target": local_target("demo-orders"),
+        "actor": {"kind": "principal", "name": "responder", "objectId": "00000000-0000-0000-0000-0000000000e1"},
+        "reason": "leaked",
+    }
+
+
+@pytest.mark.parametrize("stage", ["overlap", "held"])
+def test_an_emergency_takes_over_a_waiting_rotation_at_once(run: Scripted, stage: str) -> None:
+    quiet = {"failures": 0, "baseline": 0}
+    failures = [{"failures": 50, "baseline": 2}, quiet] if stage == "held" else [quiet]
+    run.use(count_auth_failures=failures)
+    instance = run.start()
+    run.durable.wait(instance, stage=stage)
+    successor = emergency_input()
+    run.durable.raise_event(
+        instance, "Supersede", {"rotationId": successor["rotationId"], "actor": successor["actor"], "next": successor}
+    )
+    status = run.durable.wait(instance)
+    # The same instance continued as the emergency rotation: one rotation per target at any time (I3).
+    assert status["output"]["rotationId"] == successor["rotationId"]
+    assert status["output"]["mode"] == "emergency" and status["output"]["outcome"] == "completed"
+    types = run.event_types()
+    first_end = types.index("RotationFailed")  # the superseded rotation's story is closed for subscribers
+    assert types[:2] == ["RotationStarted", "NewKeyAvailable"]
+    assert types[first_end + 1 :] == ["RotationStarted", "NewKeyAvailable", "OldKeyRevoked", "RotationCompleted"]
+    revoke = run.calls("revoke_old_keys")
+    assert len(revoke) == 1 and revoke[0]["request"]["revokeKeyNames"] is None  # only the emergency revoked
+
+
+def test_an_emergency_waits_for_a_busy_step_then_takes_over(run: Scripted) -> None:
+    run.use(verify_new_key=[{"raise": "host cache"}, {"verified": True, "attempts": 2, "lastStatus": 200}])
+    instance = run.start()
+    run.durable.wait(instance, stage="verifying")
+    successor = emergency_input("demo-orders-20261122t040001z-e")
+    run.durable.raise_event(instance, "Supersede", {"rotationId": successor["rotationId"], "next": successor})
+    status = run.durable.wait(instance)
+    assert status["output"]["rotationId"] == successor["rotationId"]
+    assert status["output"]["outcome"] == "completed"
+    assert run.calls("compensate_rotation") == []  # nothing rolled back: the emergency revokes the keys

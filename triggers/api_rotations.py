@@ -66,12 +66,13 @@ async def find_rotation(client: df.DurableOrchestrationClient, rotation_id: str)
     return target, snap
 
 
-def require_stage(snap: Snapshot, stage: str, action: str) -> None:
-    if not snap.running or snap.stage != stage:
+def require_stage(snap: Snapshot, stages: str | tuple[str, ...], action: str) -> None:
+    allowed = (stages,) if isinstance(stages, str) else stages
+    if not snap.running or snap.stage not in allowed:
         raise ApiError(
             409,
             "wrong_stage",
-            f"{action} is only possible while the rotation is {stage}; it is {snap.stage}",
+            f"{action} is only possible while the rotation is {' or '.join(allowed)}; it is {snap.stage}",
         )
 
 
@@ -113,7 +114,9 @@ async def api_ack_rotation(req: func.HttpRequest, client: df.DurableOrchestratio
         target, snap = await find_rotation(client, rotation_id)
         if target.consumer(caller.object_id) is None:
             raise ApiError(403, "not_a_consumer", "the caller is not a registered consumer of this target")
-        require_stage(snap, "overlap", "an acknowledgement")
+        # NewKeyAvailable goes out at the end of verifying: a fast consumer may ack before the stage says
+        # overlap. Durable keeps an early event until the overlap waits for it.
+        require_stage(snap, ("verifying", "overlap"), "an acknowledgement")
         await raise_checked(client, snap, ACK_EVENT, {"objectId": caller.object_id, "name": caller.name})
         return decision_reply(snap, target, "ack")
 

@@ -1,9 +1,11 @@
 """The operator API on targets: list and detail (Reader), on-demand (Operator) and emergency (Emergency)
-rotation. Thin: parse, authorize, then query, start or terminate durable instances.
+rotation. Thin: parse, authorize, then query, start or raise events on durable instances.
 
 Emergency semantics (DESIGN "Emergency rotation"): exactly one rotation owns a target. A running
-emergency is returned as is (no second new key); any other running rotation is terminated, and once
-it no longer runs the emergency rotation starts on the same instance id with the caller as actor.
+emergency is returned as is (no second new key); any other running rotation gets a `Supersede` event
+carrying the emergency's input, closes itself (RotationFailed) and continues as the emergency on the
+same instance id, so nothing is terminated and a scheduler waiting on it is never left hanging. With
+nothing running, the emergency starts on that instance id with the caller as actor.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from triggers.api_views import Snapshot, target_view
 bp = df.Blueprint()
 ANON = func.AuthLevel.ANONYMOUS
 ORCHESTRATOR = "rotation_orchestrator"
-STOP_WAIT = 5.0  # seconds an emergency waits for a terminated rotation to stop running
+SUPERSEDE_EVENT = "Supersede"  # = orchestrations.rotation.SUPERSEDE_EVENT (triggers import only rotation/)
+HANDOVER_WAIT = 3.0  # seconds an emergency waits for a running rotation to hand over
 STOP_POLL = 0.02
 LOOKUP_CONCURRENCY = 16
 
@@ -175,19 +178,17 @@ def emergency_overlap(target: Target, value: Any) -> timedelta | None:
     return overlap
 
 
-async def wait_stopped(client: df.DurableOrchestrationClient, instance: str) -> Snapshot | None:
-    deadline = time.monotonic() + STOP_WAIT
+async def wait_for_handover(client: df.DurableOrchestrationClient, instance: str, rotation_id: str) -> Snapshot | None:
+    """Until the instance runs `rotation_id` (the running rotation continued as the emergency) or stops
+    without having taken it (it ended just as the event arrived). A rotation busy in a step takes the
+    emergency over when that step ends; the event waits in the instance, so the answer is still 202."""
+    deadline = time.monotonic() + HANDOVER_WAIT
     while True:
         snap = Snapshot.of(await client.get_status(instance, show_input=True))
-        if snap is None or not snap.running:
+        if snap is None or not snap.running or snap.rotation_id == rotation_id:
             return snap
         if time.monotonic() >= deadline:
-            raise ApiError(
-                503,
-                "rotation_still_running",
-                f"rotation {snap.rotation_id} was told to stop but still runs; call again to retry",
-                headers={"Retry-After": "2"},
-            )
+            return snap
         await asyncio.sleep(STOP_POLL)
 
 
@@ -204,16 +205,24 @@ async def api_emergency_rotation(req: func.HttpRequest, client: df.DurableOrches
         previous = await snapshot(client, target.id)
         superseded = None
         rotation_id = await new_rotation_id(target.id, "emergency", previous)
+        request = rotation_input(target, rotation_id, "emergency", caller, reason, previous)
+        if overlap is not None:
+            request["overlap"] = format_duration(overlap)
         if previous is not None and previous.running:
             if previous.mode == "emergency" and previous.rotation_id:
                 return accepted(previous.rotation_id, target.id, status=200, mode="emergency")
             superseded = previous.rotation_id
-            note = f"ended by emergency rotation {rotation_id} requested by {caller.name} ({caller.object_id})"
-            await client.terminate(instance, note)
-            previous = await wait_stopped(client, instance) or previous
-        request = rotation_input(target, rotation_id, "emergency", caller, reason, previous)
-        if overlap is not None:
-            request["overlap"] = format_duration(overlap)
+            # The running rotation ends itself and continues as this emergency (same instance id): never
+            # two rotations of one target, and a scheduler waiting on it is not left hanging.
+            handover = {"rotationId": rotation_id, "actor": request["actor"], "reason": reason, "next": request}
+            await client.raise_event(instance, SUPERSEDE_EVENT, handover)
+            snap = await wait_for_handover(client, instance, rotation_id)
+            if snap is None or snap.running:
+                reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded)
+                if snap is not None and snap.rotation_id != rotation_id:
+                    reply.body["handover"] = "pending: the running rotation hands over when its current step ends"
+                reply.audit = {**(reply.audit or {}), "supersededRotationId": superseded}
+                return reply
         winner = await start(client, target, request)
         if winner is not None:
             if winner.mode == "emergency" and winner.rotation_id:
