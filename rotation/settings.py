@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 CredentialKind = Literal["managed-identity", "loopback-token"]
 CREDENTIAL_KINDS: tuple[CredentialKind, ...] = ("managed-identity", "loopback-token")
 
-# Every app setting the app reads; infra/ produces the same list for Azure.
+# Every app setting the app reads (the policy file may reference more as %SETTING%).
 SETTING_NAMES = (
     "KEYROTATION_CREDENTIAL",
     "AZURE_CLIENT_ID",
@@ -28,7 +28,13 @@ SETTING_NAMES = (
     "EVENTGRID_TOPIC_ENDPOINT",
     "LOGS_ENDPOINT",
     "LOG_ANALYTICS_WORKSPACE_ID",
+    "KEY_VAULT_URL",
+    "ROTATION_POLICY_PATH",
+    "ROTATION_SCHEDULE",
+    "ROTATION_MAX_CONCURRENCY",
 )
+# Only meaningful on the local stack; a deployment never sets them.
+LOCAL_ONLY_SETTINGS = ("KEYROTATION_CA_BUNDLE", "KEYROTATION_LOCAL_IDENTITY")
 
 PUBLIC_ARM = "https://management.azure.com"
 PUBLIC_LOGS = "https://api.loganalytics.io"
