@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
+from azure.durable_functions.models.Task import TaskState
 
 from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP
 from orchestrations.status import RotationStatus
@@ -51,6 +52,7 @@ EVENT_STAGE = {
     "overlap": "overlap",
     "gate": "gate",
     "held": "gate",
+    "extended": "gate",
     "revoking": "revoke",
     "watching": "watch",
 }
@@ -192,13 +194,15 @@ class RotationRun:
             **extra,
         }
 
-    def check_superseded(self) -> None:
-        """Between steps: has an emergency taken over? A waiter created after its event arrived completes
-        at once (the SDK defers early events), so this costs no await and no history. Activities are
-        never raced against the event: abandoning a retrying task desynchronises task ids."""
-        waiter = self.waiter(SUPERSEDE_EVENT)
-        if waiter.is_completed:
-            raise Superseded(event_payload(waiter.result))
+    def publish_last(self, *cloud_events: dict[str, Any]) -> Orchestration:
+        """The last step of every ending races its publish against `Supersede`: a waiter only hears
+        events once yielded, so this is how an emergency that arrives as a rotation ends is seen (then
+        `run` hands over). No durable retry here, on purpose: a retrying task abandoned inside task_any
+        desynchronises task ids; the SDK's own HTTP retries still apply inside the activity."""
+        task = self.ctx.call_activity("publish_events", {"events": list(cloud_events)})
+        winner = yield self.ctx.task_any([task, self.waiter(SUPERSEDE_EVENT)])
+        if winner is task and task.state is TaskState.FAILED:
+            raise task.result
 
     def superseded_by(self, winner: Any) -> None:
         if winner is self.waiters.get(SUPERSEDE_EVENT):
@@ -211,8 +215,8 @@ class RotationRun:
         except Superseded as signal:
             output = yield from self.supersede(signal.payload)
             return self.hand_over(signal.payload, output)
-        waiter = self.waiter(SUPERSEDE_EVENT)
-        if waiter.is_completed:  # an emergency arrived as this rotation ended: it still takes over
+        waiter = self.waiters.get(SUPERSEDE_EVENT)
+        if waiter is not None and waiter.is_completed:  # arrived as this rotation ended: it still takes over
             return self.hand_over(event_payload(waiter.result), output)
         return output
 
@@ -264,7 +268,6 @@ class RotationRun:
                 )
             )
         self.status.step("provision", "done", self.now, f"key {key_name}, version {provisioned.get('version')}")
-        self.check_superseded()
 
         announced_at = self.now
         overlap_ends = announced_at + overlap
@@ -298,7 +301,6 @@ class RotationRun:
                 self.status.step("verify", "failed", self.now, detail)
                 return (yield from self.fail("verify", f"probe refused the new key ({detail})", compensate=True))
             self.status.step("verify", "done", self.now, f"accepted after {verified.get('attempts')} attempt(s)")
-            self.check_superseded()
         else:
             try:
                 yield self.publish(announcement)
@@ -312,13 +314,11 @@ class RotationRun:
             ended_by = yield from self.wait_overlap(announced_at, overlap_ends)
             self.status.step("overlap", "done", self.now, ended_by)
 
-        self.check_superseded()
         if not self.emergency and not self.target.is_master_key:
             decision = yield from self.gate(announced_at)
             if decision == "abort":
                 return (yield from self.abort())
 
-        self.check_superseded()
         return (yield from self.revoke_and_finish())
 
     # -- overlap --------------------------------------------------------------------------------
@@ -341,22 +341,28 @@ class RotationRun:
         if not consumers:
             checks = []
         points = sorted({*boundaries, *checks})
+        # Our own ack waiter, not `self.waiter`: an ack that lands while we check adoption completes it,
+        # and must be counted at the top of the loop rather than thrown away.
+        ack = self.ctx.wait_for_external_event(ACK_EVENT) if consumers else None
         while self.now < end:
+            if ack is not None and ack.is_completed:
+                fresh = self.record_ack(ack, consumers, adopted)
+                # A waiter only hears events once yielded; one that arrived earlier is replayed to every
+                # later waiter. Nothing new -> stop listening until the next timer, or we would spin.
+                ack = self.ctx.wait_for_external_event(ACK_EVENT) if fresh else None
+                if adopted >= consumers.keys():
+                    return "every consumer switched"
+                continue
             wake = min([end, *[t for t in points if t > self.now]])
             timer = self.ctx.create_timer(wake)
-            waiting = [timer, self.waiter(SUPERSEDE_EVENT), *([self.waiter(ACK_EVENT)] if consumers else [])]
-            winner = yield self.ctx.task_any(waiting)
+            winner = yield self.ctx.task_any([timer, self.waiter(SUPERSEDE_EVENT), *([ack] if ack else [])])
             self.superseded_by(winner)
             if winner is not timer:
                 timer.cancel()
-                payload = event_payload(winner.result)
-                oid = str(payload.get("objectId", "")).lower()
-                if oid in consumers and oid not in adopted:
-                    adopted.add(oid)
-                    who = {"kind": "principal", "name": consumers[oid], "objectId": oid}
-                    self.status.step("ack", "done", self.now, f"{consumers[oid]} acknowledged", who)
-                    self.publish_status()
-            elif wake in checks and consumers.keys() - adopted:
+                continue
+            if ack is None and consumers:
+                ack = self.ctx.wait_for_external_event(ACK_EVENT)
+            if wake in checks and consumers.keys() - adopted:
                 readers = yield from self.check_adoption(start)
                 for oid in sorted(readers & (consumers.keys() - adopted)):
                     adopted.add(oid)
@@ -365,6 +371,17 @@ class RotationRun:
             if consumers and adopted >= consumers.keys():
                 return "every consumer switched"
         return "overlap elapsed"
+
+    def record_ack(self, ack: Any, consumers: dict[str, str], adopted: set[str]) -> bool:
+        """Count an acknowledgement; False when it adds nobody (unknown, repeated, or a replay)."""
+        oid = str(event_payload(ack.result).get("objectId", "")).lower()
+        if oid not in consumers or oid in adopted:
+            return False
+        adopted.add(oid)
+        who = {"kind": "principal", "name": consumers[oid], "objectId": oid}
+        self.status.step("ack", "done", self.now, f"{consumers[oid]} acknowledged", who)
+        self.publish_status()
+        return True
 
     def check_adoption(self, since: datetime) -> Orchestration:
         assert self.provisioned is not None
@@ -487,7 +504,7 @@ class RotationRun:
                 detail = f"by {actor.name} for {format_duration(by)}" + (f": {note}" if note else "")
                 self.status.step("hold", "extended", self.now, detail, actor.to_json())
                 self.status.hold = None
-                self.enter("overlap")
+                self.enter("extended")
                 extension = self.ctx.create_timer(self.now + by)
                 self.superseded_by((yield self.ctx.task_any([extension, self.waiter(SUPERSEDE_EVENT)])))
                 return "extend"
@@ -560,10 +577,9 @@ class RotationRun:
         watch = self.target.monitoring.watch
         if watch > timedelta(0):
             final.extend((yield from self.watch(revoked_at, watch, deleted)))
-        self.check_superseded()
         final.append(self.completed_event(deleted))
         try:
-            yield self.publish(*final)
+            yield from self.publish_last(*final)
         except Exception as exc:
             self.status.step("announce", "failed", self.now, f"completion events: {safe_error_message(exc)}")
         self.status.step("done", "done", self.now, "rotation completed")
@@ -697,7 +713,7 @@ class RotationRun:
             failed_at=self.now,
         )
         try:
-            yield self.publish(*(unpublished or []), failed_event)
+            yield from self.publish_last(*(unpublished or []), failed_event)
         except Exception as exc:
             self.status.step("announce", "failed", self.now, f"RotationFailed: {safe_error_message(exc)}")
         self.status.step(stage, outcome, self.now, error)

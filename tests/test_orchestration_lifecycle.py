@@ -321,3 +321,26 @@ def test_an_emergency_waits_for_a_busy_step_then_takes_over(run: Scripted) -> No
     assert status["output"]["rotationId"] == successor["rotationId"]
     assert status["output"]["outcome"] == "completed"
     assert run.calls("compensate_rotation") == []  # nothing rolled back: the emergency revokes the keys
+
+
+def test_an_emergency_during_a_failing_step_is_not_lost(run: Scripted) -> None:
+    run.use(verify_new_key=[{"raise": "host down"}])  # verify keeps failing: the rotation rolls back...
+    instance = run.start()
+    run.durable.wait(instance, stage="verifying")
+    successor = emergency_input("demo-orders-20261122t040002z-e")
+    run.durable.raise_event(instance, "Supersede", {"rotationId": successor["rotationId"], "next": successor})
+    run.use(verify_new_key=[{"verified": True, "attempts": 1, "lastStatus": 200}])  # ...the host recovers
+    status = run.durable.wait(instance, timeout=60)
+    # ...and still hands over: the event is heard at the rotation's last publish.
+    assert status["output"]["rotationId"] == successor["rotationId"]
+    assert status["output"]["outcome"] == "completed"
+
+
+def test_acks_raised_before_the_overlap_listens_do_not_wedge_the_rotation(run: Scripted) -> None:
+    run.use(verify_new_key=[{"raise": "host cache"}, {"verified": True, "attempts": 2, "lastStatus": 200}])
+    instance = run.start()
+    run.durable.wait(instance, stage="verifying")
+    for oid in ORDERS_CONSUMERS:  # too early: the API refuses this; the Durable webhook does not
+        run.durable.raise_event(instance, "ConsumerAck", {"objectId": oid})
+    status = run.durable.wait(instance, timeout=60)
+    assert status["runtimeStatus"] == "Completed" and status["output"]["outcome"] == "completed"

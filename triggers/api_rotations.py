@@ -114,9 +114,9 @@ async def api_ack_rotation(req: func.HttpRequest, client: df.DurableOrchestratio
         target, snap = await find_rotation(client, rotation_id)
         if target.consumer(caller.object_id) is None:
             raise ApiError(403, "not_a_consumer", "the caller is not a registered consumer of this target")
-        # NewKeyAvailable goes out at the end of verifying: a fast consumer may ack before the stage says
-        # overlap. Durable keeps an early event until the overlap waits for it.
-        require_stage(snap, ("verifying", "overlap"), "an acknowledgement")
+        # Only while the overlap listens: an event raised before its waiter exists is replayed to every
+        # later waiter by the Durable SDK. A consumer that acks too early gets 409 and retries.
+        require_stage(snap, "overlap", "an acknowledgement")
         await raise_checked(client, snap, ACK_EVENT, {"objectId": caller.object_id, "name": caller.name})
         return decision_reply(snap, target, "ack")
 

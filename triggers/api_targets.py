@@ -215,9 +215,12 @@ async def api_emergency_rotation(req: func.HttpRequest, client: df.DurableOrches
             # The running rotation ends itself and continues as this emergency (same instance id): never
             # two rotations of one target, and a scheduler waiting on it is not left hanging.
             handover = {"rotationId": rotation_id, "actor": request["actor"], "reason": reason, "next": request}
-            await client.raise_event(instance, SUPERSEDE_EVENT, handover)
-            snap = await wait_for_handover(client, instance, rotation_id)
-            if snap is None or snap.running:
+            try:
+                await client.raise_event(instance, SUPERSEDE_EVENT, handover)
+                snap = await wait_for_handover(client, instance, rotation_id)
+            except Exception:  # it ended between the look and the raise: nothing to hand over, start below
+                snap = None
+            if snap is not None and (snap.running or snap.rotation_id == rotation_id):
                 reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded)
                 if snap is not None and snap.rotation_id != rotation_id:
                     reply.body["handover"] = "pending: the running rotation hands over when its current step ends"
