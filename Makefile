@@ -18,9 +18,17 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest -q
 
-lint: setup
+# checkov lives in its own virtualenv (infra/requirements-lint.txt says why).
+INFRA_LINT := $(VENV)/infra-lint
+$(INFRA_LINT)/.installed: infra/requirements-lint.txt $(VENV)/.installed
+	$(PYTHON) -m venv $(INFRA_LINT)
+	$(INFRA_LINT)/bin/python -m pip install --quiet -r infra/requirements-lint.txt
+	touch $@
+
+lint: setup $(INFRA_LINT)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) infra/lint.py --checkov $(INFRA_LINT)/bin/checkov
 
 serve: setup
 	ROTATION_POLICY_PATH=$${ROTATION_POLICY_PATH:-config/rotation-policy.local.json} \

@@ -32,6 +32,28 @@ KIND = "functions-key"
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 T = TypeVar("T")
 
+# The ARM action each WebSiteManagementClient call of this module needs, keyed by (SDK operation, host key
+# type). infra/modules/role-definition.bicep grants exactly these (tests/test_infra.py checks both ways):
+# listing is a POST .../listkeys action, a key PUT/DELETE is a write/delete on the key's resource type.
+# Host secrets are authorized per key type (the `keyType` segment: functionKeys, masterKey); the master
+# key is only ever renewed (PUT), never deleted. `_slot` operations act on .../sites/{name}/slots/{slot}.
+ARM_ACTIONS: dict[tuple[str, str | None], str] = {
+    ("list_host_keys", None): "Microsoft.Web/sites/host/listkeys/action",
+    ("list_function_keys", None): "Microsoft.Web/sites/functions/listkeys/action",
+    ("create_or_update_host_secret", "functionKeys"): "Microsoft.Web/sites/host/functionKeys/write",
+    ("create_or_update_host_secret", "masterKey"): "Microsoft.Web/sites/host/masterKey/write",
+    ("create_or_update_function_secret", None): "Microsoft.Web/sites/functions/keys/write",
+    ("delete_host_secret", "functionKeys"): "Microsoft.Web/sites/host/functionKeys/delete",
+    ("delete_function_secret", None): "Microsoft.Web/sites/functions/keys/delete",
+    ("list_host_keys_slot", None): "Microsoft.Web/sites/slots/host/listkeys/action",
+    ("list_function_keys_slot", None): "Microsoft.Web/sites/slots/functions/listkeys/action",
+    ("create_or_update_host_secret_slot", "functionKeys"): "Microsoft.Web/sites/slots/host/functionKeys/write",
+    ("create_or_update_host_secret_slot", "masterKey"): "Microsoft.Web/sites/slots/host/masterKey/write",
+    ("create_or_update_function_secret_slot", None): "Microsoft.Web/sites/slots/functions/keys/write",
+    ("delete_host_secret_slot", "functionKeys"): "Microsoft.Web/sites/slots/host/functionKeys/delete",
+    ("delete_function_secret_slot", None): "Microsoft.Web/sites/slots/functions/keys/delete",
+}
+
 
 def _store_error(exc: Exception, action: str) -> CredentialStoreError:
     status = getattr(exc, "status_code", None)
