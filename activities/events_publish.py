@@ -115,8 +115,14 @@ def publish_events(request: dict[str, Any]) -> dict[str, Any]:
 
 def with_step_events(request: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """Steps that announce their own outcome (provision, verify, revoke) may carry `events`, published
-    once the step's work succeeded: one orchestrator await instead of two (the history budget)."""
+    once the step's work succeeded: one orchestrator await instead of two (the history budget).
+    A failed publish never fails the step (an Event Grid outage must not roll back a key, least of all in
+    an emergency): the events come back as `unpublished` and the orchestrator sends them again."""
     step_events = request.get("events")
     if not step_events:
         return result
-    return {**result, "published": publish_events({"events": step_events})["published"]}
+    try:
+        return {**result, "published": publish_events({"events": step_events})["published"]}
+    except (SafeError, EventDataError) as exc:
+        log.warning("step events not published (%s); the orchestrator will retry them", exc)
+        return {**result, "unpublished": step_events}

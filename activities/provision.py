@@ -128,12 +128,14 @@ def _provision_master(
     value = store.read_value(MASTER_KEY_NAME)
     if value is None:
         raise SafeError(f"the master key of {target.function_app.resource_id} is not listed after renewal")
+    # The old value died with the renewal, so the new one is stored whatever the probe says: Key Vault
+    # must hold the only master key there is (I2). A refusal is reported, not rolled back (it can't be).
     outcome = probing.probe_until_accepted(target, value)
-    if not outcome.accepted:
-        return None, outcome.attempts, False
     stored = vault.add(value, rotation_id, MASTER_KEY_NAME, _expiry(target, rotation_id))
     for stale in mine:  # holds a master value renewed away since: never current again
         vault.ensure_stage(stale, "revoked", disable=True)
+    if not outcome.accepted:
+        log.warning("master key of %s renewed and stored, but the probe never accepted it", target.id)
     return stored, outcome.attempts, True
 
 

@@ -139,6 +139,7 @@ class RotationRun:
             trigger={"actor": request.actor.to_json(), "reason": request.reason},
         )
         self.provisioned: dict[str, Any] | None = None
+        self.pending_events: list[dict[str, Any]] = []
         self.waiters: dict[str, Any] = {}
 
     # -- helpers --------------------------------------------------------------------------------
@@ -161,7 +162,12 @@ class RotationRun:
         return self.ctx.call_activity_with_retry(name, retry, request)
 
     def publish(self, *cloud_events: dict[str, Any]) -> Any:
-        return self.activity("publish_events", PUBLISH_STEP, {"events": list(cloud_events)})
+        return self.activity("publish_events", PUBLISH_STEP, {"events": [*self.take_pending(), *cloud_events]})
+
+    def take_pending(self) -> list[dict[str, Any]]:
+        """Events a step could not publish itself (`unpublished`), sent ahead of the next ones."""
+        pending, self.pending_events = self.pending_events, []
+        return pending
 
     def waiter(self, name: str) -> Any:
         """One pending waiter per event name, reused until it fires, so no stale waiters pile up."""
@@ -199,7 +205,7 @@ class RotationRun:
         events once yielded, so this is how an emergency that arrives as a rotation ends is seen (then
         `run` hands over). No durable retry here, on purpose: a retrying task abandoned inside task_any
         desynchronises task ids; the SDK's own HTTP retries still apply inside the activity."""
-        task = self.ctx.call_activity("publish_events", {"events": list(cloud_events)})
+        task = self.ctx.call_activity("publish_events", {"events": [*self.take_pending(), *cloud_events]})
         winner = yield self.ctx.task_any([task, self.waiter(SUPERSEDE_EVENT)])
         if winner is task and task.state is TaskState.FAILED:
             raise task.result
@@ -255,6 +261,7 @@ class RotationRun:
                 yield from self.fail("provision", safe_error_message(exc), compensate=True, unpublished=[started_event])
             )
         self.provisioned = provisioned
+        self.pending_events += provisioned.get("unpublished") or []
         self.status.version = provisioned.get("version")
         self.status.secret_id = provisioned.get("secretId")
         self.status.previous_key_name = provisioned.get("previousKeyName")
@@ -291,7 +298,7 @@ class RotationRun:
                         "rotationId": self.req.rotation_id,
                         "target": self.req.target_json,
                         "version": provisioned["version"],
-                        "events": [announcement],
+                        "events": [*self.take_pending(), announcement],
                     },
                 )
             except Exception as exc:
@@ -301,6 +308,14 @@ class RotationRun:
                 self.status.step("verify", "failed", self.now, detail)
                 return (yield from self.fail("verify", f"probe refused the new key ({detail})", compensate=True))
             self.status.step("verify", "done", self.now, f"accepted after {verified.get('attempts')} attempt(s)")
+            if verified.get("unpublished"):
+                try:
+                    yield self.publish(*verified["unpublished"])
+                except Exception as exc:
+                    if not self.emergency:  # nobody was told: rolling back breaks no consumer
+                        return (yield from self.fail("announce", safe_error_message(exc), compensate=True))
+                    # An emergency revokes the leaked key regardless; consumers read Key Vault's latest.
+                    self.status.step("announce", "failed", self.now, safe_error_message(exc))
         else:
             try:
                 yield self.publish(announcement)
@@ -552,7 +567,7 @@ class RotationRun:
                     "keepVersion": self.provisioned["version"],
                     "revokeKeyNames": names,
                     "revokeVersions": versions,
-                    "events": [planned] if planned else [],
+                    "events": [*self.take_pending(), *([planned] if planned else [])],
                 },
             )
         except Exception as exc:
@@ -563,7 +578,7 @@ class RotationRun:
         revoked_at = self.now
         detail = f"deleted {', '.join(deleted) or 'no key'}; disabled {len(disabled)} Key Vault version(s)"
         self.status.step("revoke", "done", revoked_at, detail)
-        final: list[dict[str, Any]] = []
+        final: list[dict[str, Any]] = list(revoked.get("unpublished") or [])
         if planned is None:
             final.append(
                 events.old_key_revoked(
@@ -689,7 +704,7 @@ class RotationRun:
         if compensate:
             self.enter("compensating")
             try:
-                yield self.activity(
+                undone = yield self.activity(
                     "compensate_rotation",
                     KEY_STEP,
                     {
@@ -700,8 +715,9 @@ class RotationRun:
                         "previousVersion": self.status.previous_version,
                     },
                 )
-                compensated = True
-                self.status.step("compensate", "done", self.now, "new key deleted, previous version current again")
+                compensated = any(undone.get(k) for k in ("deletedKey", "disabledVersion", "restoredVersion"))
+                detail = "new key deleted, previous version current again" if compensated else "nothing to undo"
+                self.status.step("compensate", "done", self.now, detail)
             except Exception as exc:
                 self.status.step("compensate", "failed", self.now, safe_error_message(exc))
         failed_event = events.rotation_failed(

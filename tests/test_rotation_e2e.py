@@ -182,3 +182,38 @@ def test_a_target_that_never_accepts_the_new_key_keeps_its_old_key(tmp_path: Pat
         check_invariants(stack, policy, state, texts)
     finally:
         stack.stop()
+
+
+def test_an_event_grid_outage_during_provision_delays_events_but_rolls_nothing_back(tmp_path: Path) -> None:
+    stack = DemoStack(tmp_path / "state")
+    stack.start()
+    try:
+        policy = policy_for(stack)
+        orders = policy.target("demo-orders")
+        assert orders is not None
+        seed_sites(stack, [orders])
+        create_operator_keys(stack, [orders])
+        # Every publish attempt of the provision step fails (the SDK's own retries included).
+        rule = {"operation": "eventgrid.publish", "status": 503, "times": 4}
+        stack.control("POST", "faults", json=rule).raise_for_status()
+        start_rotation(stack, orders, "demo-orders-20261122t050000z-o", overlap="PT1H")
+        final = wait_for(stack, "rotation-demo-orders", timeout=120)
+        assert final["output"]["outcome"] == "completed", final
+        state = stack.control_json("state")
+        # RotationStarted was sent late, ahead of the announcement: subscribers still see it first.
+        assert event_types(state, "demo-orders") == [
+            "RotationStarted",
+            "NewKeyAvailable",
+            "OldKeyRevoked",
+            "RotationCompleted",
+        ]
+        assert list(k for k in site_keys(state, orders) if k.startswith("orders-client")) == [
+            final["output"]["keyName"]
+        ]
+        (fault,) = stack.control_json("faults")["value"]
+        assert fault["hits"] == 4  # the outage really happened, inside the provision step
+        history = stack.admin("GET", "/admin/devhost/durable/instances/rotation-demo-orders/history").json()
+        provisions = [e for e in history if e.get("EventType") == 4 and e.get("Name") == "provision_new_key"]
+        assert len(provisions) == 1  # the step was not failed and retried over an event it could not send
+    finally:
+        stack.stop()
