@@ -89,9 +89,14 @@ def test_near_expiry_of_a_policy_secret_starts_that_targets_rotation(app: Devhos
     status = Durable(app).wait("rotation-demo-reports-export", stage="overlap", timeout=30)
     assert status["customStatus"]["trigger"]["actor"]["kind"] == "event"
     assert "near expiry" in status["customStatus"]["trigger"]["reason"]
-    # A second delivery of the same event (Event Grid is at-least-once) starts nothing new.
+    # A second delivery of the same event (Event Grid is at-least-once) starts nothing new: the running
+    # rotation is the same one (same rotation id, same start), not a restart of the instance id.
+    (before,) = instances(app, "rotation-demo-reports-export")
     assert deliver(app, near_expiry("demo-reports-export-key")) == 202
-    assert len(instances(app, "rotation-demo-reports-export")) == 1
+    time.sleep(0.3)
+    (after,) = instances(app, "rotation-demo-reports-export")
+    assert after["createdTime"] == before["createdTime"]
+    assert after["customStatus"]["rotationId"] == before["customStatus"]["rotationId"]
 
 
 def test_near_expiry_of_other_secrets_is_ignored_with_a_log_line(app: Devhost) -> None:
