@@ -348,6 +348,23 @@ def load_policy(path: str | Path | None = None, environ: Mapping[str, str] | Non
     return parse_policy(document, env, source=label)
 
 
+def current_policy() -> Policy:
+    """`load_policy()` for hot paths (every API request, every Event Grid event): parsed again only when
+    the file changes, so an edit still applies to the next request without re-validating on each. App
+    settings cannot change under a running process (Azure restarts the app), so they are not a key."""
+    file = policy_path()
+    try:
+        stat = file.stat()
+    except OSError:
+        return load_policy(file)  # raises the usual PolicyError naming the problem
+    return _policy_at(str(file), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _policy_at(path: str, mtime_ns: int, size: int) -> Policy:
+    return load_policy(path)
+
+
 def parse_policy(
     document: Any,
     environ: Mapping[str, str] | None = None,

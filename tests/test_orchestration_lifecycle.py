@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,8 @@ def test_scheduled_rotation_runs_every_stage_in_order(run: Scripted) -> None:
     # Overlap ran its full length: the gate's window starts at the announcement and is two days long.
     (gate, _watch) = run.calls("count_auth_failures")
     window = gate["request"]["window"]
-    assert window["start"] < window["end"]
+    length = datetime.fromisoformat(window["end"]) - datetime.fromisoformat(window["start"])
+    assert timedelta(days=2) <= length < timedelta(days=2, minutes=1)
     assert len(run.calls("check_adoption")) == 2  # two polls inside a short overlap
 
 

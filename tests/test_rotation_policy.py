@@ -560,3 +560,27 @@ def test_the_domain_imports_neither_azure_nor_jsonschema() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=APP_ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_current_policy_is_parsed_once_and_again_after_an_edit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from rotation.policy import current_policy
+
+    source = json.loads((CONFIG / "rotation-policy.local.json").read_text())
+    file = tmp_path / "policy.json"
+    file.write_text(json.dumps(source))
+    monkeypatch.setenv("ROTATION_POLICY_PATH", str(file))
+    for name, value in {
+        "KEY_VAULT_URL": "https://127.0.0.1:1",
+        "ARM_ENDPOINT": "https://127.0.0.1:1",
+        "LOG_ANALYTICS_WORKSPACE_ID": "00000000-0000-0000-0000-000000000001",
+    }.items():
+        monkeypatch.setenv(name, value)
+    first = current_policy()
+    assert current_policy() is first  # unchanged file: no second parse
+    source["targets"] = source["targets"][:1]
+    file.write_text(json.dumps(source))
+    stat = file.stat()
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert [t.id for t in current_policy()] == [source["targets"][0]["id"]]

@@ -21,7 +21,7 @@ import azure.functions as func
 
 from rotation import naming
 from rotation.identity import Caller, caller_from_request
-from rotation.policy import Policy, PolicyError, Target, load_policy
+from rotation.policy import Policy, PolicyError, Target, current_policy
 from rotation.redaction import looks_secret
 
 log = logging.getLogger("keyrotation.api")
@@ -84,9 +84,9 @@ class Reply:
 
 
 def policy() -> Policy:
-    """The policy validated at startup (load_policy re-reads the file: an edit applies to new requests)."""
+    """The policy validated at startup, parsed again only when the file changes (an edit applies to new requests)."""
     try:
-        return load_policy()
+        return current_policy()
     except PolicyError:
         raise ApiError(503, "policy_unavailable", "the rotation policy cannot be loaded; see the app's log") from None
 

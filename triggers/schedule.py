@@ -12,7 +12,7 @@ import azure.functions as func
 from rotation import naming
 from rotation.durations import format_timestamp
 from rotation.identity import NEAR_EXPIRY_ACTOR
-from rotation.policy import load_policy
+from rotation.policy import current_policy
 
 bp = df.Blueprint()
 log = logging.getLogger("keyrotation.triggers")
@@ -61,7 +61,7 @@ async def secret_near_expiry(event: func.EventGridEvent, client: df.DurableOrche
         log.info("Ignored Event Grid event of type %s", event_type)
         return
     secret_name = str(data.get("ObjectName") or "")
-    target = load_policy().target_for_secret(secret_name, data.get("VaultName"))
+    target = current_policy().target_for_secret(secret_name, data.get("VaultName"))
     if target is None or not target.schedulable:
         log.info("Ignored near-expiry of secret %s: not a scheduled target in the policy", secret_name)
         return
