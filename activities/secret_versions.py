@@ -131,9 +131,17 @@ class SecretVersions:
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def add(self, value: SecretValue, rotation_id: str, key_name: str, expires: datetime) -> Version:
-        """Store a new version tagged stage=current for this rotation; it becomes the secret's latest."""
-        tags = secret_tags(self.target.id, rotation_id, key_name, "current")
+    def add(
+        self,
+        value: SecretValue,
+        rotation_id: str,
+        key_name: str,
+        expires: datetime,
+        extra_tags: dict[str, str] | None = None,
+    ) -> Version:
+        """Store a new version tagged stage=current for this rotation; it becomes the secret's latest.
+        `extra_tags` add to ours, never replace them (a drift repair records what it repaired)."""
+        tags = {**(extra_tags or {}), **secret_tags(self.target.id, rotation_id, key_name, "current")}
 
         def run() -> Any:
             return self.client.set_secret(
