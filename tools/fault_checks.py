@@ -1,0 +1,167 @@
+"""What must hold after every fault run, as pure functions of what the run recorded.
+
+Each check returns violations as sentences an engineer can act on (which target, which rotation, what
+was wrong); values from the emulator state are compared, never quoted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from emulators.invariants import TargetRef, check_i2
+from rotation.naming import belongs_to_base
+from rotation.policy import Target
+from tools import demo_report
+
+TERMINAL = ("Completed", "Failed", "Terminated")
+LOUD_EVENTS = ("RotationFailed", "RotationHeld")
+# How much earlier than Retry-After allows a retry may come (clock granularity, request-log rounding).
+RETRY_AFTER_TOLERANCE = 0.05
+
+
+def received(state: Mapping[str, Any], target_id: str) -> list[Mapping[str, Any]]:
+    """The CloudEvents received for a target, in order, each id once (Event Grid is at-least-once)."""
+    seen: set[str] = set()
+    out: list[Mapping[str, Any]] = []
+    for row in (state.get("eventgrid") or {}).get("events", []):
+        if row.get("subject") != f"targets/{target_id}" or row.get("id") in seen:
+            continue
+        seen.add(str(row.get("id")))
+        out.append(row)
+    return out
+
+
+def _kind(row: Mapping[str, Any]) -> str:
+    return str(row.get("type", "")).removeprefix(demo_report.EVENT_PREFIX)
+
+
+def _rotation_of(row: Mapping[str, Any]) -> str | None:
+    data = (row.get("event") or {}).get("data") or {}
+    return data.get("rotationId") if isinstance(data, Mapping) else None
+
+
+def check_finished(statuses: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+    """Every rotation ended, and none by an unhandled exception (a Failed instance is a bug: the
+    lifecycle catches every step failure and reports it)."""
+    out = []
+    for target_id, status in statuses.items():
+        if status is None:
+            out.append(f"{target_id}: no rotation instance was ever started")
+        elif status.get("runtimeStatus") not in TERMINAL:
+            stage = (status.get("customStatus") or {}).get("stage")
+            out.append(f"{target_id}: rotation did not finish (runtime {status.get('runtimeStatus')}, stage {stage})")
+        elif status.get("runtimeStatus") != "Completed":
+            out.append(f"{target_id}: rotation instance {status.get('runtimeStatus')}: {status.get('output')}")
+    return out
+
+
+def check_loud(statuses: Mapping[str, Mapping[str, Any] | None], state: Mapping[str, Any]) -> list[str]:
+    """A rotation that did not complete says so: a RotationFailed or RotationHeld event for it, and an
+    output naming the reason."""
+    out = []
+    for target_id, status in statuses.items():
+        output = (status or {}).get("output")
+        if not isinstance(output, Mapping) or output.get("outcome") == "completed":
+            continue
+        rotation_id = output.get("rotationId")
+        loud = [r for r in received(state, target_id) if _kind(r) in LOUD_EVENTS and _rotation_of(r) == rotation_id]
+        if not loud:
+            out.append(f"{target_id}: rotation {rotation_id} ended {output.get('outcome')} without RotationFailed/Held")
+        if not (output.get("error") or output.get("supersededBy")):
+            out.append(
+                f"{target_id}: rotation {rotation_id} ended {output.get('outcome')} with no reason in its output"
+            )
+    return out
+
+
+def check_one_rotation_at_a_time(state: Mapping[str, Any], target_ids: Iterable[str]) -> list[str]:
+    """I3 as consumers see it: once another rotation's events start, an earlier rotation sends nothing
+    but its ending (RotationFailed/Completed may trail a supersede), and never a new key."""
+    out = []
+    for target_id in target_ids:
+        order: list[str] = []
+        for row in received(state, target_id):
+            rotation = _rotation_of(row)
+            if rotation is None:
+                continue
+            if rotation not in order:
+                order.append(rotation)
+            elif order[-1] != rotation and _kind(row) not in ("RotationFailed", "RotationCompleted"):
+                out.append(f"{target_id}: {rotation} sent {_kind(row)} after {order[-1]} had started")
+    return out
+
+
+def check_i2_journal(
+    changes: Sequence[Mapping[str, Any]],
+    served: Sequence[Mapping[str, Any]],
+    targets: Sequence[Target],
+    soft_deleted: Iterable[str] = (),
+) -> list[str]:
+    """I2 after every emulator request. A secret the schedule deleted before the run is the world's
+    fault, not the app's, until the app recovers it (then I2 holds again from that request on; a
+    secret never recovered shows up in the end state)."""
+    recovered: dict[str, int] = {}
+    for change in changes:
+        if change.get("kind") == "keyvault.secret_recovered":
+            name = str(change.get("subject", "")).rsplit("/", 1)[-1].lower()
+            recovered.setdefault(name, int(change.get("request_seq") or change["seq"]))
+    deleted = {t.key_vault.secret_name.lower() for t in targets if t.id in set(soft_deleted)}
+
+    def world_made(v: Any) -> bool:
+        name = str(v.secret_name).lower()
+        return name in deleted and "deleted" in v.reason and (v.request_seq or 0) < recovered.get(name, 1 << 62)
+
+    found = [v for v in check_i2(changes, [TargetRef.from_target(t) for t in targets], served) if not world_made(v)]
+    return [f"I2: {v}" for v in found[:5]]
+
+
+def check_end_state(state: Mapping[str, Any], targets: Sequence[Target]) -> list[str]:
+    """No orphaned key (a key of the base name on the target that no enabled Key Vault version holds)
+    and no enabled Key Vault version the target refuses."""
+    out = []
+    for target in targets:
+        live = demo_report.live_keys(state, target)
+        family = {name: value for name, value in live.items() if belongs_to_base(target.base_key_name, name)}
+        enabled = [v for v in demo_report.secret_versions(state, target) if v.get("enabled")]
+        held = {v.get("value") for v in enabled}
+        orphans = sorted(name for name, value in family.items() if value not in held)
+        if orphans:
+            out.append(f"{target.id}: orphaned key(s) on the target, in no enabled Key Vault version: {orphans}")
+        dead = [str(v.get("version")) for v in enabled if v.get("value") not in live.values()]
+        if dead:
+            out.append(f"{target.id}: enabled Key Vault version(s) the target refuses: {dead}")
+        if not enabled:
+            out.append(f"{target.id}: no enabled Key Vault version left: consumers have nothing to read")
+    return out
+
+
+def _instant(text: Any) -> datetime | None:
+    return demo_report.parse_time(str(text)) if text else None
+
+
+def check_retry_after(requests: Sequence[Mapping[str, Any]], retry_after: Mapping[str, float]) -> list[str]:
+    """A call answered 429/503 with Retry-After is not repeated (same method and path) sooner.
+
+    `retry_after` maps an emulator operation glob's concrete operation names to the Retry-After the
+    schedule set; the request log does not carry the header."""
+    out = []
+    for i, row in enumerate(requests):
+        fault = str(row.get("fault") or "")
+        wait = retry_after.get(str(row.get("operation")))
+        if not wait or not fault.startswith("status:") or str(row.get("status")) not in ("429", "503"):
+            continue
+        ended = _instant(row.get("time") or row.get("ts"))
+        if ended is None:
+            continue
+        ended_s = ended.timestamp() + float(row.get("duration_ms") or 0) / 1000
+        for later in requests[i + 1 :]:
+            if later.get("method") == row.get("method") and later.get("path") == row.get("path"):
+                at = _instant(later.get("time") or later.get("ts"))
+                if at is not None and at.timestamp() + RETRY_AFTER_TOLERANCE < ended_s + wait:
+                    gap = at.timestamp() - ended_s
+                    call = f"{row.get('method')} {row.get('path')}"
+                    out.append(f"Retry-After {wait:g} s ignored: {call} repeated after {gap:.2f} s")
+                break
+    return out

@@ -1,0 +1,243 @@
+"""The fault matrix: every external call a rotation makes, every fault the cloud can throw at it, every
+point where the host can die — and seeded schedules that combine them.
+
+Pure data and a deterministic generator: a schedule is a function of (seed, index), so any failure found
+by `make test-faults` is reproduced with `python -m tools.fault_campaign --seed S --only I`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# The two demo targets cover both key scopes: a host function key and one function's key.
+TARGETS = ("demo-orders", "demo-reports-export")
+# A fault installed at "start" hits the first calls (provision, verify); at "overlap" it hits what comes
+# after the wait (adoption checks, the gate, revoke, watch, the last publish).
+PHASES = ("start", "overlap")
+
+# Client timeout the campaign's policy sets, and the latency that goes past it.
+CLIENT_TIMEOUT_SECONDS = 2
+TIMEOUT_LATENCY_MS = (CLIENT_TIMEOUT_SECONDS + 1) * 1000
+# The longest Retry-After the campaign's policy lets a call wait for (a longer one fails the call).
+MAX_RETRY_AFTER_SECONDS = 5
+# A stalled call: the host is killed while it waits for this answer.
+STALL_LATENCY_MS = 60_000
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """One kind of external call, as the emulator names its operation (globs cover slots and scopes)."""
+
+    name: str
+    operation: str
+    used_by: str
+    kinds: tuple[str, ...]
+    phases: tuple[str, ...] = PHASES  # where a rule can still find a call to hit
+
+    def match_for(self, target_id: str) -> str | None:
+        """A path substring that aims a rule at one target's calls (None: any target)."""
+        return _MATCH.get(self.name, {}).get(target_id)
+
+
+COMMON_KINDS = ("throttled", "host-runtime-500", "unavailable-503", "timeout", "reset")
+
+CALL_SITES: tuple[CallSite, ...] = (
+    CallSite("arm.list", "arm.list_*_keys", "provision (read the new value), revoke", COMMON_KINDS),
+    CallSite("arm.put", "arm.put_*_secret", "provision (create the key)", COMMON_KINDS, ("start",)),
+    CallSite("arm.delete", "arm.delete_*_secret", "revoke, compensation", COMMON_KINDS, ("overlap",)),
+    CallSite("keyvault.list", "keyvault.list_versions", "due targets, provision", COMMON_KINDS, ("start",)),
+    CallSite("keyvault.set", "keyvault.set_secret", "provision (store)", (*COMMON_KINDS, "conflict-409"), ("start",)),
+    CallSite("keyvault.get", "keyvault.get_secret", "verify (read by version for the probe)", COMMON_KINDS, ("start",)),
+    CallSite("keyvault.update", "keyvault.update_secret", "provision (re-tag), revoke (disable)", COMMON_KINDS),
+    CallSite("eventgrid.publish", "eventgrid.publish", "every step's events", COMMON_KINDS),
+    CallSite("logs.query", "logs.query", "adoption checks, gate, watch", COMMON_KINDS),
+    CallSite("probe", "target.invoke", "verify (call the target with the new key)", COMMON_KINDS, ("start",)),
+)
+SITES = {site.name: site for site in CALL_SITES}
+
+# Path substrings per target: app names for ARM and the probe, secret names for Key Vault.
+_APPS = {"demo-orders": "/sites/demo-orders/", "demo-reports-export": "/sites/demo-reports/"}
+_SECRETS = {"demo-orders": "/demo-orders-client-key", "demo-reports-export": "/demo-reports-export-key"}
+_MATCH: dict[str, dict[str, str]] = {
+    "arm.list": _APPS,
+    "arm.put": _APPS,
+    "arm.delete": _APPS,
+    "keyvault.list": _SECRETS,
+    "keyvault.set": _SECRETS,
+    "keyvault.get": _SECRETS,
+    "keyvault.update": _SECRETS,
+    "probe": {"demo-orders": "/_targets/demo-orders", "demo-reports-export": "/_targets/demo-reports"},
+}
+
+# Where the host is killed: when a rotation's status shows a stage, or while a call is in flight.
+STAGE_BOUNDARIES = ("provisioning", "verifying", "overlap", "gate", "revoking", "watching")
+MID_CALL = (
+    ("arm.list", "start"),
+    ("arm.put", "start"),
+    ("keyvault.set", "start"),
+    ("keyvault.update", "start"),
+    ("probe", "start"),
+    ("eventgrid.publish", "start"),
+    ("logs.query", "overlap"),
+    ("arm.delete", "overlap"),
+    ("keyvault.update", "overlap"),
+)
+CRASH_POINTS: tuple[str, ...] = (
+    *(f"stage:{stage}" for stage in STAGE_BOUNDARIES),
+    *(f"call:{site}@{phase}" for site, phase in MID_CALL),
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    site: str
+    kind: str
+    target: str
+    phase: str
+    times: int | None = 1
+    retry_after: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} on {self.site} ({self.target}, {self.phase}, x{self.times or '∞'})"
+
+    def rule(self) -> dict[str, Any]:
+        """The emulator fault rule (POST /_emulator/faults)."""
+        site = SITES[self.site]
+        rule: dict[str, Any] = {"operation": site.operation, "times": self.times}
+        match = site.match_for(self.target)
+        if match:
+            rule["match"] = match
+        if self.kind == "throttled":
+            rule.update(status=429, code="TooManyRequests", retry_after=self.retry_after or 1)
+        elif self.kind == "host-runtime-500":
+            rule.update(
+                status=500, code="InternalServerError", message=_runtime_message(self.site, "InternalServerError")
+            )
+        elif self.kind == "unavailable-503":
+            rule.update(
+                status=503, code="ServiceUnavailable", message=_runtime_message(self.site, "ServiceUnavailable")
+            )
+            if self.retry_after is not None:
+                rule["retry_after"] = self.retry_after
+        elif self.kind == "timeout":
+            rule.update(mode="latency", latency_ms=TIMEOUT_LATENCY_MS)
+        elif self.kind == "reset":
+            rule.update(mode="reset")
+        elif self.kind == "conflict-409":
+            rule.update(status=409, code="Conflict", message="There was a conflict while processing the request.")
+        else:
+            raise ValueError(f"unknown fault kind {self.kind!r}")
+        return rule
+
+
+def _runtime_message(site: str, code: str) -> str:
+    if site.startswith("arm."):
+        return f"Encountered an error ({code}) from host runtime."
+    return f"The service is temporarily unavailable ({code})."
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One run: faults to install, host kills, and state the world starts in."""
+
+    seed: int
+    index: int
+    faults: tuple[Fault, ...] = ()
+    crashes: tuple[str, ...] = ()
+    soft_deleted: tuple[str, ...] = ()  # targets whose Key Vault secret was deleted (soft delete) beforehand
+
+    @property
+    def name(self) -> str:
+        return f"seed {self.seed} #{self.index}"
+
+    def describe(self) -> list[str]:
+        lines = [f"fault: {f.label}" for f in self.faults]
+        lines += [f"crash: {c}" for c in self.crashes]
+        lines += [f"state: Key Vault secret of {t} soft-deleted" for t in self.soft_deleted]
+        return lines or ["no faults (control run)"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "name": self.name}
+
+
+def combos() -> list[tuple[str, str]]:
+    """Every (call site, fault kind) pair the matrix must cover."""
+    return [(site.name, kind) for site in CALL_SITES for kind in site.kinds]
+
+
+def _fault(rng: random.Random, site: str, kind: str, phase: str | None = None) -> Fault:
+    times = rng.choice((1, 1, 2, 3)) if kind != "timeout" else rng.choice((1, 2))
+    retry_after = float(rng.choice((1, 2))) if kind == "throttled" else None
+    if kind == "unavailable-503" and rng.random() < 0.5:
+        retry_after = 1.0
+    return Fault(site, kind, rng.choice(TARGETS), phase or rng.choice(SITES[site].phases), times, retry_after)
+
+
+def coverage_sample(seed: int, faults_per_run: int = 6) -> list[Schedule]:
+    """Few runs that put every fault kind on every call site once and reach every crash point once,
+    shuffled by `seed`: each run holds at most one fault per call site, at most one kill at a stage and
+    one kill in a call (never on a call site it also faults). The first run starts with a soft-deleted
+    Key Vault secret."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible test schedules, not secrets
+    pending = combos()
+    rng.shuffle(pending)
+    stages = [c for c in CRASH_POINTS if c.startswith("stage:")]
+    calls = [c for c in CRASH_POINTS if c.startswith("call:")]
+    rng.shuffle(stages)
+    rng.shuffle(calls)
+    schedules: list[Schedule] = []
+    while pending or stages or calls:
+        crashes = [stack.pop() for stack in (stages, calls) if stack]
+        stalled = {c.removeprefix("call:").split("@")[0] for c in crashes if c.startswith("call:")}
+        chosen: list[Fault] = []
+        for combo in list(pending):
+            site, kind = combo
+            if len(chosen) >= faults_per_run:
+                break
+            if site in stalled or any(f.site == site for f in chosen):
+                continue
+            chosen.append(_fault(rng, site, kind))
+            pending.remove(combo)
+        soft = (rng.choice(TARGETS),) if not schedules else ()
+        schedules.append(Schedule(seed, len(schedules), tuple(chosen), tuple(crashes), soft))
+    return schedules
+
+
+def random_schedule(seed: int, index: int) -> Schedule:
+    """A random run: 0 to 4 faults (any phase, 1 to 3 times), sometimes a kill, sometimes a soft-deleted secret."""
+    rng = random.Random(f"{seed}/{index}")  # noqa: S311 - reproducible test schedules, not secrets
+    all_combos = combos()
+    count = rng.choice((0, 1, 2, 2, 3, 3, 4))
+    faults: list[Fault] = []
+    used: set[str] = set()
+    for site, kind in rng.sample(all_combos, k=len(all_combos)):
+        if len(faults) >= count:
+            break
+        if site not in used:
+            faults.append(_fault(rng, site, kind))
+            used.add(site)
+    crashes = [rng.choice(CRASH_POINTS)] if rng.random() < 0.5 else []
+    soft = [rng.choice(TARGETS)] if rng.random() < 0.15 else []
+    return Schedule(seed, index, tuple(faults), tuple(crashes), tuple(soft))
+
+
+def campaign(seed: int, count: int) -> Iterator[Schedule]:
+    """`count` schedules: the coverage sample first, then random ones."""
+    sample = coverage_sample(seed)
+    yield from sample[:count]
+    for index in range(len(sample), count):
+        yield random_schedule(seed, index)
+
+
+def coverage(schedules: Iterable[Schedule]) -> tuple[set[tuple[str, str]], set[str]]:
+    """The (site, kind) pairs and crash points a set of schedules reaches (by construction)."""
+    pairs: set[tuple[str, str]] = set()
+    points: set[str] = set()
+    for schedule in schedules:
+        pairs.update((f.site, f.kind) for f in schedule.faults)
+        points.update(schedule.crashes)
+    return pairs, points
