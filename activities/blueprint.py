@@ -7,6 +7,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from activities.drift import check_drift
 from activities.due_targets import find_due_targets
 from activities.events_publish import publish_events
 from activities.provision import provision_new_key
@@ -18,6 +19,7 @@ bp = df.Blueprint()
 
 ACTIVITIES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     find_due_targets,
+    check_drift,
     provision_new_key,
     verify_new_key,
     compensate_rotation,

@@ -352,6 +352,17 @@ class SiteStore:
                 self._ensure_key(instance, KeyScope("function", function), "default", seq)
         return created, site
 
+    def regenerate_keys(self, instance: Instance, seq: int | None) -> list[dict[str, Any]]:
+        """New values for every live key of the instance, effective at once: what a host does when it can
+        no longer decrypt its stored secrets. Nothing tells the key's owners (drift, out of band)."""
+        rows = self.store.query(
+            "SELECT kind, function, name FROM arm_keys WHERE site_id = ? AND slot = ? AND retired IS NULL ORDER BY id",
+            (instance.site.id, instance.slot_key),
+        )
+        for row in rows:
+            self.set_key(instance, KeyScope(row["kind"], row["function"]), row["name"], None, seq, seeded=True)
+        return [{"scope": r["kind"], "function": r["function"] or None, "name": r["name"]} for r in rows]
+
     def _ensure_key(self, instance: Instance, scope: KeyScope, name: str, seq: int | None) -> None:
         if self.live_key(instance, scope, name) is None:
             self.set_key(instance, scope, name, None, seq, seeded=True)

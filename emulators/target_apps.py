@@ -114,6 +114,25 @@ async def get_site(request: web.Request) -> web.Response:
     return web.json_response(sites.describe(site))
 
 
+async def regenerate_keys(request: web.Request) -> web.Response:
+    """Body `{"slot": "staging"}` (optional): every live key of that instance gets a new value at once."""
+    sites = request.app[SITES_KEY]
+    site = sites.site(*(request.match_info[k] for k in ("subscription", "resourceGroup", "name")))
+    if site is None:
+        return web.json_response({"error": {"code": "NotFound", "message": "no such site"}}, status=404)
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        return _bad("body: not JSON")
+    slot = body.get("slot") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or set(body) - {"slot"} or not (slot is None or isinstance(slot, str)):
+        return _bad("body: only an optional string `slot` is accepted")
+    instance = sites.instance(site, slot)
+    if instance is None:
+        return web.json_response({"error": {"code": "NotFound", "message": f"no slot {slot}"}}, status=404)
+    return web.json_response({"regenerated": sites.regenerate_keys(instance, request["seq"])})
+
+
 # -- the data plane ------------------------------------------------------------------------------
 
 
@@ -149,5 +168,6 @@ def register(app: web.Application, sites: SiteStore) -> None:
     app[SITES_KEY] = sites
     app.router.add_put("/_emulator/sites/{subscription}/{resourceGroup}/{name}", put_site)
     app.router.add_get("/_emulator/sites/{subscription}/{resourceGroup}/{name}", get_site)
+    app.router.add_post("/_emulator/sites/{subscription}/{resourceGroup}/{name}/regenerate-keys", regenerate_keys)
     app.router.add_get("/_emulator/sites", list_sites)
     app.router.add_route("*", "/_targets/{host}/api/{function}", invoke)

@@ -49,8 +49,11 @@ EVENT_TYPES: tuple[str, ...] = (
 
 Stage = Literal["provision", "verify", "announce", "overlap", "gate", "revoke", "watch"]
 STAGES: tuple[str, ...] = ("provision", "verify", "announce", "overlap", "gate", "revoke", "watch")
-DriftKind = Literal["key-missing-on-target", "value-mismatch", "secret-missing", "secret-disabled"]
-DRIFT_KINDS: tuple[str, ...] = ("key-missing-on-target", "value-mismatch", "secret-missing", "secret-disabled")
+DriftKind = Literal["key-missing-on-target", "value-mismatch"]
+DRIFT_KINDS: tuple[str, ...] = ("key-missing-on-target", "value-mismatch")
+# What the app did about each kind of drift, so a consumer knows what to do without decoding `drift`:
+# a mismatch is repaired in Key Vault (reload `secretId`); a missing key needs a rotation (wait for it).
+DRIFT_REPAIRS: dict[str, str] = {"value-mismatch": "restored", "key-missing-on-target": "rotation"}
 
 # Fixed namespace: event ids must be the same on every host, in every release.
 _EVENT_NAMESPACE = uuid.UUID("6f1d3c2a-9b7e-4c5d-8a1f-2e3d4c5b6a70")
@@ -331,18 +334,23 @@ def drift_detected(
     rotation_id: str | None,
     detected_at: datetime,
     detail: str,
+    previous_secret_id: str | None = None,
     source: str = DEFAULT_SOURCE,
 ) -> dict[str, Any]:
-    """Key Vault's current version and what the target accepts disagree (e.g. the host regenerated a key).
-    Idempotent per (check, target, drift, key name)."""
+    """Key Vault's current version and what the target accepts disagreed (e.g. the host regenerated a key).
+    `value-mismatch`: the target's value is now stored at `secret_id` (the drifted version,
+    `previous_secret_id`, is disabled). `key-missing-on-target`: `secret_id` names a key the target no
+    longer has; a rotation follows. Idempotent per (check, target, drift, key name)."""
     if drift not in DRIFT_KINDS:
         raise EventDataError(f"data.drift: must be one of {', '.join(DRIFT_KINDS)}")
     data = {
         "targetId": target_id,
         "checkId": check_id,
         "drift": drift,
+        "repair": DRIFT_REPAIRS[drift],
         "keyName": key_name,
         "secretId": secret_id,
+        "previousSecretId": previous_secret_id,
         "rotationId": rotation_id,
         "detectedAt": format_timestamp(detected_at),
         "detail": detail,
