@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STATE ?= .devhost
 PORT ?= 7071
 
-.PHONY: setup test lint serve demo clean
+.PHONY: setup test test-faults lint serve demo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(PY) -m pytest -q
+
+# A randomized fault campaign (tools/fault_campaign.py): N schedules from SEED, the coverage sample first.
+N ?= 200
+SEED ?= $(shell date +%s)
+test-faults: setup
+	$(PY) -m tools.fault_campaign --schedules $(N) --seed $(SEED)
 
 # checkov lives in its own virtualenv (infra/requirements-lint.txt says why).
 INFRA_LINT := $(VENV)/infra-lint
