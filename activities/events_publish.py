@@ -64,7 +64,7 @@ def check_event(event: Any, index: int) -> dict[str, Any]:
     return event
 
 
-def to_cloud_event(event: dict[str, Any]) -> CloudEvent:
+def to_cloud_event(event: dict[str, Any]) -> CloudEvent[Any]:
     """The azure-core CloudEvent for a builder's JSON, keeping its id and time (never regenerated)."""
     from azure.core.messaging import CloudEvent
 

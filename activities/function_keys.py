@@ -99,7 +99,8 @@ class FunctionKeyStore:
     def _operation(self, name: str) -> Callable[..., Any]:
         """`web_apps.<name>` for the production slot, `web_apps.<name>_slot` for a deployment slot."""
         apps = self.client.web_apps
-        return getattr(apps, f"{name}_slot" if self.target.function_app.slot else name)
+        operation: Callable[..., Any] = getattr(apps, f"{name}_slot" if self.target.function_app.slot else name)
+        return operation
 
     def _slot_args(self) -> tuple[str, ...]:
         slot = self.target.function_app.slot
@@ -156,7 +157,7 @@ class FunctionKeyStore:
             operation, args = self._operation("create_or_update_function_secret"), (scope.function, name)
         else:
             operation, args = self._operation("create_or_update_host_secret"), (scope.host_key_type, name)
-        put = functools.partial(operation, cls=status)
+        put: Callable[..., int] = functools.partial(operation, cls=status)  # cls= makes the SDK return status()
         return self._call(f"create key {name}", put, *args, *self._slot_args(), body)
 
     def create(self, name: str) -> CreateResult:

@@ -19,10 +19,10 @@ import math
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import azure.durable_functions as df
-from azure.durable_functions.models.Task import TaskState
+from azure.durable_functions.models.Task import TaskState, TimerTask
 
 from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP
 from orchestrations.status import RotationStatus
@@ -147,6 +147,11 @@ class RotationRun:
     def now(self) -> datetime:
         return self.ctx.current_utc_datetime
 
+    def timer(self, fire_at: datetime) -> TimerTask:
+        """A durable timer that can be cancelled. The SDK annotates create_timer() as returning TaskBase; it
+        returns a TimerTask, or for a long timer a LongTimerTask, which is no subclass but has the same cancel()."""
+        return cast(TimerTask, self.ctx.create_timer(fire_at))
+
     @property
     def emergency(self) -> bool:
         return self.req.mode == "emergency"
@@ -211,8 +216,9 @@ class RotationRun:
             raise task.result
 
     def superseded_by(self, winner: Any) -> None:
-        if winner is self.waiters.get(SUPERSEDE_EVENT):
-            raise Superseded(event_payload(winner.result))
+        waiter = self.waiters.get(SUPERSEDE_EVENT)
+        if waiter is not None and winner is waiter:
+            raise Superseded(event_payload(waiter.result))
 
     # -- the lifecycle --------------------------------------------------------------------------
     def run(self) -> Orchestration:
@@ -369,7 +375,7 @@ class RotationRun:
                     return "every consumer switched"
                 continue
             wake = min([end, *[t for t in points if t > self.now]])
-            timer = self.ctx.create_timer(wake)
+            timer = self.timer(wake)
             winner = yield self.ctx.task_any([timer, self.waiter(SUPERSEDE_EVENT), *([ack] if ack else [])])
             self.superseded_by(winner)
             if winner is not timer:
@@ -494,7 +500,7 @@ class RotationRun:
         except Exception as exc:
             self.status.step("hold", "failed", self.now, f"RotationHeld not published: {safe_error_message(exc)}")
         while True:
-            timer = self.ctx.create_timer(deadline)
+            timer = self.timer(deadline)
             decisions = {name: self.waiter(name) for name in (APPROVE_EVENT, ABORT_EVENT, EXTEND_EVENT)}
             winner = yield self.ctx.task_any([timer, self.waiter(SUPERSEDE_EVENT), *decisions.values()])
             self.superseded_by(winner)
@@ -739,5 +745,8 @@ class RotationRun:
 
 @bp.orchestration_trigger(context_name="context")
 def rotation_orchestrator(context: df.DurableOrchestrationContext) -> Orchestration:
-    request = RotationRequest.from_json(context.get_input())
+    data = context.get_input()
+    if not isinstance(data, dict):
+        raise ValueError("rotation_orchestrator: the input must be a rotation request object")
+    request = RotationRequest.from_json(data)
     return (yield from RotationRun(context, request).run())

@@ -117,8 +117,13 @@ def parse_principal(encoded: str) -> Caller | None:
     role_types = ROLE_CLAIMS + ((role_typ,) if role_typ else ())
     roles = frozenset(r for t in role_types for r in claims.get(t, []))
     name = first(((name_typ,) if name_typ else ()) + NAME_CLAIMS) or object_id
-    auth_type = body.get("auth_typ") if isinstance(body.get("auth_typ"), str) else "unknown"
-    return Caller(name=name, object_id=object_id.lower(), roles=roles, auth_type=auth_type)
+    auth_type = body.get("auth_typ")
+    return Caller(
+        name=name,
+        object_id=object_id.lower(),
+        roles=roles,
+        auth_type=auth_type if isinstance(auth_type, str) else "unknown",
+    )
 
 
 def caller_from_request(headers: Mapping[str, str], environ: Mapping[str, str]) -> Caller | None:

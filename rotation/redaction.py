@@ -150,7 +150,7 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     for name, value in list(record.__dict__.items()):
         if name not in _STANDARD_ATTRS and not name.startswith("_"):
             record.__dict__[name] = redact_data(value)
-    record._keyrotation_redacted = True  # type: ignore[attr-defined]
+    record._keyrotation_redacted = True
     return record
 
 
@@ -177,7 +177,7 @@ def install(logger: logging.Logger | None = None) -> None:
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = redact_record(previous(*args, **kwargs))
-            record._keyrotation_redacted = False  # type: ignore[attr-defined]  # `extra` fields come later
+            record._keyrotation_redacted = False  # `extra` fields come later
             return record
 
         factory._keyrotation = True  # type: ignore[attr-defined]

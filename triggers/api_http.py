@@ -103,7 +103,7 @@ def target_from_path(req: func.HttpRequest) -> Target:
 
 
 def rotation_id_from_path(req: func.HttpRequest) -> str:
-    raw = req.route_params.get("id", "")
+    raw: str = req.route_params.get("id", "")
     if not naming.is_rotation_id(raw):
         raise bad_request("id", "must be a rotation id (<target>-<yyyymmdd>t<hhmmss>z-<s|o|e>)")
     return raw
@@ -152,6 +152,8 @@ def reason_field(data: Mapping[str, Any], *, required: bool = False) -> str | No
         if required:
             raise bad_request("reason", "is required (why the key must die now, for the audit trail)")
         return None
+    if not isinstance(value, str):
+        raise bad_request("reason", "must be a string")
     text = value.strip()
     if not 1 <= len(text) <= MAX_REASON:
         raise bad_request("reason", f"must be 1-{MAX_REASON} characters")

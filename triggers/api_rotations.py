@@ -87,9 +87,9 @@ async def raise_checked(
 
 
 def decision_reply(snap: Snapshot, target: Target, action: str) -> Reply:
-    body = {"rotationId": snap.rotation_id, "targetId": target.id, "action": action,
-            "statusUrl": status_url(str(snap.rotation_id))}  # fmt: skip
-    return Reply(202, body, {"Location": body["statusUrl"]}, {"targetId": target.id, "rotationId": snap.rotation_id})
+    url = status_url(str(snap.rotation_id))
+    body = {"rotationId": snap.rotation_id, "targetId": target.id, "action": action, "statusUrl": url}
+    return Reply(202, body, {"Location": url}, {"targetId": target.id, "rotationId": snap.rotation_id})
 
 
 @bp.route(route="rotations/{id}", methods=["GET"], auth_level=ANON)

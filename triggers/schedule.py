@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -46,7 +47,7 @@ async def rotation_timer(timer: func.TimerRequest, client: df.DurableOrchestrati
     log.info("Scheduler %s started (past due: %s)", instance_id, timer.past_due)
 
 
-def _event_fields(event: func.EventGridEvent) -> tuple[str, dict]:
+def _event_fields(event: func.EventGridEvent) -> tuple[str, dict[str, Any]]:
     event_type = getattr(event, "event_type", None) or getattr(event, "type", None) or ""
     data = event.get_json()
     return str(event_type), data if isinstance(data, dict) else {}
