@@ -2,17 +2,21 @@
 
 SDK modules are imported inside the functions so `import function_app` stays fast. Settings decide
 endpoints and the credential (rotation/settings.py); the quirks that decide how each client must be
-built for a loopback emulator are handled here and nowhere else.
+built for a loopback emulator are handled here and nowhere else. Every client gets the target's call
+budget (policy `calls`: timeouts, retries, the longest Retry-After honoured; activities/call_budget.py),
+or the built-in one when no target is at hand.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from rotation.policy import CallBudget
 from rotation.settings import Settings, SettingsError, is_loopback, load_settings
 
 if TYPE_CHECKING:
@@ -101,7 +105,15 @@ def _transport_kwargs(cfg: Settings) -> dict[str, Any]:
     return {"connection_verify": cfg.ca_bundle} if cfg.ca_bundle else {}
 
 
-def web_client(subscription_id: str, cfg: Settings | None = None) -> WebSiteManagementClient:
+def _budget_kwargs(budget: CallBudget | None) -> dict[str, Any]:
+    from activities import call_budget
+
+    return call_budget.client_kwargs(budget or CallBudget())
+
+
+def web_client(
+    subscription_id: str, cfg: Settings | None = None, budget: CallBudget | None = None
+) -> WebSiteManagementClient:
     """ARM client for Microsoft.Web; key PUT bodies must be plain dicts with `properties` (quirk 1)."""
     from azure.mgmt.web import WebSiteManagementClient
 
@@ -112,10 +124,11 @@ def web_client(subscription_id: str, cfg: Settings | None = None) -> WebSiteMana
         base_url=cfg.arm_endpoint,
         credential_scopes=[ARM_SCOPE],
         **_transport_kwargs(cfg),
+        **_budget_kwargs(budget),
     )
 
 
-def secret_client(vault_url: str, cfg: Settings | None = None) -> SecretClient:
+def secret_client(vault_url: str, cfg: Settings | None = None, budget: CallBudget | None = None) -> SecretClient:
     """Key Vault client. A loopback vault cannot pass the challenge's resource check (quirk 4)."""
     from azure.keyvault.secrets import SecretClient
 
@@ -129,16 +142,35 @@ def secret_client(vault_url: str, cfg: Settings | None = None) -> SecretClient:
         credential(cfg),
         verify_challenge_resource=not loopback_vault,
         **_transport_kwargs(cfg),
+        **_budget_kwargs(budget),
     )
+
+
+class _SendKeywordNoise(logging.Filter):
+    """The basic-topic send() hands its keywords to every event's model too, which logs a warning per
+    event per keyword ("... is not a known attribute ... will be ignored"): drop those for our keywords."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (args and args[0] in self.names and "not a known attribute" in str(record.msg))
 
 
 class EventPublisher:
     """EventGridPublisherClient drops constructor kwargs for basic topics (quirk 5), so transport
-    settings go with every send."""
+    settings and the call budget go with every send."""
+
+    NOISY_LOGGER = "azure.eventgrid._legacy._generated._serialization"
 
     def __init__(self, client: EventGridPublisherClient, send_kwargs: dict[str, Any]) -> None:
         self.client = client
         self.send_kwargs = send_kwargs
+        noisy = logging.getLogger(self.NOISY_LOGGER)
+        if not any(isinstance(f, _SendKeywordNoise) for f in noisy.filters):
+            noisy.addFilter(_SendKeywordNoise(set(send_kwargs)))
 
     def send(self, events: Any, **kwargs: Any) -> None:
         self.client.send(events, **{**self.send_kwargs, **kwargs})
@@ -147,21 +179,27 @@ class EventPublisher:
         self.client.close()
 
 
-def event_publisher(cfg: Settings | None = None) -> EventPublisher:
+def event_publisher(cfg: Settings | None = None, budget: CallBudget | None = None) -> EventPublisher:
     from azure.eventgrid import EventGridPublisherClient
+
+    from activities import call_budget
 
     cfg = cfg or settings()
     if not cfg.eventgrid_topic_endpoint:
         raise SettingsError("EVENTGRID_TOPIC_ENDPOINT: required to publish rotation events")
     client = EventGridPublisherClient(cfg.eventgrid_topic_endpoint, credential(cfg))
-    return EventPublisher(client, _transport_kwargs(cfg))
+    return EventPublisher(client, {**_transport_kwargs(cfg), **call_budget.request_kwargs(budget or CallBudget())})
 
 
-def logs_client(cfg: Settings | None = None) -> LogsQueryClient:
+def logs_client(cfg: Settings | None = None, budget: CallBudget | None = None) -> LogsQueryClient:
     """The token audience is derived from the endpoint unless given (quirk 6)."""
     from azure.monitor.query import LogsQueryClient
 
     cfg = cfg or settings()
     return LogsQueryClient(
-        credential(cfg), endpoint=cfg.logs_endpoint, audience=LOGS_AUDIENCE, **_transport_kwargs(cfg)
+        credential(cfg),
+        endpoint=cfg.logs_endpoint,
+        audience=LOGS_AUDIENCE,
+        **_transport_kwargs(cfg),
+        **_budget_kwargs(budget),
     )

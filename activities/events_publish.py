@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from activities import clients
 from rotation.events import EVENT_TYPES, EventDataError, schema_path
+from rotation.policy import parse_calls
 from rotation.redaction import SafeError, looks_secret
 
 if TYPE_CHECKING:
@@ -84,7 +85,8 @@ def to_cloud_event(event: dict[str, Any]) -> CloudEvent[Any]:
 
 def publish_events(request: dict[str, Any]) -> dict[str, Any]:
     """Publish the events in one batch. Returns their ids in order (a repeated id is sent once). Raises on
-    any failure after the SDK's own retries, so the orchestrator's retry policy sends the batch again."""
+    any failure after the SDK's own retries, so the orchestrator's retry policy sends the batch again.
+    `calls` (optional): the target's call budget (policy `calls`); the built-in one without it."""
     events = request.get("events")
     if not isinstance(events, list):
         raise EventDataError("events: must be a list of CloudEvents")
@@ -94,14 +96,17 @@ def publish_events(request: dict[str, Any]) -> dict[str, Any]:
         unique.setdefault(checked["id"], checked)
     if not unique:
         return {"published": []}
+    budget = parse_calls(request.get("calls"))
     batch = [to_cloud_event(e) for e in unique.values()]
     from azure.core.exceptions import AzureError
 
-    publisher = clients.event_publisher()
+    publisher = clients.event_publisher(budget=budget)
     try:
         publisher.send(batch)
-    except AzureError as exc:
-        raise SafeError.from_exception(exc) from None
+    except (AzureError, SafeError) as exc:
+        error = SafeError.from_exception(exc)
+        message = f"publish {len(batch)} event(s) to the topic: {error}"
+        raise SafeError(message, error.status_code, error.error_code) from None
     finally:
         publisher.close()
     ids = list(unique)
@@ -121,8 +126,10 @@ def with_step_events(request: dict[str, Any], result: dict[str, Any]) -> dict[st
     step_events = request.get("events")
     if not step_events:
         return result
+    target = request.get("target")
+    calls = target.get("calls") if isinstance(target, dict) else None
     try:
-        return {**result, "published": publish_events({"events": step_events})["published"]}
+        return {**result, "published": publish_events({"events": step_events, "calls": calls})["published"]}
     except (SafeError, EventDataError) as exc:
         log.warning("step events not published (%s); the orchestrator will retry them", exc)
         return {**result, "unpublished": step_events}

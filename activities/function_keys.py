@@ -84,7 +84,7 @@ class FunctionKeyStore:
         if self._client is None:
             from activities import clients
 
-            self._client = clients.web_client(self.target.function_app.subscription_id)
+            self._client = clients.web_client(self.target.function_app.subscription_id, budget=self.target.calls)
         return self._client
 
     def _call(self, action: str, operation: Callable[..., T], *args: Any) -> T:

@@ -98,7 +98,7 @@ class SecretVersions:
         if self._client is None:
             from activities import clients
 
-            self._client = clients.secret_client(self.target.key_vault.vault_url)
+            self._client = clients.secret_client(self.target.key_vault.vault_url, budget=self.target.calls)
         return self._client
 
     def _call(self, action: str, operation: Callable[[], T]) -> T:

@@ -134,7 +134,7 @@ def count_auth_failures(request: dict[str, Any]) -> dict[str, Any]:
     query = failure_query(target, request.get("hostName"))
     scope = _failure_scope(target.monitoring)
     out: dict[str, Any] = {"signal": query.signal, "failures": None, "baseline": None, "error": None}
-    client = clients.logs_client()
+    client = clients.logs_client(budget=target.calls)
     try:
         failures = _failures(_query(client, scope, query.text, window))
         base = _failures(_query(client, scope, query.text, baseline))
@@ -181,7 +181,7 @@ def check_adoption(request: dict[str, Any]) -> dict[str, Any]:
     workspace = audit_workspace(target)
     if not workspace:
         return {"readers": [], "error": "no workspace holds the Key Vault audit: set LOG_ANALYTICS_WORKSPACE_ID"}
-    client = clients.logs_client()
+    client = clients.logs_client(budget=target.calls)
     error: str | None = None
     try:
         callers = _readers(_query(client, ("workspace", workspace), text, window))

@@ -57,6 +57,12 @@ BOUNDS: dict[str, tuple[timedelta, timedelta]] = {
     "monitoring.watch": (timedelta(0), timedelta(days=1)),
     "hold.deadline": (timedelta(hours=1), timedelta(days=14)),
     "emergency.maxOverlap": (timedelta(0), timedelta(days=1)),
+    "calls.connectTimeout": (timedelta(seconds=1), timedelta(minutes=2)),
+    "calls.readTimeout": (timedelta(seconds=1), timedelta(minutes=5)),
+    "calls.callTimeout": (timedelta(seconds=1), timedelta(minutes=8)),
+    "calls.maxRetryAfter": (timedelta(0), timedelta(minutes=10)),
+    "calls.step.firstInterval": (timedelta(seconds=1), timedelta(hours=1)),
+    "calls.step.maxInterval": (timedelta(seconds=1), timedelta(days=1)),
 }
 
 # The bottom layer of the merge: what a field is when neither the target nor `defaults` sets it.
@@ -67,6 +73,14 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "monitoring": {"threshold": {"maxFailures": 10, "maxRatio": 2.0}, "watch": "PT30M"},
     "hold": {"deadline": "P2D", "defaultAction": "abort"},
     "emergency": {"maxOverlap": "PT1H"},
+    "calls": {
+        "connectTimeout": "PT10S",
+        "readTimeout": "PT30S",
+        "callTimeout": "PT90S",
+        "retries": 3,
+        "maxRetryAfter": "PT60S",
+        "step": {"attempts": 5, "firstInterval": "PT15S", "backoff": 2.0, "maxInterval": "PT5M"},
+    },
     "consumers": [],
 }
 BUILTIN_PROBE: dict[str, Any] = {
@@ -228,6 +242,59 @@ class Hold:
 
 
 @dataclass(frozen=True)
+class StepRetry:
+    """How the Durable runtime retries a failed step (an activity): a durable timer between attempts, so
+    waiting costs nothing while the target's host restarts or a throttle passes."""
+
+    attempts: int = 5
+    first_interval: timedelta = timedelta(seconds=15)
+    backoff: float = 2.0
+    max_interval: timedelta = timedelta(minutes=5)
+
+    def interval(self, retry: int) -> timedelta:
+        """The wait before retry number `retry` (1-based), as the Durable runtime computes it."""
+        return min(self.first_interval * self.backoff ** (retry - 1), self.max_interval)
+
+    def waits(self, attempts: int | None = None) -> timedelta:
+        """Total durable-timer time between the first and the last of `attempts` (default: all)."""
+        count = self.attempts if attempts is None else attempts
+        return sum((self.interval(n) for n in range(1, count)), timedelta(0))
+
+
+@dataclass(frozen=True)
+class CallBudget:
+    """The discipline of every external call a rotation makes (ARM, Key Vault, Event Grid, Logs, the probe).
+
+    Inside one call the SDK retries throttling, 5xx and dropped connections `retries` times, honouring a
+    Retry-After of at most `max_retry_after` (a longer one fails the call at once, loudly, and the step's
+    durable retry takes over) and giving up after about `call_timeout`. `step` is the durable retry of the
+    whole activity. So a step gives up within about attempts x (calls x call_timeout) + step.waits()."""
+
+    connect_timeout: timedelta = timedelta(seconds=10)
+    read_timeout: timedelta = timedelta(seconds=30)
+    call_timeout: timedelta = timedelta(seconds=90)
+    retries: int = 3
+    max_retry_after: timedelta = timedelta(seconds=60)
+    step: StepRetry = field(default_factory=StepRetry)
+
+    def to_json(self) -> dict[str, Any]:
+        """Policy JSON form (what `calls` says once merged); parse_calls() of it gives this budget back."""
+        return {
+            "connectTimeout": format_duration(self.connect_timeout),
+            "readTimeout": format_duration(self.read_timeout),
+            "callTimeout": format_duration(self.call_timeout),
+            "retries": self.retries,
+            "maxRetryAfter": format_duration(self.max_retry_after),
+            "step": {
+                "attempts": self.step.attempts,
+                "firstInterval": format_duration(self.step.first_interval),
+                "backoff": self.step.backoff,
+                "maxInterval": format_duration(self.step.max_interval),
+            },
+        }
+
+
+@dataclass(frozen=True)
 class Consumer:
     name: str
     object_id: str  # lowercase GUID
@@ -246,6 +313,7 @@ class Target:
     hold: Hold
     emergency_max_overlap: timedelta
     consumers: tuple[Consumer, ...] = ()
+    calls: CallBudget = field(default_factory=CallBudget)
     probe: Probe | None = None
     enabled: bool = True
     allow_master_key: bool = False
@@ -662,6 +730,8 @@ def _build_target(index: int, merged: dict[str, Any], issues: list[PolicyIssue])
         seen_ids.add(c["objectId"].lower())
         consumers.append(Consumer(c["name"], c["objectId"].lower()))
 
+    calls = _build_calls(merged["calls"], where, doc, issues)
+
     if len(issues) > before or signal is None or "vaultUrl" not in kv:
         return None
     return Target(
@@ -676,12 +746,43 @@ def _build_target(index: int, merged: dict[str, Any], issues: list[PolicyIssue])
         hold=hold,
         emergency_max_overlap=max_overlap,
         consumers=tuple(consumers),
+        calls=calls,
         probe=probe,
         enabled=merged["enabled"],
         allow_master_key=merged.get("allowMasterKey", False),
         description=merged.get("description"),
         source=merged,
     )
+
+
+def _build_calls(data: Mapping[str, Any], where: tuple[Any, ...], doc: Any, issues: list[PolicyIssue]) -> CallBudget:
+    """The merged `calls` section (schema-checked already): durations within BOUNDS, intervals in order."""
+    connect = _duration(data["connectTimeout"], "calls.connectTimeout", where, doc, issues)
+    read = _duration(data["readTimeout"], "calls.readTimeout", where, doc, issues)
+    call = _duration(data["callTimeout"], "calls.callTimeout", where, doc, issues)
+    max_retry_after = _duration(data["maxRetryAfter"], "calls.maxRetryAfter", where, doc, issues)
+    step = data["step"]
+    first = _duration(step["firstInterval"], "calls.step.firstInterval", where, doc, issues)
+    longest = _duration(step["maxInterval"], "calls.step.maxInterval", where, doc, issues)
+    if first and longest and longest < first:
+        path = (*where, "calls", "step", "maxInterval")
+        issues.append(_issue(doc, path, f"must be at least calls.step.firstInterval ({describe(first)})"))
+    retry = StepRetry(step["attempts"], first, float(step["backoff"]), longest)
+    return CallBudget(connect, read, call, data["retries"], max_retry_after, retry)
+
+
+def parse_calls(data: Mapping[str, Any] | None) -> CallBudget:
+    """A `calls` section on its own (an activity request carries it where no target does): built-in
+    defaults <- `data`, checked like the policy's. None -> the built-in budget."""
+    document = {"version": 1, "defaults": {"calls": dict(data or {})}, "targets": []}
+    issues = [PolicyIssue("", i.field, i.message) for i in schema_issues(document)]
+    if issues:
+        raise PolicyError(issues)
+    merged = _deep_merge(BUILTIN_DEFAULTS["calls"], dict(data or {}))
+    budget = _build_calls(merged, (), {}, issues)
+    if issues:
+        raise PolicyError(issues)
+    return budget
 
 
 def _cross_target_issues(document: Mapping[str, Any]) -> list[PolicyIssue]:
@@ -730,6 +831,7 @@ __all__ = [
     "BUILTIN_DEFAULTS",
     "KQL_PLACEHOLDERS",
     "SIGNALS",
+    "CallBudget",
     "Consumer",
     "FunctionApp",
     "Hold",
@@ -740,11 +842,13 @@ __all__ = [
     "PolicyError",
     "PolicyIssue",
     "Probe",
+    "StepRetry",
     "Target",
     "Threshold",
     "format_duration",
     "load_policy",
     "merge_defaults",
+    "parse_calls",
     "parse_policy",
     "parse_target",
     "policy_path",
