@@ -2,7 +2,9 @@
 
 Concurrency is bounded (a sliding window of sub-orchestrations); one target's failure never stops the
 others; a target whose rotation instance is still running is skipped (the instance-exists rule makes
-the sub-orchestration fail rather than start a second rotation: invariant I3).
+the sub-orchestration fail rather than start a second rotation: invariant I3). Before the fan-out, one
+drift check (orchestrations/drift.py) repairs keys changed behind the rotation's back and queues the
+targets whose key is gone.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from orchestrations import drift
 from orchestrations.retry import QUERY_STEP
 from rotation import naming
 from rotation.durations import format_timestamp
@@ -63,6 +66,7 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
         context.set_custom_status({"stage": "failed", **summary})
         return summary
     queue = list(found.get("due") or [])
+    queue = drift.with_missing(queue, (yield from drift.check(context, request, now, summary)))
     summary["due"] = [item["targetId"] for item in queue]
     summary["notDue"] = len(found.get("notDue") or [])
     summary["skipped"] = [{"targetId": s["targetId"], "reason": s.get("reason")} for s in found.get("skipped") or []]

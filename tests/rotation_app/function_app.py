@@ -62,6 +62,7 @@ def _activity(name: str) -> None:
 
 for _name in (
     "find_due_targets",
+    "check_drift",
     "provision_new_key",
     "verify_new_key",
     "compensate_rotation",
