@@ -15,6 +15,7 @@ acknowledgements arrive as external events and cost no polling. Measured: tests/
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -24,16 +25,16 @@ from typing import Any, cast
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskState, TimerTask
 
-from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP
+from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP, for_target, step_error
 from orchestrations.status import RotationStatus
 from rotation import events, naming
 from rotation.durations import DurationError, format_duration, format_timestamp, parse_duration
 from rotation.identity import Actor
 from rotation.policy import MASTER_KEY_NAME, Target, parse_target
-from rotation.redaction import safe_error_message
 
 bp = df.Blueprint()
 
+log = logging.getLogger("keyrotation.orchestrations.rotation")
 MAX_TIMER = timedelta(days=6)  # Python durable timers are capped at 6 days: longer waits loop
 MIN_CHECK_SPACING = timedelta(minutes=15)
 MAX_EXTEND = timedelta(days=7)
@@ -164,10 +165,15 @@ class RotationRun:
         self.publish_status()
 
     def activity(self, name: str, retry: df.RetryOptions, request: dict[str, Any]) -> Any:
-        return self.ctx.call_activity_with_retry(name, retry, request)
+        """`retry` names the kind of step; its numbers come from the target's policy (`calls.step`)."""
+        return self.ctx.call_activity_with_retry(name, for_target(retry, self.target), request)
+
+    def publish_request(self, cloud_events: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+        """Pending events first; the target's call budget goes along (publish requests carry no target)."""
+        return {"events": [*self.take_pending(), *cloud_events], "calls": self.req.target_json.get("calls")}
 
     def publish(self, *cloud_events: dict[str, Any]) -> Any:
-        return self.activity("publish_events", PUBLISH_STEP, {"events": [*self.take_pending(), *cloud_events]})
+        return self.activity("publish_events", PUBLISH_STEP, self.publish_request(cloud_events))
 
     def take_pending(self) -> list[dict[str, Any]]:
         """Events a step could not publish itself (`unpublished`), sent ahead of the next ones."""
@@ -210,7 +216,7 @@ class RotationRun:
         events once yielded, so this is how an emergency that arrives as a rotation ends is seen (then
         `run` hands over). No durable retry here, on purpose: a retrying task abandoned inside task_any
         desynchronises task ids; the SDK's own HTTP retries still apply inside the activity."""
-        task = self.ctx.call_activity("publish_events", {"events": [*self.take_pending(), *cloud_events]})
+        task = self.ctx.call_activity("publish_events", self.publish_request(cloud_events))
         winner = yield self.ctx.task_any([task, self.waiter(SUPERSEDE_EVENT)])
         if winner is task and task.state is TaskState.FAILED:
             raise task.result
@@ -263,9 +269,7 @@ class RotationRun:
                 },
             )
         except Exception as exc:
-            return (
-                yield from self.fail("provision", safe_error_message(exc), compensate=True, unpublished=[started_event])
-            )
+            return (yield from self.fail("provision", step_error(exc), compensate=True, unpublished=[started_event]))
         self.provisioned = provisioned
         self.pending_events += provisioned.get("unpublished") or []
         self.status.version = provisioned.get("version")
@@ -308,7 +312,7 @@ class RotationRun:
                     },
                 )
             except Exception as exc:
-                return (yield from self.fail("verify", safe_error_message(exc), compensate=True))
+                return (yield from self.fail("verify", step_error(exc), compensate=True))
             if not verified.get("verified"):
                 detail = f"last status {verified.get('lastStatus')} after {verified.get('attempts')} attempts"
                 self.status.step("verify", "failed", self.now, detail)
@@ -319,15 +323,15 @@ class RotationRun:
                     yield self.publish(*verified["unpublished"])
                 except Exception as exc:
                     if not self.emergency:  # nobody was told: rolling back breaks no consumer
-                        return (yield from self.fail("announce", safe_error_message(exc), compensate=True))
+                        return (yield from self.fail("announce", step_error(exc), compensate=True))
                     # An emergency revokes the leaked key regardless; consumers read Key Vault's latest.
-                    self.status.step("announce", "failed", self.now, safe_error_message(exc))
+                    self.status.step("announce", "failed", self.now, step_error(exc))
         else:
             try:
                 yield self.publish(announcement)
             except Exception as exc:
                 # Nobody has been told about the new key yet, so rolling back breaks no consumer.
-                return (yield from self.fail("announce", safe_error_message(exc), compensate=True))
+                return (yield from self.fail("announce", step_error(exc), compensate=True))
         self.status.step("announce", "done", self.now, "NewKeyAvailable published")
 
         if overlap > timedelta(0):
@@ -418,7 +422,7 @@ class RotationRun:
                 },
             )
         except Exception as exc:
-            self.status.step("adoption", "failed", self.now, safe_error_message(exc))
+            self.status.step("adoption", "failed", self.now, step_error(exc))
             return set()
         return {str(r).lower() for r in result.get("readers") or []}
 
@@ -443,7 +447,7 @@ class RotationRun:
                     },
                 )
             except Exception as exc:
-                counted = {"failures": None, "baseline": None, "error": safe_error_message(exc)}
+                counted = {"failures": None, "baseline": None, "error": step_error(exc)}
             failures, baseline, error = counted.get("failures"), counted.get("baseline"), counted.get("error")
             if error is None and failures is not None and baseline is not None:
                 if not self.target.monitoring.threshold.breached(failures, baseline):
@@ -498,7 +502,7 @@ class RotationRun:
         try:
             yield self.publish(held_event)
         except Exception as exc:
-            self.status.step("hold", "failed", self.now, f"RotationHeld not published: {safe_error_message(exc)}")
+            self.status.step("hold", "failed", self.now, f"RotationHeld not published: {step_error(exc)}")
         while True:
             timer = self.timer(deadline)
             decisions = {name: self.waiter(name) for name in (APPROVE_EVENT, ABORT_EVENT, EXTEND_EVENT)}
@@ -578,7 +582,7 @@ class RotationRun:
             )
         except Exception as exc:
             # Consumers were told about the new key and may already use it: never roll back now.
-            return (yield from self.fail("revoke", safe_error_message(exc), compensate=False))
+            return (yield from self.fail("revoke", step_error(exc), compensate=False))
         deleted = list(revoked.get("deletedKeys") or [])
         disabled = list(revoked.get("disabledVersions") or [])
         revoked_at = self.now
@@ -602,7 +606,7 @@ class RotationRun:
         try:
             yield from self.publish_last(*final)
         except Exception as exc:
-            self.status.step("announce", "failed", self.now, f"completion events: {safe_error_message(exc)}")
+            self.status.step("announce", "failed", self.now, f"completion events: {step_error(exc)}")
         self.status.step("done", "done", self.now, "rotation completed")
         self.enter("completed")
         return self.output("completed", revokedKeyNames=deleted, disabledVersions=disabled)
@@ -638,7 +642,7 @@ class RotationRun:
                 },
             )
         except Exception as exc:
-            self.status.step("watch", "failed", self.now, safe_error_message(exc))
+            self.status.step("watch", "failed", self.now, step_error(exc))
             return []
         failures, baseline = counted.get("failures"), counted.get("baseline")
         if failures is None or baseline is None:
@@ -682,7 +686,7 @@ class RotationRun:
         try:
             yield self.publish(failed_event)
         except Exception as exc:
-            self.status.step("announce", "failed", self.now, f"RotationFailed: {safe_error_message(exc)}")
+            self.status.step("announce", "failed", self.now, f"RotationFailed: {step_error(exc)}")
         self.enter("superseded")
         return self.output("superseded", supersededBy=by)
 
@@ -725,7 +729,7 @@ class RotationRun:
                 detail = "new key deleted, previous version current again" if compensated else "nothing to undo"
                 self.status.step("compensate", "done", self.now, detail)
             except Exception as exc:
-                self.status.step("compensate", "failed", self.now, safe_error_message(exc))
+                self.status.step("compensate", "failed", self.now, step_error(exc))
         failed_event = events.rotation_failed(
             self.info,
             stage=stage,  # type: ignore[arg-type]
@@ -737,8 +741,12 @@ class RotationRun:
         try:
             yield from self.publish_last(*(unpublished or []), failed_event)
         except Exception as exc:
-            self.status.step("announce", "failed", self.now, f"RotationFailed: {safe_error_message(exc)}")
+            self.status.step("announce", "failed", self.now, f"RotationFailed: {step_error(exc)}")
         self.status.step(stage, outcome, self.now, error)
+        if not self.ctx.is_replaying:  # once, when the step gives up; `error` names operation and fault
+            level = logging.ERROR if outcome == "failed" else logging.WARNING
+            rotation, target = self.req.rotation_id, self.target.id
+            log.log(level, "rotation %s of %s %s at step %s: %s", rotation, target, outcome, stage, error)
         self.enter(outcome)
         return self.output(outcome, error=error, compensated=compensated)
 
