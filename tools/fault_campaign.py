@@ -148,7 +148,7 @@ class Run:
         self.stack = CampaignStack(folder / "state", write_policy(folder))
         self.result = RunResult(schedule, folder=folder)
         self.installed: set[int] = set()  # indexes of schedule faults installed
-        self.stall_installed = False
+        self.stalls: dict[str, str] = {}  # call site -> "installed" / "spent"
         self.statuses: dict[str, dict[str, Any] | None] = {t: None for t in TARGETS}
         self.log = log or (lambda _line: None)
 
@@ -157,15 +157,20 @@ class Run:
         self.stack.control("POST", "faults", json=fault.rule()).raise_for_status()
 
     def install_stall(self, site_name: str) -> None:
-        rule = {"operation": SITES[site_name].operation, "mode": "latency", "latency_ms": STALL_LATENCY_MS, "times": 1}
+        """A call of this site that never answers in time: the host is killed while it waits."""
+        operation = SITES[site_name].operation
+        rule = {"operation": operation, "mode": "latency", "latency_ms": STALL_LATENCY_MS, "times": 1}
         self.stack.control("POST", "faults", json=rule).raise_for_status()
-        self.stall_installed = True
+        self.stalls[site_name] = "installed"
 
-    def stall_hit(self) -> bool:
+    def stall_hit(self) -> str | None:
+        """The installed stall a call is waiting in now, if any."""
+        by_operation = {SITES[site].operation: site for site, state in self.stalls.items() if state == "installed"}
         for rule in self.stack.control_json("faults")["value"]:
-            if rule["mode"] == "latency" and rule["latency_ms"] == STALL_LATENCY_MS and rule["hits"]:
-                return True
-        return False
+            site = by_operation.get(rule["operation"])
+            if site and rule["latency_ms"] == STALL_LATENCY_MS and rule["hits"]:
+                return site
+        return None
 
     def kill_and_restart(self, point: str) -> None:
         assert self.stack.process is not None
@@ -198,8 +203,7 @@ class Run:
         started = time.monotonic()
         schedule = self.schedule
         stage_crash = next((c.removeprefix("stage:") for c in schedule.crashes if c.startswith("stage:")), None)
-        call_crash = next((c.removeprefix("call:") for c in schedule.crashes if c.startswith("call:")), None)
-        stall_site, stall_phase = call_crash.split("@") if call_crash else (None, None)
+        calls = [c.removeprefix("call:").split("@") for c in schedule.crashes if c.startswith("call:")]
         self.stack.start()
         try:
             policy = campaign_policy(self.stack)
@@ -211,8 +215,9 @@ class Run:
                 if fault.phase == "start":
                     self.install(fault)
                     self.installed.add(i)
-            if stall_site and stall_phase == "start":
-                self.install_stall(stall_site)
+            for site, phase in calls:
+                if phase == "start":
+                    self.install_stall(site)
             if self.stack.run_function("rotation_timer") != 202:
                 self.result.violations.append("the timer function did not start")
                 return self.result
@@ -221,23 +226,28 @@ class Run:
                 self.poll()
                 if self.done():
                     break
+                in_overlap = {t for t in TARGETS if self.reached(t, "overlap")}
                 for i, fault in enumerate(schedule.faults):
-                    if i not in self.installed and self.reached(fault.target, "overlap"):
+                    if i not in self.installed and fault.target in in_overlap:
                         self.install(fault)
                         self.installed.add(i)
-                if stall_site and not self.stall_installed and any(self.reached(t, "overlap") for t in TARGETS):
-                    self.install_stall(stall_site)
+                for site, phase in calls:
+                    if phase == "overlap" and site not in self.stalls and in_overlap:
+                        self.install_stall(site)
                 if stage_crash and self.reached(TARGETS[0], stage_crash):
                     seen = (self.statuses[TARGETS[0]] or {}).get("customStatus", {}) or {}
                     self.kill_and_restart(f"stage:{stage_crash} (seen {seen.get('stage')})")
                     stage_crash = None
                     continue
-                if stall_site and self.stall_installed and self.stall_hit():
-                    self.kill_and_restart(f"call:{call_crash}")  # the stall rule fired once: it is spent
-                    stall_site = None
+                stalled = self.stall_hit()
+                if stalled:
+                    phase = next(p for s, p in calls if s == stalled)
+                    self.stalls[stalled] = "spent"  # the rule fired its one time
+                    self.kill_and_restart(f"call:{stalled}@{phase}")
                     continue
                 time.sleep(POLL)
-            self.finish(policy, targets, stage_crash, stall_site)
+            unreached = [f"{s}@{p}" for s, p in calls if self.stalls.get(s) != "spent"]
+            self.finish(policy, targets, stage_crash, unreached)
         except Exception as exc:  # a broken run is a finding, reported with its schedule
             self.result.violations.append(f"campaign error: {type(exc).__name__}: {exc}")
         finally:
@@ -245,15 +255,19 @@ class Run:
             self.result.seconds = time.monotonic() - started
         return self.result
 
-    def finish(self, policy: Policy, targets: list[Target], stage_crash: str | None, stall_site: str | None) -> None:
+    def finish(self, policy: Policy, targets: list[Target], stage_crash: str | None, unreached: list[str]) -> None:
         result = self.result
         if stage_crash:
             result.missed.append(f"stage:{stage_crash}")
-        if stall_site:
-            result.missed.append(f"call:{stall_site}")
+        result.missed += [f"call:{point}" for point in unreached]
         self.poll()
+        skipped = self.skipped_by_scheduler()
         result.outcomes = {
             t: str(((s or {}).get("output") or {}).get("outcome") or (s or {}).get("runtimeStatus"))
+            if s
+            else "skipped"
+            if t in skipped
+            else "never started"
             for t, s in self.statuses.items()
         }
         result.errors = {
@@ -261,6 +275,7 @@ class Run:
             for t, s in self.statuses.items()
             if ((s or {}).get("output") or {}).get("error")
         }
+        result.errors.update({t: f"skipped by the scheduler: {why}" for t, why in skipped.items()})
         rules = self.stack.control_json("faults")["value"]
         state = self.stack.control_json("state")
         changes = self.stack.control_json("changes")["value"]
@@ -268,7 +283,7 @@ class Run:
         self.stack.control("DELETE", "faults")
         result.missed += [f"fault never fired: {r['operation']} {r.get('match') or ''}" for r in rules if not r["hits"]]
         violations = result.violations
-        violations += fault_checks.check_finished(self.statuses)
+        violations += fault_checks.check_finished(self.statuses, skipped)
         violations += fault_checks.check_loud(self.statuses, state)
         violations += fault_checks.check_one_rotation_at_a_time(state, TARGETS)
         violations += fault_checks.check_i2_journal(changes, requests, targets, self.schedule.soft_deleted)
@@ -278,6 +293,15 @@ class Run:
         texts = [Place.text(label, text) for text, label in self.stack.seen.items()]
         files = state_files(self.stack.state_dir, exclude=[self.stack.state_dir / "emulator"])
         violations += [f"I1: {finding}" for finding in scan(secret_values(state), [*files, *texts])[:5]]
+
+    def skipped_by_scheduler(self) -> dict[str, str]:
+        """Targets the tick's scheduler skipped, with its reason (from its output summary)."""
+        found: dict[str, str] = {}
+        for instance in self.stack.instances(naming.SCHEDULER_INSTANCE_PREFIX):
+            output = instance.get("output") or {}
+            for item in output.get("skipped") or [] if isinstance(output, dict) else []:
+                found[str(item.get("targetId"))] = str(item.get("reason"))
+        return {t: why for t, why in found.items() if t in TARGETS}
 
     def retry_after_by_operation(self, requests: Sequence[dict[str, Any]]) -> dict[str, float]:
         waits: dict[str, float] = {}

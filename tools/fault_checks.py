@@ -42,11 +42,16 @@ def _rotation_of(row: Mapping[str, Any]) -> str | None:
     return data.get("rotationId") if isinstance(data, Mapping) else None
 
 
-def check_finished(statuses: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+def check_finished(
+    statuses: Mapping[str, Mapping[str, Any] | None], skipped: Mapping[str, str] | None = None
+) -> list[str]:
     """Every rotation ended, and none by an unhandled exception (a Failed instance is a bug: the
-    lifecycle catches every step failure and reports it)."""
+    lifecycle catches every step failure and reports it). A target the scheduler could not assess is
+    skipped with the reason in its summary (the next tick tries again): that is not a violation."""
     out = []
     for target_id, status in statuses.items():
+        if status is None and target_id in (skipped or {}):
+            continue
         if status is None:
             out.append(f"{target_id}: no rotation instance was ever started")
         elif status.get("runtimeStatus") not in TERMINAL:

@@ -23,6 +23,7 @@ CLIENT_TIMEOUT_SECONDS = 2
 TIMEOUT_LATENCY_MS = (CLIENT_TIMEOUT_SECONDS + 1) * 1000
 # The longest Retry-After the campaign's policy lets a call wait for (a longer one fails the call).
 MAX_RETRY_AFTER_SECONDS = 5
+LONG_RETRY_AFTER_SECONDS = 3600
 # A stalled call: the host is killed while it waits for this answer.
 STALL_LATENCY_MS = 60_000
 
@@ -42,7 +43,12 @@ class CallSite:
         return _MATCH.get(self.name, {}).get(target_id)
 
 
-COMMON_KINDS = ("throttled", "host-runtime-500", "unavailable-503", "timeout", "reset")
+COMMON_KINDS = ("throttled", "throttled-long", "host-runtime-500", "unavailable-503", "timeout", "reset")
+# A service down for good (until the run ends): the step must give up within the policy's budget and
+# say so. Only where giving up can leave a clean state: a revoke that cannot delete or disable leaves
+# what it could not remove (reported), and an Event Grid down for good cannot carry the report.
+OUTAGE = "outage"
+OUTAGE_SITES = ("arm.list", "arm.put", "keyvault.list", "keyvault.set", "keyvault.get", "logs.query", "probe")
 
 CALL_SITES: tuple[CallSite, ...] = (
     CallSite("arm.list", "arm.list_*_keys", "provision (read the new value), revoke", COMMON_KINDS),
@@ -75,6 +81,8 @@ _MATCH: dict[str, dict[str, str]] = {
 # Where the host is killed: when a rotation's status shows a stage, or while a call is in flight.
 STAGE_BOUNDARIES = ("provisioning", "verifying", "overlap", "gate", "revoking", "watching")
 MID_CALL = (
+    ("keyvault.list", "start"),
+    ("keyvault.get", "start"),
     ("arm.list", "start"),
     ("arm.put", "start"),
     ("keyvault.set", "start"),
@@ -113,6 +121,13 @@ class Fault:
             rule["match"] = match
         if self.kind == "throttled":
             rule.update(status=429, code="TooManyRequests", retry_after=self.retry_after or 1)
+        elif self.kind == "throttled-long":  # longer than the policy lets a call wait: the call gives up
+            rule.update(status=429, code="TooManyRequests", retry_after=LONG_RETRY_AFTER_SECONDS)
+        elif self.kind == OUTAGE:
+            rule.update(
+                status=503, code="ServiceUnavailable", message=_runtime_message(self.site, "ServiceUnavailable")
+            )
+            rule["times"] = None
         elif self.kind == "host-runtime-500":
             rule.update(
                 status=500, code="InternalServerError", message=_runtime_message(self.site, "InternalServerError")
@@ -166,42 +181,43 @@ class Schedule:
 
 def combos() -> list[tuple[str, str]]:
     """Every (call site, fault kind) pair the matrix must cover."""
-    return [(site.name, kind) for site in CALL_SITES for kind in site.kinds]
+    return [(site.name, kind) for site in CALL_SITES for kind in site.kinds] + [(s, OUTAGE) for s in OUTAGE_SITES]
 
 
 def _fault(rng: random.Random, site: str, kind: str, phase: str | None = None) -> Fault:
-    times = rng.choice((1, 1, 2, 3)) if kind != "timeout" else rng.choice((1, 2))
+    times = None if kind == OUTAGE else rng.choice((1, 1, 2, 3)) if kind != "timeout" else rng.choice((1, 2))
     retry_after = float(rng.choice((1, 2))) if kind == "throttled" else None
+    phase = phase or ("start" if kind == OUTAGE else None)
     if kind == "unavailable-503" and rng.random() < 0.5:
         retry_after = 1.0
     return Fault(site, kind, rng.choice(TARGETS), phase or rng.choice(SITES[site].phases), times, retry_after)
 
 
-def coverage_sample(seed: int, faults_per_run: int = 6) -> list[Schedule]:
+def coverage_sample(seed: int, faults_per_run: int = 9) -> list[Schedule]:
     """Few runs that put every fault kind on every call site once and reach every crash point once,
-    shuffled by `seed`: each run holds at most one fault per call site, at most one kill at a stage and
-    one kill in a call (never on a call site it also faults). The first run starts with a soft-deleted
-    Key Vault secret."""
+    shuffled by `seed`. A run holds at most one fault per call site and kills the host up to four times:
+    once at a stage, in up to two calls of the first steps and in one call after the overlap (never in a
+    call it also faults). The first run starts with a soft-deleted Key Vault secret."""
     rng = random.Random(seed)  # noqa: S311 - reproducible test schedules, not secrets
-    pending = combos()
-    rng.shuffle(pending)
+    pending: dict[str, list[str]] = {}
+    for site, kind in combos():
+        pending.setdefault(site, []).append(kind)
+    for kinds in pending.values():
+        rng.shuffle(kinds)
     stages = [c for c in CRASH_POINTS if c.startswith("stage:")]
-    calls = [c for c in CRASH_POINTS if c.startswith("call:")]
-    rng.shuffle(stages)
-    rng.shuffle(calls)
+    early = [c for c in CRASH_POINTS if c.endswith("@start")]
+    late = [c for c in CRASH_POINTS if c.endswith("@overlap")]
+    for points in (stages, early, late):
+        rng.shuffle(points)
     schedules: list[Schedule] = []
-    while pending or stages or calls:
-        crashes = [stack.pop() for stack in (stages, calls) if stack]
+    while any(pending.values()) or stages or early or late:
+        crashes = [points.pop() for points in (stages, early, early, late) if points]
         stalled = {c.removeprefix("call:").split("@")[0] for c in crashes if c.startswith("call:")}
-        chosen: list[Fault] = []
-        for combo in list(pending):
-            site, kind = combo
-            if len(chosen) >= faults_per_run:
-                break
-            if site in stalled or any(f.site == site for f in chosen):
-                continue
-            chosen.append(_fault(rng, site, kind))
-            pending.remove(combo)
+        # The sites with the most kinds still to cover go first, so the sample stays short.
+        open_sites = sorted(
+            (s for s, kinds in pending.items() if kinds and s not in stalled), key=lambda s: -len(pending[s])
+        )
+        chosen = [_fault(rng, site, pending[site].pop()) for site in open_sites[:faults_per_run]]
         soft = (rng.choice(TARGETS),) if not schedules else ()
         schedules.append(Schedule(seed, len(schedules), tuple(chosen), tuple(crashes), soft))
     return schedules
