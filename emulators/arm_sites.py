@@ -324,7 +324,7 @@ class SiteStore:
                 ("location", "location", str),
             ):
                 if field in spec:
-                    sql = f"UPDATE arm_sites SET {column} = ? WHERE id = ?"
+                    sql = f"UPDATE arm_sites SET {column} = ? WHERE id = ?"  # nosec B608  # column: from the literal tuple above
                     self.store.execute(sql, (convert(spec[field]), site.id))
         site = self.site(subscription, resource_group, name)
         assert site is not None

@@ -148,7 +148,7 @@ class Vault:
         rows = self.store.query(
             "SELECT s.*, v.* FROM keyvault_secrets s JOIN keyvault_versions v ON v.ord ="
             " (SELECT MAX(ord) FROM keyvault_versions WHERE name_key = s.name_key)"
-            f" WHERE s.deleted_on IS {'NOT ' if deleted else ''}NULL AND s.name_key > ?"
+            f" WHERE s.deleted_on IS {'NOT ' if deleted else ''}NULL AND s.name_key > ?"  # nosec B608  # only a literal NOT is interpolated
             " ORDER BY s.name_key LIMIT ?",
             (after or "", limit),
         )

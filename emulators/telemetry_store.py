@@ -142,7 +142,7 @@ class TelemetryStore:
             clauses.append("workspace_id = ?")
             params.append(workspace_id.lower())
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        deleted = self.store.execute(f"DELETE FROM logs_rows{where}", params).rowcount
+        deleted = self.store.execute(f"DELETE FROM logs_rows{where}", params).rowcount  # nosec B608  # fixed clauses, bound values
         self.store.record_change(
             request_seq,
             "logs.telemetry_cleared",
@@ -167,7 +167,7 @@ class TelemetryStore:
         if window.end is not None:
             clauses.append("time_key <= ?")
             params.append(time_key(window.end))
-        sql = f"SELECT row_json FROM logs_rows WHERE {' AND '.join(clauses)} ORDER BY id"
+        sql = f"SELECT row_json FROM logs_rows WHERE {' AND '.join(clauses)} ORDER BY id"  # nosec B608  # fixed clauses, bound values
         rows = [from_stored(table, json.loads(r["row_json"])) for r in self.store.query(sql, params)]
         if table in KEYVAULT_AUDIT_TABLES and self._sees_vault(scope):
             rows.extend(row for row in self.keyvault_rows(table, tenant_id) if window.contains(row["TimeGenerated"]))

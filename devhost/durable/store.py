@@ -165,7 +165,7 @@ class Store:
     # -- instances ----------------------------------------------------------------------------
     def get_instance(self, instance_id: str) -> Instance | None:
         cols = ", ".join(INSTANCE_COLUMNS)
-        row = self._db.execute(f"SELECT {cols} FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
+        row = self._db.execute(f"SELECT {cols} FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()  # nosec B608  # constant columns
         return Instance(*row) if row else None
 
     def list_instances(
@@ -191,7 +191,7 @@ class Store:
             params.extend([len(prefix), prefix])
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         cols = ", ".join(INSTANCE_COLUMNS)
-        rows = self._db.execute(f"SELECT {cols} FROM instances{where} ORDER BY created_time, instance_id", params)
+        rows = self._db.execute(f"SELECT {cols} FROM instances{where} ORDER BY created_time, instance_id", params)  # nosec B608  # fixed clauses
         return [Instance(*row) for row in rows]
 
     def put_instance(self, instance: Instance) -> None:
@@ -207,7 +207,7 @@ class Store:
         if unknown:
             raise ValueError(f"unknown instance columns: {sorted(unknown)}")
         assignments = ", ".join(f"{k} = ?" for k in fields)
-        self._db.execute(f"UPDATE instances SET {assignments} WHERE instance_id = ?", [*fields.values(), instance_id])
+        self._db.execute(f"UPDATE instances SET {assignments} WHERE instance_id = ?", [*fields.values(), instance_id])  # nosec B608  # names checked above
 
     def delete_instance_state(self, instance_id: str) -> None:
         """History and pending messages. Activity work is left alone: on Azure a queued activity of a
