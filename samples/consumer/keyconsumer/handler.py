@@ -7,7 +7,10 @@
 - a failed acknowledgement raises, so the host answers 500 and Event Grid delivers again later;
   that redelivery is a duplicate, which retries only the acknowledgement;
 - a 409 ("not in its overlap") within a short grace after the first attempt counts as failed, not
-  final: the announcement can reach us before the rotation has recorded that its overlap began.
+  final: the announcement can reach us before the rotation has recorded that its overlap began;
+- `KeyRotation.DriftDetected` with `repair: restored` (the target's keys changed behind the rotation's
+  back and Key Vault now holds the target's value) reloads the new version when we hold the drifted one
+  (or nothing), with no acknowledgement; any other drift waits for the rotation's NewKeyAvailable.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from keyconsumer.vault import SecretIdError, SecretReader, SecretRef, parse_secr
 
 log = logging.getLogger("keyconsumer")
 NEW_KEY_AVAILABLE = "KeyRotation.NewKeyAvailable"
-Outcome = Literal["switched", "duplicate", "stale", "ignored", "invalid"]
+DRIFT_DETECTED = "KeyRotation.DriftDetected"
+Outcome = Literal["switched", "reloaded", "duplicate", "stale", "ignored", "invalid"]
 NOT_YET_IN_OVERLAP_GRACE = 120.0  # seconds after the first ack attempt during which a 409 is retried
 
 
@@ -71,11 +75,13 @@ class KeyConsumer:
         with self.holder.handling:
             self.holder.count("events")
             repeated = self.holder.seen(event.id)
-            if event.type != NEW_KEY_AVAILABLE:
+            if event.type not in (NEW_KEY_AVAILABLE, DRIFT_DETECTED):
                 return self._ignore(event, f"type {event.type}")
             target = event.data.get("targetId")
             if target != self.settings.target_id or event.subject != f"targets/{self.settings.target_id}":
                 return self._ignore(event, f"target {target!r} is not {self.settings.target_id}")
+            if event.type == DRIFT_DETECTED:
+                return self._drift(event)
             try:
                 ref = parse_secret_id(event.data.get("secretId"), self.settings)
             except SecretIdError as exc:
@@ -117,6 +123,43 @@ class KeyConsumer:
             )
             self._ack_unless_done(rotation_id)
             return "switched"
+
+    def _drift(self, event: Incoming) -> Outcome:
+        """Reload the restored version if the key held is the one that drifted (or none is held yet).
+        A consumer already on a newer rotation's key keeps it; nothing to acknowledge."""
+        if event.data.get("repair") != "restored":
+            return self._ignore(event, f"drift {event.data.get('drift')}: a rotation follows with NewKeyAvailable")
+        try:
+            ref = parse_secret_id(event.data.get("secretId"), self.settings)
+            drifted = parse_secret_id(event.data.get("previousSecretId"), self.settings)
+        except SecretIdError as exc:
+            log.error("Event %s not used: %s", event.id, exc)
+            return "invalid"
+        held = self.holder.current()
+        if held and held.version == ref.version:
+            self.holder.count("duplicates")
+            log.info("Event %s: drift repair to version %s already held, no Key Vault read", event.id, ref.version)
+            return "duplicate"
+        if held and held.version != drifted.version:
+            self.holder.count("ignored")
+            log.info("Event %s: drift repair of version %s, but version %s is held: kept", event.id,
+                     drifted.version, held.version)  # fmt: skip
+            return "stale"
+        value = self._read(ref)
+        self.holder.count("keyVaultReads")
+        rotation_id = event.data.get("rotationId")
+        key = HeldKey(
+            value,
+            f"{ref.vault_url}/secrets/{ref.name}/{ref.version}",
+            ref.version,
+            rotation_id if isinstance(rotation_id, str) and ROTATION_ID.match(rotation_id) else None,
+            held.available_at if held else None,  # still the same generation: later announcements compare to it
+            utc_now(),
+        )
+        self.holder.swap(key)
+        log.warning("Reloaded version %s (fingerprint %s): the target's keys drifted from version %s",
+                    ref.version, key.fingerprint, drifted.version)  # fmt: skip
+        return "reloaded"
 
     def _ignore(self, event: Incoming, why: str) -> Outcome:
         self.holder.count("ignored")
