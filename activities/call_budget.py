@@ -51,7 +51,7 @@ def check_retry_after(budget: CallBudget, response: PipelineResponse[Any, Any]) 
         raise CallGaveUp(message, status)
 
 
-class BoundedRetryPolicy(RetryPolicy):
+class BoundedRetryPolicy(RetryPolicy[Any, Any]):  # its clients use either azure-core transport type
     """azure-core's RetryPolicy with the policy's numbers, a capped Retry-After and a deadline per call."""
 
     def __init__(self, budget: CallBudget, **kwargs: Any) -> None:

@@ -209,7 +209,9 @@ def check_drift(request: dict[str, Any]) -> dict[str, Any]:
     carries its target for the rotation. Never a value."""
     now, check_id, in_flight = _request_fields(request)
     targets = [t for t in load_policy() if t.enabled]
-    skipped = [{"targetId": t.id, "reason": "a rotation is running"} for t in targets if t.id in in_flight]
+    skipped: list[dict[str, str | None]] = [
+        {"targetId": t.id, "reason": "a rotation is running"} for t in targets if t.id in in_flight
+    ]
     targets = [t for t in targets if t.id not in in_flight]
 
     from activities import clients as factory

@@ -355,7 +355,8 @@ class Target:
     def to_json(self) -> dict[str, Any]:
         """The resolved, merged target in policy JSON form; parse_target() of it gives this target back.
         Safe to pass as orchestration input: a policy holds no secret values."""
-        return json.loads(json.dumps(self.source))
+        copy: dict[str, Any] = json.loads(json.dumps(self.source))
+        return copy
 
 
 @dataclass(frozen=True)
@@ -508,7 +509,7 @@ def _targets(document: Mapping[str, Any]) -> Iterator[tuple[int, dict[str, Any]]
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(base))
+    out: dict[str, Any] = json.loads(json.dumps(base))
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
@@ -613,7 +614,7 @@ def _generic_message(error: Any) -> str:
         names = expected if isinstance(expected, list) else [expected]
         readable = {"object": "an object", "array": "a list", "string": "a string", "integer": "a whole number"}
         readable |= {"number": "a number", "boolean": "true or false", "null": "null"}
-        return "must be " + " or ".join(readable.get(n, n) for n in names)
+        return "must be " + " or ".join(readable.get(str(n), str(n)) for n in names)
     if kind == "enum":
         return "must be one of " + ", ".join(json.dumps(v) for v in expected)
     if kind == "const":
@@ -628,7 +629,7 @@ def _generic_message(error: Any) -> str:
         return "must not repeat a value"
     if kind == "pattern":
         return f"must match {expected}"
-    return error.message
+    return str(error.message)
 
 
 def _duration(value: Any, name: str, where: tuple[Any, ...], document: Any, issues: list[PolicyIssue]) -> timedelta:
