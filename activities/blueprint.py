@@ -7,6 +7,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from activities.abandon import abandon_rotation
 from activities.drift import check_drift
 from activities.due_targets import find_due_targets
 from activities.events_publish import publish_events
@@ -23,6 +24,7 @@ ACTIVITIES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     provision_new_key,
     verify_new_key,
     compensate_rotation,
+    abandon_rotation,
     revoke_old_keys,
     publish_events,
     check_adoption,

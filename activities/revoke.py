@@ -7,6 +7,13 @@ becomes the newest enabled again), re-tags the previous version current, and onl
 key. Neither ever touches a key outside the target's base-name family, the key being kept, or a Key
 Vault version another writer (or another target) owns. Deletes treat 404 as done, and versions already in
 the wanted state cost no call, so a re-run converges.
+
+A scheduled or on-demand rotation revokes with `sweep`: besides the previous key it names, every other key
+of the family and every other enabled version of ours goes too, so keys left valid by a failed, aborted or
+abandoned rotation (orphans) never outlive the next completed rotation. It runs only after the rotation's
+own overlap, when every consumer was told to move to the kept key. A version newer than the kept one (a
+late write of an abandoned rotation) is never disabled and its key never deleted: Key Vault's "latest"
+would turn into a disabled version. The next rotation finds it older than its own and sweeps it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from activities.function_keys import FunctionKeyStore
 from activities.provision import derived_key_name
 from activities.secret_versions import SecretVersions, Version
 from rotation import naming
+from rotation.events import OLD_KEY_REVOKED
 from rotation.policy import Target, parse_target
 
 log = logging.getLogger("keyrotation.activities.revoke")
@@ -28,13 +36,17 @@ log = logging.getLogger("keyrotation.activities.revoke")
 # -- revoke ----------------------------------------------------------------------------------------
 
 
-def _keys_to_delete(target: Target, store: FunctionKeyStore, keep: str, names: list[str] | None) -> list[str]:
-    """The names to delete, as the target spells them. None = emergency: every other key of the family."""
+def _keys_to_delete(
+    target: Target, store: FunctionKeyStore, keep: str, names: list[str] | None, sweep: bool, spared: set[str]
+) -> list[str]:
+    """The names to delete, as the target spells them. None = emergency: every other key of the family;
+    `sweep` adds those to the named ones, except `spared` (held by a version newer than the kept one)."""
     present = store.list_names()
     if not any(n.lower() == keep.lower() for n in present):
         raise ValueError(f"keepKeyName: {keep} is not on {target.function_app.resource_id}; refusing to revoke")
+    family = [n for n in naming.keys_to_revoke(target.base_key_name, present, keep) if n.lower() not in spared]
     if names is None:
-        return naming.keys_to_revoke(target.base_key_name, present, keep)
+        return family
     wanted: list[str] = []
     for name in names:
         if name.lower() == keep.lower():
@@ -42,16 +54,21 @@ def _keys_to_delete(target: Target, store: FunctionKeyStore, keep: str, names: l
         if name.startswith("_") or not naming.belongs_to_base(target.base_key_name, name):
             raise ValueError(f"revokeKeyNames: {name} is not a key of base name {target.base_key_name}")
         wanted.append(name)
+    if sweep:
+        wanted += [n for n in family if n.lower() not in {w.lower() for w in wanted}]
     return wanted
 
 
 def _versions_to_disable(
-    target: Target, versions: list[Version], keep: Version, wanted: list[str] | None
+    target: Target, versions: list[Version], keep: Version, wanted: list[str] | None, sweep: bool
 ) -> list[Version]:
-    """Our versions to disable. None = emergency: every other enabled version of ours."""
+    """Our versions to disable. None = emergency: every other enabled version of ours older than the kept
+    one; `sweep` adds those to the named ones."""
     mine = secret_versions.ours(versions)
+    older = mine[: next(i for i, v in enumerate(mine) if v.version == keep.version)]
+    others = [v for v in older if v.enabled]
     if wanted is None:
-        return [v for v in mine if v.enabled and v.version != keep.version]
+        return others
     chosen: list[Version] = []
     for version in wanted:
         if version == keep.version:
@@ -60,39 +77,81 @@ def _versions_to_disable(
         if found is None:
             raise ValueError(f"revokeVersions: {version} is not a version this product wrote for {target.id}")
         chosen.append(found)
+    if sweep:
+        chosen += [v for v in others if v.version not in {c.version for c in chosen}]
     return chosen
 
 
+def _newer_than_kept(versions: list[Version], keep: Version) -> list[Version]:
+    """Enabled versions of ours written after the kept one (a late write of an abandoned rotation)."""
+    mine = secret_versions.ours(versions)
+    index = next(i for i, v in enumerate(mine) if v.version == keep.version)
+    return [v for v in mine[index + 1 :] if v.enabled]
+
+
+def _settled(request: dict[str, Any], target: Target, deleted: list[str], disabled: list[str]) -> dict[str, Any]:
+    """The planned OldKeyRevoked lists what was actually revoked (a sweep finds orphans the plan could not
+    know). Only names and version ids: nothing else in the event changes."""
+    planned = request.get("events")
+    if not planned:
+        return request
+    ids = [target.key_vault.secret_id(v) for v in disabled]
+    settled = []
+    for event in planned:
+        data = event.get("data") if isinstance(event, dict) else None
+        if (
+            event.get("type") == OLD_KEY_REVOKED
+            and isinstance(data, dict)
+            and data.get("rotationId") == request.get("rotationId")
+        ):
+            event = {**event, "data": {**data, "revokedKeyNames": deleted, "revokedSecretIds": ids}}
+        settled.append(event)
+    return {**request, "events": settled}
+
+
 def revoke_old_keys(request: dict[str, Any]) -> dict[str, Any]:
-    """`{"target", "keepKeyName", "keepVersion", "revokeKeyNames", "revokeVersions"}` (null lists: emergency)
-    -> `{"deletedKeys", "disabledVersions"}`: the names now gone from the target and the versions now
-    disabled (already-done ones included for explicit lists, so a re-run reports the same)."""
+    """`{"rotationId"?, "target", "keepKeyName", "keepVersion", "revokeKeyNames", "revokeVersions", "sweep"?}`
+    (null lists: emergency; `sweep`: the named ones and every other of the family) -> `{"deletedKeys",
+    "disabledVersions"}`: the names now gone from the target and the versions now disabled (already-done
+    ones included for explicit lists, so a re-run reports the same). `events` (OldKeyRevoked) are published
+    with those lists once it is true."""
     target = parse_target(request["target"])
     keep_name, keep_version = request["keepKeyName"], request["keepVersion"]
     names, version_ids = request.get("revokeKeyNames"), request.get("revokeVersions")
+    sweep = bool(request.get("sweep"))
     vault = SecretVersions(target)
     versions = vault.list()
     keep = secret_versions.find(secret_versions.ours(versions), keep_version)
     if keep is None or not keep.enabled:
         # Disabling the others would leave consumers no enabled version at all (I2).
         raise ValueError(f"keepVersion: {keep_version} is not an enabled version of {target.id}'s secret")
+    newer = _newer_than_kept(versions, keep)
+    if newer:
+        log.warning(
+            "%s: versions %s are newer than the kept %s: left, with their keys, for the next rotation",
+            target.id,
+            [v.version for v in newer],
+            keep_version,
+        )
+    spared = {v.key_name.lower() for v in newer if v.key_name}
 
     deleted: list[str] = []
     if not target.is_master_key:  # the master key is renewed in place: nothing old left on the target
         store = FunctionKeyStore(target)
-        for name in _keys_to_delete(target, store, keep_name, names):
+        for name in _keys_to_delete(target, store, keep_name, names, sweep, spared):
             if store.find(name) is not None:  # listed just before: an absent name costs no call
                 store.delete(name)
             deleted.append(name)
 
     disabled: list[str] = []
-    for version in _versions_to_disable(target, versions, keep, version_ids):
+    for version in _versions_to_disable(target, versions, keep, version_ids, sweep):
         vault.ensure_stage(version, "revoked", disable=True)
         disabled.append(version.version)
     log.info(
         "revoked for %s (keeping %s, %s): keys %s, versions %s", target.id, keep_name, keep_version, deleted, disabled
     )
-    return with_step_events(request, {"deletedKeys": deleted, "disabledVersions": disabled})
+    result = {"deletedKeys": deleted, "disabledVersions": disabled}
+    return with_step_events(_settled(request, target, deleted, disabled), result)
 
 
 # -- compensate ------------------------------------------------------------------------------------

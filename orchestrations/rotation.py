@@ -25,16 +25,18 @@ from typing import Any, cast
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskState, TimerTask
 
+from orchestrations.predecessor import Predecessor
 from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP, for_target, step_error
 from orchestrations.status import RotationStatus
 from rotation import events, naming
 from rotation.durations import DurationError, format_duration, format_timestamp, parse_duration
 from rotation.identity import Actor
 from rotation.policy import MASTER_KEY_NAME, Target, parse_target
+from rotation.redaction import safe_error_message
 
 bp = df.Blueprint()
-
 log = logging.getLogger("keyrotation.orchestrations.rotation")
+
 MAX_TIMER = timedelta(days=6)  # Python durable timers are capped at 6 days: longer waits loop
 MIN_CHECK_SPACING = timedelta(minutes=15)
 MAX_EXTEND = timedelta(days=7)
@@ -101,19 +103,23 @@ class RotationRequest:
     reason: str | None
     overlap: timedelta | None  # an explicit overlap (emergency); None = the policy's
     current_key_name: str | None
+    replaces: Predecessor | None = None  # a stuck rotation of this target, abandoned as step 0
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> RotationRequest:
         overlap = data.get("overlap")
+        target = parse_target(data["target"])
+        replaces = data.get("replaces")
         return RotationRequest(
             rotation_id=data["rotationId"],
             mode=data["mode"],
-            target=parse_target(data["target"]),
+            target=target,
             target_json=data["target"],
             actor=Actor.from_json(data["actor"]),
             reason=data.get("reason"),
             overlap=parse_duration(overlap) if overlap else None,
             current_key_name=data.get("currentKeyName"),
+            replaces=Predecessor.from_json(replaces, target.id, data["rotationId"]) if replaces else None,
         )
 
 
@@ -140,6 +146,7 @@ class RotationRun:
             trigger={"actor": request.actor.to_json(), "reason": request.reason},
         )
         self.provisioned: dict[str, Any] | None = None
+        self.current_key_name = request.current_key_name
         self.pending_events: list[dict[str, Any]] = []
         self.waiters: dict[str, Any] = {}
 
@@ -253,9 +260,11 @@ class RotationRun:
         overlap = self.overlap()
         self.status.key_name = key_name
         self.status.step("requested", "done", self.started, f"{self.req.mode} by {self.req.actor.name}")
+        if self.req.replaces is not None:
+            yield from self.abandon_predecessor(self.req.replaces)
         self.enter("provisioning")
         started_event = events.rotation_started(
-            self.info, key_name=key_name, previous_key_name=self.req.current_key_name, overlap=overlap
+            self.info, key_name=key_name, previous_key_name=self.current_key_name, overlap=overlap
         )
         try:
             provisioned = yield self.activity(
@@ -345,6 +354,40 @@ class RotationRun:
                 return (yield from self.abort())
 
         return (yield from self.revoke_and_finish())
+
+    def abandon_predecessor(self, stuck: Predecessor) -> Orchestration:
+        """Step 0: close the stuck rotation this one replaces (one activity; see orchestrations/predecessor.py).
+        A failed undo does not stop this rotation: the stuck key stays valid (it was accepted before it was
+        stored, I2) and this rotation's revoke removes it; its RotationFailed then says compensated=false."""
+        self.enter("abandoning")
+        failed_event = stuck.failed_event(self.target.id, self.now)
+        try:
+            result = yield self.activity(
+                "abandon_rotation",
+                KEY_STEP,
+                {
+                    "rotationId": self.req.rotation_id,
+                    "target": self.req.target_json,
+                    "replaces": stuck.record,
+                    "events": [failed_event],
+                },
+            )
+        except Exception as exc:
+            failed_event["data"]["compensated"] = False
+            self.pending_events.append(failed_event)
+            detail = f"{stuck.rotation_id}: {safe_error_message(exc)}; its keys are left to this rotation's revoke"
+            self.status.step("abandon", "failed", self.now, detail)
+            return
+        self.pending_events += result.get("unpublished") or []
+        if not stuck.announced and result.get("currentKeyName"):
+            self.current_key_name = result["currentKeyName"]
+        if result.get("compensated"):
+            kept = "its new key deleted, the previous version current again"
+        elif stuck.announced:
+            kept = "its keys kept (announced) for this rotation's revoke"
+        else:
+            kept = "nothing to undo"
+        self.status.step("abandon", "done", self.now, f"{stuck.rotation_id} ({stuck.reason}): {kept}")
 
     # -- overlap --------------------------------------------------------------------------------
     def wake_points(self, start: datetime, end: datetime) -> tuple[list[datetime], list[datetime]]:
@@ -556,16 +599,16 @@ class RotationRun:
             names = [previous_key] if previous_key and previous_key != self.status.key_name else []
             versions = [previous_version] if previous_version else []
         vault = self.target.key_vault
-        planned = None
-        if names is not None and versions is not None:
-            # Known in advance: the revoke activity publishes OldKeyRevoked once it is true.
-            planned = events.old_key_revoked(
-                self.info,
-                key_name=self.status.key_name or "",
-                revoked_key_names=names,
-                revoked_secret_ids=[vault.secret_id(v) for v in versions],
-                revoked_at=self.now,
-            )
+        # The revoke activity publishes OldKeyRevoked once it is true, with the lists of what it revoked:
+        # the sweep (every other key of the family: orphans of failed or abandoned rotations) and an
+        # emergency find keys the plan cannot know.
+        planned = events.old_key_revoked(
+            self.info,
+            key_name=self.status.key_name or "",
+            revoked_key_names=names or [],
+            revoked_secret_ids=[vault.secret_id(v) for v in versions or []],
+            revoked_at=self.now,
+        )
         try:
             revoked = yield self.activity(
                 "revoke_old_keys",
@@ -577,7 +620,8 @@ class RotationRun:
                     "keepVersion": self.provisioned["version"],
                     "revokeKeyNames": names,
                     "revokeVersions": versions,
-                    "events": [*self.take_pending(), *([planned] if planned else [])],
+                    "sweep": not self.emergency,  # after the overlap every consumer was told to move
+                    "events": [*self.take_pending(), planned],
                 },
             )
         except Exception as exc:
@@ -589,16 +633,6 @@ class RotationRun:
         detail = f"deleted {', '.join(deleted) or 'no key'}; disabled {len(disabled)} Key Vault version(s)"
         self.status.step("revoke", "done", revoked_at, detail)
         final: list[dict[str, Any]] = list(revoked.get("unpublished") or [])
-        if planned is None:
-            final.append(
-                events.old_key_revoked(
-                    self.info,
-                    key_name=self.status.key_name or "",
-                    revoked_key_names=deleted,
-                    revoked_secret_ids=[vault.secret_id(v) for v in disabled],
-                    revoked_at=revoked_at,
-                )
-            )
         watch = self.target.monitoring.watch
         if watch > timedelta(0):
             final.extend((yield from self.watch(revoked_at, watch, deleted)))
@@ -710,6 +744,10 @@ class RotationRun:
     ) -> Orchestration:
         """End the rotation loudly. `unpublished`: events a failed step did not get to publish
         (RotationStarted), sent first so subscribers see the whole story."""
+        if not self.ctx.is_replaying:  # once, when the step gives up; `error` names operation and fault
+            level = logging.ERROR if outcome == "failed" else logging.WARNING
+            rotation, target = self.req.rotation_id, self.target.id
+            log.log(level, "rotation %s of %s %s at step %s: %s", rotation, target, outcome, stage, error)
         compensated = False
         if compensate:
             self.enter("compensating")
@@ -743,10 +781,6 @@ class RotationRun:
         except Exception as exc:
             self.status.step("announce", "failed", self.now, f"RotationFailed: {step_error(exc)}")
         self.status.step(stage, outcome, self.now, error)
-        if not self.ctx.is_replaying:  # once, when the step gives up; `error` names operation and fault
-            level = logging.ERROR if outcome == "failed" else logging.WARNING
-            rotation, target = self.req.rotation_id, self.target.id
-            log.log(level, "rotation %s of %s %s at step %s: %s", rotation, target, outcome, stage, error)
         self.enter(outcome)
         return self.output(outcome, error=error, compensated=compensated)
 

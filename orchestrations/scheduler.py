@@ -5,6 +5,10 @@ others; a target whose rotation instance is still running is skipped (the instan
 the sub-orchestration fail rather than start a second rotation: invariant I3). Before the fan-out, one
 drift check (orchestrations/drift.py) repairs keys changed behind the rotation's back and queues the
 targets whose key is gone.
+
+Stuck rotations (rotation/stuck.py) come in the input as `stuck` (the timer trigger looked at every
+target's instance): each is rotated now, whether due or not, by a rotation that abandons the stuck one as
+its step 0 (`replaces`); a stuck emergency is resumed as an emergency.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import azure.durable_functions as df
 from orchestrations import drift
 from orchestrations.retry import QUERY_STEP
 from rotation import naming
+from rotation import stuck as stuck_rotations
 from rotation.durations import format_timestamp
 from rotation.identity import SCHEDULE_ACTOR
 from rotation.redaction import safe_error_message
@@ -35,14 +40,40 @@ def concurrency(value: Any) -> int:
 
 
 def rotation_input(item: dict[str, Any], rotation_id: str, tick: str) -> dict[str, Any]:
-    return {
+    request = {
         "rotationId": rotation_id,
-        "mode": "scheduled",
+        "mode": item.get("mode", "scheduled"),
         "target": item["target"],
         "actor": SCHEDULE_ACTOR.to_json(),
         "reason": f"{item.get('reason', 'due')} (tick {tick})",
         "currentKeyName": item.get("currentKeyName"),
     }
+    if item.get("replaces"):
+        request["replaces"] = item["replaces"]
+    return request
+
+
+def with_stuck(queue: list[dict[str, Any]], stuck: Any) -> list[dict[str, Any]]:
+    """The due queue with every stuck target in it, carrying its `replaces` record (a due target keeps its
+    place and reason; a target not due is added: a stuck rotation must not wait for the next interval)."""
+    by_target = {s["targetId"]: s for s in stuck or [] if isinstance(s, dict) and s.get("replaces")}
+    out: list[dict[str, Any]] = []
+    for item in queue:
+        entry = by_target.pop(item["targetId"], None)
+        out.append({**item, **stuck_fields(entry)} if entry else item)
+    for entry in by_target.values():
+        if isinstance(entry.get("target"), dict):
+            out.append({"targetId": entry["targetId"], "target": entry["target"], **stuck_fields(entry)})
+    return out
+
+
+def stuck_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    replaces = entry["replaces"]
+    mode = stuck_rotations.successor_mode(replaces, "scheduled")
+    reason = f"stuck rotation {replaces.get('rotationId')} abandoned"
+    if mode == "emergency":
+        reason = f"resumes emergency rotation {replaces.get('rotationId')}, stuck ({replaces.get('reason')})"
+    return {"replaces": replaces, "mode": mode, "reason": reason}
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -65,8 +96,11 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
         summary["error"] = f"could not find due targets: {safe_error_message(exc)}"
         context.set_custom_status({"stage": "failed", **summary})
         return summary
-    queue = list(found.get("due") or [])
+    queue = with_stuck(list(found.get("due") or []), request.get("stuck"))
     queue = drift.with_missing(queue, (yield from drift.check(context, request, now, summary)))
+    summary["abandoned"] = [
+        {"targetId": i["targetId"], **stuck_rotations.summary(i["replaces"])} for i in queue if i.get("replaces")
+    ]
     summary["due"] = [item["targetId"] for item in queue]
     summary["notDue"] = len(found.get("notDue") or [])
     summary["skipped"] = [{"targetId": s["targetId"], "reason": s.get("reason")} for s in found.get("skipped") or []]
@@ -74,7 +108,7 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
     while queue or running:
         while queue and len(running) < window:
             item = queue.pop(0)
-            rotation_id = naming.rotation_id(item["targetId"], "scheduled", now)
+            rotation_id = naming.rotation_id(item["targetId"], item.get("mode", "scheduled"), now)
             task = context.call_sub_orchestrator(
                 "rotation_orchestrator",
                 rotation_input(item, rotation_id, tick),

@@ -6,6 +6,9 @@ emergency is returned as is (no second new key); any other running rotation gets
 carrying the emergency's input, closes itself (RotationFailed) and continues as the emergency on the
 same instance id, so nothing is terminated and a scheduler waiting on it is never left hanging. With
 nothing running, the emergency starts on that instance id with the caller as actor.
+
+A stuck rotation (Failed or Terminated mid-way, rotation/stuck.py) never blocks a new one: the new
+rotation carries it as `replaces` and abandons it first; the answer says which rotation it replaced.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rotation import naming
 from rotation.durations import DurationError, describe, format_duration, parse_duration
 from rotation.identity import ROLE_EMERGENCY, ROLE_OPERATOR, ROLE_READER, Caller
 from rotation.policy import Target
+from rotation.stuck import summary
 from triggers.api_http import (
     ApiError,
     Reply,
@@ -95,7 +99,15 @@ def rotation_input(
     current, _ = previous.current_key() if previous else (None, None)
     if current:
         request["currentKeyName"] = current
+    replaces = previous.replaces() if previous else None
+    if replaces is not None:
+        request["replaces"] = replaces
     return request
+
+
+def replaced(request: dict[str, Any]) -> dict[str, Any]:
+    """The answer's `replaces`: the stuck rotation the new one abandons first (nothing when none)."""
+    return {"replaces": summary(request["replaces"])} if request.get("replaces") else {}
 
 
 # -- readers ----------------------------------------------------------------------------------------
@@ -155,7 +167,10 @@ async def api_start_rotation(req: func.HttpRequest, client: df.DurableOrchestrat
         winner = await start(client, target, request)
         if winner is not None:
             raise conflict_running(winner)
-        return accepted(rotation_id, target.id, mode="on-demand")
+        reply = accepted(rotation_id, target.id, mode="on-demand", **replaced(request))
+        if request.get("replaces"):
+            reply.audit = {**(reply.audit or {}), "replacedRotationId": request["replaces"]["rotationId"]}
+        return reply
 
     return await handle(req, "POST /targets/{target}/rotations", ROLE_OPERATOR, work)
 
@@ -231,8 +246,10 @@ async def api_emergency_rotation(req: func.HttpRequest, client: df.DurableOrches
             if winner.mode == "emergency" and winner.rotation_id:
                 return accepted(winner.rotation_id, target.id, status=200, mode="emergency")
             raise conflict_running(winner)
-        reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded)
+        reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded, **replaced(request))
         reply.audit = {**(reply.audit or {}), "supersededRotationId": superseded}
+        if request.get("replaces"):
+            reply.audit["replacedRotationId"] = request["replaces"]["rotationId"]
         return reply
 
     return await handle(req, "POST /targets/{target}/emergency-rotation", ROLE_EMERGENCY, work)

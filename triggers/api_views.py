@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from rotation import stuck
 from rotation.durations import format_timestamp
 from rotation.policy import Target
 
@@ -64,6 +65,15 @@ class Snapshot:
     @property
     def running(self) -> bool:
         return self.runtime in RUNNING
+
+    @property
+    def stuck(self) -> bool:
+        """Stopped (Failed/Terminated) mid-way: nothing said how it ended (rotation/stuck.py)."""
+        return stuck.is_stuck(self.runtime, self.custom)
+
+    def replaces(self) -> dict[str, Any] | None:
+        """The `replaces` record a new rotation of this target carries to abandon this one; None unless stuck."""
+        return stuck.predecessor(self.runtime, self.custom, self.input, self.output)
 
     @property
     def out(self) -> dict[str, Any]:
@@ -147,7 +157,22 @@ def rotation_view(snap: Snapshot) -> dict[str, Any]:
         view["terminationReason"] = snap.output if isinstance(snap.output, str) else None
     elif snap.out.get("error"):
         view["error"] = snap.out["error"]
+    record = snap.replaces()
+    if record is not None:
+        view["stuck"] = stuck_view(record)
+    if isinstance(snap.input.get("replaces"), dict):
+        view["replaces"] = stuck.summary(snap.input["replaces"])
     return view
+
+
+def stuck_view(record: dict[str, Any]) -> dict[str, Any]:
+    """What an operator sees about a stuck rotation, and what will happen to it."""
+    return {
+        **stuck.summary(record),
+        "stageAtStop": record.get("stage"),
+        "next": "the next scheduler tick, or POST /api/targets/{target}/rotations (or emergency-rotation), "
+        "abandons it: RotationFailed, its unannounced key undone, then a new rotation",
+    }
 
 
 def target_view(target: Target, snap: Snapshot | None) -> dict[str, Any]:
@@ -156,7 +181,19 @@ def target_view(target: Target, snap: Snapshot | None) -> dict[str, Any]:
     last = None
     next_due = None
     in_flight = None
-    if snap is not None and snap.running:
+    record = snap.replaces() if snap is not None else None
+    if snap is not None and record is not None:
+        # Not running, yet not over either: shown where a running rotation would be, so it is not missed.
+        in_flight = {
+            "rotationId": snap.rotation_id,
+            "mode": snap.mode,
+            "stage": snap.custom.get("stage"),
+            "runtimeStatus": snap.runtime,
+            "startedAt": snap.created,
+            "stuck": stuck_view(record),
+            "statusUrl": f"/api/rotations/{snap.rotation_id}",
+        }
+    elif snap is not None and snap.running:
         in_flight = {
             "rotationId": snap.rotation_id,
             "mode": snap.mode,

@@ -1,9 +1,16 @@
-"""Entry points that start rotations without a caller: the timer and Key Vault's near-expiry event."""
+"""Entry points that start rotations without a caller: the timer and Key Vault's near-expiry event.
+
+Both look at the target's `rotation-<target>` instance first (`rotation_instances`): a running one is left
+alone (I3); a stuck one (Failed or Terminated mid-way, rotation/stuck.py) is handed to the next rotation
+as `replaces`, which abandons it as its step 0, so a half-finished rotation never blocks a target.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,19 +20,77 @@ import azure.functions as func
 from rotation import naming
 from rotation.durations import format_timestamp
 from rotation.identity import NEAR_EXPIRY_ACTOR
-from rotation.policy import current_policy
+from rotation.policy import Policy, current_policy
+from rotation.stuck import successor_mode
+from triggers.api_views import Snapshot
 
 bp = df.Blueprint()
 log = logging.getLogger("keyrotation.triggers")
 
-RUNNING = {df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending}
 NEAR_EXPIRY_TYPE = "Microsoft.KeyVault.SecretNearExpiry"
+LOOKUP_CONCURRENCY = 16
 
 
-async def is_running(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
-    """The instance-exists check is not atomic on Azure Storage, so look first (DESIGN I3)."""
-    status = await client.get_status(instance_id)
-    return bool(status and status.runtime_status in RUNNING)
+async def rotation_instance(client: df.DurableOrchestrationClient, target_id: str) -> Snapshot | None:
+    """The target's rotation instance (None: there is none). The instance-exists check is not atomic on
+    Azure Storage, so every door looks first (DESIGN I3)."""
+    return Snapshot.of(await client.get_status(naming.rotation_instance_id(target_id), show_input=True))
+
+
+async def rotation_instances(
+    client: df.DurableOrchestrationClient, target_ids: Iterable[str]
+) -> dict[str, Snapshot | None]:
+    """Each target's rotation instance (None: there is none), one status read per target, 16 at a time.
+    A target whose read failed is left out: unknown, so callers neither treat it as idle nor as stuck."""
+    gate = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+    async def one(target_id: str) -> tuple[str, Snapshot | None] | None:
+        async with gate:
+            try:
+                return target_id, await rotation_instance(client, target_id)
+            except Exception as exc:  # one unreadable instance must not stop the tick
+                log.warning("Rotation instance of %s could not be read: %s", target_id, type(exc).__name__)
+                return None
+
+    found = await asyncio.gather(*(one(t) for t in target_ids))
+    return dict(pair for pair in found if pair is not None)
+
+
+def stuck_targets(policy: Policy, instances: dict[str, Snapshot | None]) -> list[dict[str, Any]]:
+    """The scheduler's `stuck` input: every enabled target whose rotation stopped mid-way, with the
+    `replaces` record its next rotation carries (the scheduler rotates these now, due or not)."""
+    stuck: list[dict[str, Any]] = []
+    for target in policy:
+        snap = instances.get(target.id)
+        record = snap.replaces() if snap is not None and target.enabled else None
+        if record is None:
+            continue
+        log.warning("Rotation %s of %s is stuck: %s; this tick abandons it", record["rotationId"], target.id,
+                    record["reason"])  # fmt: skip
+        stuck.append({"targetId": target.id, "target": target.to_json(), "replaces": record})
+    return stuck
+
+
+async def look_at_rotations(client: df.DurableOrchestrationClient) -> dict[str, Any]:
+    """The scheduler's `stuck` (targets to rotate now, abandoning their stuck rotation) and `inFlight`
+    (targets a rotation owns or is about to own: running, stuck, or whose instance could not be read —
+    the drift check leaves them alone, I3). Best effort: a failed look costs this tick its stuck list and
+    counts every target as in flight, never the tick itself."""
+    try:
+        policy = current_policy()
+    except Exception:
+        log.exception("The policy could not be read; the scheduler runs without stuck detection")
+        return {"stuck": [], "inFlight": None}
+    ids = [t.id for t in policy if t.enabled]
+    try:
+        instances = await rotation_instances(client, ids)
+    except Exception:
+        log.exception("Rotation instances could not be looked up; the scheduler runs without stuck detection")
+        return {"stuck": [], "inFlight": ids}
+    stuck = stuck_targets(policy, instances)
+    unknown = {t for t in ids if t not in instances}
+    running = {t for t, snap in instances.items() if snap is not None and snap.running}
+    return {"stuck": stuck, "inFlight": sorted(unknown | running | {s["targetId"] for s in stuck})}
 
 
 @bp.timer_trigger(schedule="%ROTATION_SCHEDULE%", arg_name="timer", run_on_startup=False)
@@ -42,6 +107,7 @@ async def rotation_timer(timer: func.TimerRequest, client: df.DurableOrchestrati
         "tick": format_timestamp(tick),
         "pastDue": bool(timer.past_due),
         "maxConcurrency": os.environ.get("ROTATION_MAX_CONCURRENCY", "8"),
+        **(await look_at_rotations(client)),
     }
     await client.start_new("scheduler_orchestrator", instance_id, request)
     log.info("Scheduler %s started (past due: %s)", instance_id, timer.past_due)
@@ -67,16 +133,23 @@ async def secret_near_expiry(event: func.EventGridEvent, client: df.DurableOrche
         log.info("Ignored near-expiry of secret %s: not a scheduled target in the policy", secret_name)
         return
     instance_id = naming.rotation_instance_id(target.id)
-    if await is_running(client, instance_id):
+    snap = await rotation_instance(client, target.id)
+    if snap is not None and snap.running:
         log.info("Near-expiry of %s: rotation %s already running", secret_name, instance_id)
         return
+    replaces = snap.replaces() if snap is not None else None
+    mode = successor_mode(replaces, "scheduled")
     now = datetime.now(UTC).replace(microsecond=0)
-    request = {
-        "rotationId": naming.rotation_id(target.id, "scheduled", now),
-        "mode": "scheduled",
+    request: dict[str, Any] = {
+        "rotationId": naming.rotation_id(target.id, mode, now),
+        "mode": mode,
         "target": target.to_json(),
         "actor": NEAR_EXPIRY_ACTOR.to_json(),
         "reason": f"Key Vault reported version {data.get('Version')} of {secret_name} near expiry",
     }
+    if replaces is not None:
+        request["replaces"] = replaces
+        log.warning("Near-expiry of %s: rotation %s is stuck (%s); the new one abandons it", secret_name,
+                    replaces["rotationId"], replaces["reason"])  # fmt: skip
     await client.start_new("rotation_orchestrator", instance_id, request)
     log.info("Near-expiry of %s started rotation %s", secret_name, request["rotationId"])

@@ -66,6 +66,7 @@ for _name in (
     "provision_new_key",
     "verify_new_key",
     "compensate_rotation",
+    "abandon_rotation",
     "revoke_old_keys",
     "publish_events",
     "check_adoption",

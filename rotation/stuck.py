@@ -1,0 +1,107 @@
+"""Stuck rotations: a `rotation-<target>` instance that stopped mid-way (Failed: an unhandled exception;
+Terminated: someone used the Durable API) and so never published how it ended, nor cleaned up after
+itself. Whoever starts the next rotation of the target (the timer, Key Vault's near-expiry event, the
+operator API) reads the instance first and hands the new rotation a `replaces` record; the new rotation
+abandons the stuck one as its step 0 (orchestrations/predecessor.py, activities/abandon.py).
+
+Pure functions of a status snapshot (runtime status, custom status, input, output), shared by every door
+so they agree on what "stuck" means. No key value exists here: custom status and input never hold one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rotation import naming
+from rotation.redaction import redact
+
+# The stages a rotation ends in: it published RotationCompleted / RotationFailed before entering them.
+TERMINAL_STAGES = frozenset({"completed", "failed", "aborted", "superseded"})
+# Runtime statuses of an instance that stopped without the orchestrator deciding to.
+STOPPED = frozenset({"Failed", "Terminated", "Canceled"})
+# Stages reached only after NewKeyAvailable: consumers may hold the new key, so it is never undone.
+ANNOUNCED_STAGES = frozenset({"overlap", "gate", "held", "extended", "revoking", "watching"})
+ABANDONING = "abandoning"  # a rotation's step 0, while it abandons its own stuck predecessor
+MAX_DETAIL = 200
+
+
+def is_stuck(runtime: str | None, custom: dict[str, Any]) -> bool:
+    """Stopped (Failed/Terminated) at a stage that is not an ending. An instance without a custom status
+    never ran its first step (the first episode sets the stage and schedules provision together)."""
+    stage = custom.get("stage")
+    rotation_id = custom.get("rotationId")
+    return (
+        runtime in STOPPED
+        and isinstance(stage, str)
+        and stage not in TERMINAL_STAGES
+        and isinstance(rotation_id, str)
+        and naming.is_rotation_id(rotation_id)
+    )
+
+
+def stop_detail(runtime: str, output: Any) -> str | None:
+    """The termination reason or failure message, redacted and short (it lands in an event)."""
+    if not isinstance(output, str) or not output.strip():
+        return None
+    line = redact(output.strip().splitlines()[0])
+    return line if len(line) <= MAX_DETAIL else line[: MAX_DETAIL - 3] + "..."
+
+
+def announced(custom: dict[str, Any]) -> bool:
+    """Whether NewKeyAvailable went out: the timeline says so, or the stage lies past it. A rotation
+    stopped while its verify step was publishing may have announced without the timeline knowing; it is
+    treated as unannounced and undone, and its RotationFailed (compensated) tells any consumer that heard
+    the announcement to go back to Key Vault's latest version (docs/runbook.md)."""
+    steps = custom.get("steps") if isinstance(custom.get("steps"), list) else []
+    said = any(isinstance(s, dict) and s.get("step") == "announce" and s.get("status") == "done" for s in steps)
+    return said or custom.get("stage") in ANNOUNCED_STAGES
+
+
+def predecessor(
+    runtime: str | None, custom: dict[str, Any], given: dict[str, Any], output: Any
+) -> dict[str, Any] | None:
+    """The `replaces` record for a new rotation of this target, or None when the instance is not stuck.
+
+    `given` is the stuck instance's input: a rotation that stopped while abandoning its own predecessor
+    passes that one on (it had done nothing else yet, and that one still needs closing)."""
+    if not is_stuck(runtime, custom):
+        return None
+    inherited = given.get("replaces")
+    if custom.get("stage") == ABANDONING and isinstance(inherited, dict) and inherited.get("rotationId"):
+        return inherited
+    trigger = custom.get("trigger") if isinstance(custom.get("trigger"), dict) else {}
+    steps = custom.get("steps") if isinstance(custom.get("steps"), list) else []
+    started = next((s.get("at") for s in steps if isinstance(s, dict) and s.get("step") == "requested"), None)
+    record = {
+        "rotationId": custom["rotationId"],
+        "mode": custom.get("mode") or given.get("mode"),
+        "trigger": {"actor": trigger.get("actor") or given.get("actor"), "reason": trigger.get("reason")},
+        "startedAt": started,
+        "stage": custom["stage"],
+        "runtimeStatus": runtime,
+        "detail": stop_detail(str(runtime), output),
+        "announced": announced(custom),
+        "keyName": custom.get("keyName"),
+        "version": custom.get("version"),
+        "previousVersion": custom.get("previousVersion"),
+    }
+    record["reason"] = abandon_reason(record)
+    return record
+
+
+def abandon_reason(record: dict[str, Any]) -> str:
+    """What RotationFailed says about the stuck rotation (and the API and the scheduler's summary)."""
+    text = f"abandoned: instance {record.get('runtimeStatus')} at stage {record.get('stage')}"
+    detail = record.get("detail")
+    return f"{text} ({detail})" if detail else text
+
+
+def summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a `replaces` record an API answer or a scheduler summary shows."""
+    return {k: record.get(k) for k in ("rotationId", "mode", "stage", "runtimeStatus", "announced", "reason")}
+
+
+def successor_mode(record: dict[str, Any] | None, default: naming.Mode) -> naming.Mode:
+    """An unattended door (timer, near-expiry) resumes a stuck emergency as an emergency: a responder
+    asked for the leaked key to die, and a scheduled successor would keep it valid for a whole overlap."""
+    return "emergency" if record is not None and record.get("mode") == "emergency" else default
