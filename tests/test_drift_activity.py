@@ -140,6 +140,12 @@ def test_host_regenerated_key_is_restored_from_listkeys(stack: Stack, caplog: py
             if each.key_vault.secret_name in r["path"] and r["operation"] in WRITES
         ]
         assert writes == ["keyvault.set_secret", "keyvault.update_secret"], writes
+    # What a restore costs (docs/architecture.md): Key Vault list, get, list again, set, update; one listkeys.
+    served = [r for r in emu.requests_log(since) if r["status"] == 200]
+    on_secret = sorted(r["operation"] for r in served if target.key_vault.secret_name in r["path"])
+    assert on_secret == sorted(["keyvault.list_versions"] * 2 + ["keyvault.get_secret", *WRITES]), on_secret
+    arm = [r["operation"] for r in served if r["operation"].startswith("arm.")]
+    assert arm == ["arm.list_host_keys"] * 2  # one per target: the host key and the master key of one app
     changes = emu.control("GET", "changes").json()["value"]
     repaired_at = max(
         parse_instant(c["ts"])
