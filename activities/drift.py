@@ -192,7 +192,7 @@ def drift_event(finding: Finding, check_id: str, now: datetime) -> dict[str, Any
 
 
 def _request_fields(request: dict[str, Any]) -> tuple[datetime, str, set[str]]:
-    now = parse_time(request.get("now"), "now")  # type: ignore[arg-type]
+    now = parse_time(request.get("now"), "now")
     check_id = request.get("checkId") or f"drift-{now.strftime(naming.TIMESTAMP_FORMAT)}"
     if not isinstance(check_id, str) or not CHECK_ID.match(check_id):
         raise ValueError("checkId: must be 1-128 letters, digits, '.', '_', ':' or '-'")

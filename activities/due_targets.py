@@ -25,12 +25,14 @@ log = logging.getLogger("keyrotation.activities.due_targets")
 MAX_PARALLEL_READS = 8
 
 
-def parse_time(value: str, field: str) -> datetime:
+def parse_time(value: object, field: str) -> datetime:
     """An ISO 8601 instant from the orchestrator (UTC when it names no zone)."""
     try:
-        return as_utc(datetime.fromisoformat(value))
-    except (TypeError, ValueError):
-        raise ValueError(f"{field}: must be an ISO 8601 timestamp, got {value!r}") from None
+        if isinstance(value, str):
+            return as_utc(datetime.fromisoformat(value))
+    except ValueError:
+        pass
+    raise ValueError(f"{field}: must be an ISO 8601 timestamp, got {value!r}")
 
 
 def assess(target: Target, versions: list[secret_versions.Version], now: datetime) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def find_due_targets(request: dict[str, Any]) -> dict[str, Any]:
     Disabled and master-key targets are skipped (the master key is emergency-only). A target whose vault
     cannot be read is skipped with the reason, so one target's failure does not stop the others; the
     scheduler's next tick tries it again."""
-    now = parse_time(request.get("now"), "now")  # type: ignore[arg-type]
+    now = parse_time(request.get("now"), "now")
     policy = load_policy()
     due: list[dict[str, Any]] = []
     not_due: list[dict[str, Any]] = []

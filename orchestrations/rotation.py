@@ -49,7 +49,7 @@ EXTEND_EVENT = "Extend"
 SUPERSEDE_EVENT = "Supersede"  # an emergency rotation of the same target takes over
 
 # The events.Stage a lifecycle stage reports failures under.
-EVENT_STAGE = {
+EVENT_STAGE: dict[str, events.Stage] = {
     "provisioning": "provision",
     "verifying": "verify",
     "overlap": "overlap",
@@ -96,7 +96,7 @@ class RotationRequest:
     cannot change a running rotation (and the orchestrator never reads the file)."""
 
     rotation_id: str
-    mode: str
+    mode: naming.Mode
     target: Target
     target_json: dict[str, Any]
     actor: Actor
@@ -134,7 +134,7 @@ class RotationRun:
         self.info = events.RotationInfo(
             rotation_id=request.rotation_id,
             target_id=self.target.id,
-            mode=request.mode,  # type: ignore[arg-type]
+            mode=request.mode,
             actor=request.actor,
             started_at=self.started,
             reason=request.reason,
@@ -711,7 +711,7 @@ class RotationRun:
         self.status.hold = None
         failed_event = events.rotation_failed(
             self.info,
-            stage=stage,  # type: ignore[arg-type]
+            stage=stage,
             error=error,
             compensated=False,
             key_name=self.status.key_name,
@@ -735,7 +735,7 @@ class RotationRun:
 
     def fail(
         self,
-        stage: str,
+        stage: events.Stage,
         error: str,
         *,
         compensate: bool,
@@ -770,7 +770,7 @@ class RotationRun:
                 self.status.step("compensate", "failed", self.now, step_error(exc))
         failed_event = events.rotation_failed(
             self.info,
-            stage=stage,  # type: ignore[arg-type]
+            stage=stage,
             error=error,
             compensated=compensated,
             key_name=self.status.key_name,

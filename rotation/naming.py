@@ -171,10 +171,10 @@ def read_secret_tags(tags: Mapping[str, str] | None) -> SecretTags | None:
     if not tags or tags.get(TAG_MANAGED_BY) != MANAGED_BY:
         return None
     stage = tags.get(TAG_STAGE)
-    values = [tags.get(TAG_TARGET), tags.get(TAG_ROTATION_ID), tags.get(TAG_KEY_NAME)]
-    if stage not in STAGES or not all(values):
+    target_id, rotation_id_, key_name_ = tags.get(TAG_TARGET), tags.get(TAG_ROTATION_ID), tags.get(TAG_KEY_NAME)
+    if stage not in STAGES or not (target_id and rotation_id_ and key_name_):
         return None
-    return SecretTags(values[0], values[1], values[2], stage)  # type: ignore[arg-type]
+    return SecretTags(target_id, rotation_id_, key_name_, stage)
 
 
 def restaged_tags(tags: Mapping[str, str], stage: Stage) -> dict[str, str]:

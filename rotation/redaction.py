@@ -180,7 +180,7 @@ def install(logger: logging.Logger | None = None) -> None:
             record._keyrotation_redacted = False  # `extra` fields come later
             return record
 
-        factory._keyrotation = True  # type: ignore[attr-defined]
+        factory._keyrotation = True  # type: ignore[attr-defined]  # a marker on the function, read by getattr above
         logging.setLogRecordFactory(factory)
     target = logger or logging.getLogger()
     for handler in target.handlers:
