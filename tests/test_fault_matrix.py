@@ -120,6 +120,15 @@ def test_end_state_check_finds_an_orphaned_key_and_a_dead_enabled_version(target
     assert "orphaned" in problem and "orders-client" in problem and "NEW" not in problem and "OLD" not in problem
     dead = _state({"orders-client": "OLD"}, [{"version": "b", "created": 2, "enabled": True, "value": "NEW"}])
     assert any("refuses: ['b']" in p for p in fault_checks.check_end_state(dead, orders))
+    latest_disabled = _state(
+        {"orders-client": "OLD"},
+        [
+            {"version": "a", "created": 1, "enabled": True, "value": "OLD"},
+            {"version": "b", "created": 2, "enabled": False, "value": "NEW"},
+        ],
+    )
+    (problem,) = fault_checks.check_end_state(latest_disabled, orders)
+    assert "newest version b is disabled" in problem
 
 
 def _event(kind: str, rotation: str, event_id: str) -> dict[str, Any]:
@@ -177,11 +186,15 @@ def test_retry_after_check_flags_a_retry_that_came_too_early() -> None:
             "duration_ms": 10,
         }
 
+    waits = {"keyvault.set_secret": 1.0}
     early = [row(1, "2026-11-22T03:00:00.000Z", "status:429", 429), row(2, "2026-11-22T03:00:00.500Z", None, 200)]
-    (problem,) = fault_checks.check_retry_after(early, {"keyvault.set_secret": 1.0})
+    (problem,) = fault_checks.check_retry_after(early, waits, tries_per_call=3)
     assert "Retry-After 1 s ignored" in problem
     patient = [row(1, "2026-11-22T03:00:00.000Z", "status:429", 429), row(2, "2026-11-22T03:00:01.020Z", None, 200)]
-    assert fault_checks.check_retry_after(patient, {"keyvault.set_secret": 1.0}) == []
+    assert fault_checks.check_retry_after(patient, waits, tries_per_call=3) == []
+    # After a call's last try, the next one is the step's durable retry, timed on the durable clock.
+    gave_up = [row(1, "2026-11-22T03:00:00.000Z", "status:429", 429), row(2, "2026-11-22T03:00:00.300Z", None, 200)]
+    assert fault_checks.check_retry_after(gave_up, waits, tries_per_call=1) == []
 
 
 # -- the seeded sample, run for real -------------------------------------------------------------------

@@ -48,6 +48,7 @@ from tools.fault_matrix import campaign as make_campaign
 
 STAGE_ORDER = ("provisioning", "verifying", "overlap", "gate", "held", "revoking", "watching")
 RUN_TIMEOUT = 150.0
+CALL_RETRIES = 2  # the campaign policy's calls.retries: a call makes at most this many + 1 tries
 POLL = 0.02
 
 
@@ -99,7 +100,7 @@ def write_policy(folder: Path) -> Path:
         defaults["calls"] = {
             "connectTimeout": f"PT{CLIENT_TIMEOUT_SECONDS}S",
             "readTimeout": f"PT{CLIENT_TIMEOUT_SECONDS}S",
-            "retries": 2,
+            "retries": CALL_RETRIES,
             "maxRetryAfter": f"PT{MAX_RETRY_AFTER_SECONDS}S",
         }
     path = folder / "rotation-policy.json"
@@ -195,9 +196,15 @@ class Run:
             self.statuses[target_id] = self.stack.status(naming.rotation_instance_id(target_id))
 
     def done(self) -> bool:
-        ended = all(s and s.get("runtimeStatus") in fault_checks.TERMINAL for s in self.statuses.values())
+        """Both rotations ended, or the tick's scheduler ended and skipped the one that never started."""
         schedulers = self.stack.instances(naming.SCHEDULER_INSTANCE_PREFIX)
-        return ended and bool(schedulers) and all(s.get("runtimeStatus") in fault_checks.TERMINAL for s in schedulers)
+        if not schedulers or any(s.get("runtimeStatus") not in fault_checks.TERMINAL for s in schedulers):
+            return False
+        skipped = self.skipped_by_scheduler()
+        return all(
+            (s and s.get("runtimeStatus") in fault_checks.TERMINAL) or (s is None and t in skipped)
+            for t, s in self.statuses.items()
+        )
 
     def execute(self) -> RunResult:
         started = time.monotonic()
@@ -288,7 +295,8 @@ class Run:
         violations += fault_checks.check_one_rotation_at_a_time(state, TARGETS)
         violations += fault_checks.check_i2_journal(changes, requests, targets, self.schedule.soft_deleted)
         violations += fault_checks.check_end_state(state, targets)
-        violations += fault_checks.check_retry_after(requests, self.retry_after_by_operation(requests))
+        waits = self.retry_after_by_operation(requests)
+        violations += fault_checks.check_retry_after(requests, waits, tries_per_call=CALL_RETRIES + 1)
         self.stack.stop()
         texts = [Place.text(label, text) for text, label in self.stack.seen.items()]
         files = state_files(self.stack.state_dir, exclude=[self.stack.state_dir / "emulator"])

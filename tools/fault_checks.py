@@ -139,6 +139,10 @@ def check_end_state(state: Mapping[str, Any], targets: Sequence[Target]) -> list
             out.append(f"{target.id}: enabled Key Vault version(s) the target refuses: {dead}")
         if not enabled:
             out.append(f"{target.id}: no enabled Key Vault version left: consumers have nothing to read")
+        versions = demo_report.secret_versions(state, target)
+        if versions and not versions[-1].get("enabled"):
+            latest = versions[-1].get("version")
+            out.append(f"{target.id}: the newest version {latest} is disabled: readers of 'latest' get 403")
     return out
 
 
@@ -146,27 +150,35 @@ def _instant(text: Any) -> datetime | None:
     return demo_report.parse_time(str(text)) if text else None
 
 
-def check_retry_after(requests: Sequence[Mapping[str, Any]], retry_after: Mapping[str, float]) -> list[str]:
-    """A call answered 429/503 with Retry-After is not repeated (same method and path) sooner.
+def check_retry_after(
+    requests: Sequence[Mapping[str, Any]], retry_after: Mapping[str, float], tries_per_call: int
+) -> list[str]:
+    """Inside one call, a request answered 429/503 with Retry-After is not repeated (same method and
+    path) sooner.
 
-    `retry_after` maps an emulator operation glob's concrete operation names to the Retry-After the
-    schedule set; the request log does not carry the header."""
+    Only the SDK's own retries are judged here, in real time: after `tries_per_call` failed tries in a
+    row the call gave up and the next try belongs to the step's durable retry, which waits on the
+    durable (virtual) clock. `retry_after` maps operation names to the Retry-After the schedule set;
+    the request log does not carry the header."""
     out = []
+    streak: dict[tuple[Any, Any], int] = {}
     for i, row in enumerate(requests):
+        key = (row.get("method"), row.get("path"))
         fault = str(row.get("fault") or "")
-        wait = retry_after.get(str(row.get("operation")))
-        if not wait or not fault.startswith("status:") or str(row.get("status")) not in ("429", "503"):
+        if not fault.startswith("status:"):
+            streak.pop(key, None)
             continue
-        ended = _instant(row.get("time") or row.get("ts"))
+        streak[key] = streak.get(key, 0) + 1
+        wait = retry_after.get(str(row.get("operation")))
+        if not wait or str(row.get("status")) not in ("429", "503") or streak[key] % tries_per_call == 0:
+            continue
+        ended = _instant(row.get("ts"))
         if ended is None:
             continue
         ended_s = ended.timestamp() + float(row.get("duration_ms") or 0) / 1000
-        for later in requests[i + 1 :]:
-            if later.get("method") == row.get("method") and later.get("path") == row.get("path"):
-                at = _instant(later.get("time") or later.get("ts"))
-                if at is not None and at.timestamp() + RETRY_AFTER_TOLERANCE < ended_s + wait:
-                    gap = at.timestamp() - ended_s
-                    call = f"{row.get('method')} {row.get('path')}"
-                    out.append(f"Retry-After {wait:g} s ignored: {call} repeated after {gap:.2f} s")
-                break
+        later = next((r for r in requests[i + 1 :] if (r.get("method"), r.get("path")) == key), None)
+        at = _instant(later.get("ts")) if later else None
+        if at is not None and at.timestamp() + RETRY_AFTER_TOLERANCE < ended_s + wait:
+            gap = at.timestamp() - ended_s
+            out.append(f"Retry-After {wait:g} s ignored: {key[0]} {key[1]} repeated after {gap:.2f} s")
     return out
