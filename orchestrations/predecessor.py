@@ -47,6 +47,7 @@ class Predecessor:
     stage: str
     announced: bool
     key_name: str | None
+    earlier: Predecessor | None = None  # the stuck rotation it was itself replacing, if any
 
     @staticmethod
     def from_json(data: Any, target_id: str, own_rotation_id: str) -> Predecessor:
@@ -64,6 +65,12 @@ class Predecessor:
         if not isinstance(stage, str) or not stage:
             raise PredecessorError("replaces.stage: must name the stage the rotation stopped at")
         key_name = data.get("keyName")
+        earlier = None
+        if isinstance(data.get("replaces"), dict):
+            try:
+                earlier = Predecessor.from_json({**data["replaces"], "replaces": None}, target_id, own_rotation_id)
+            except PredecessorError:
+                earlier = None  # only its event is at stake; the revoke sweep removes its keys anyway
         return Predecessor(
             record=data,
             rotation_id=rotation_id,
@@ -71,6 +78,7 @@ class Predecessor:
             stage=stage,
             announced=bool(data.get("announced")),
             key_name=key_name if isinstance(key_name, str) else None,
+            earlier=earlier,
         )
 
     @property
@@ -105,14 +113,14 @@ class Predecessor:
                 pass
         return naming.parse_rotation_id(self.rotation_id).started_at
 
-    def failed_event(self, target_id: str, at: datetime) -> dict[str, Any]:
-        """RotationFailed for the stuck rotation; `compensated` is what the plan is (undo it when it was
-        not announced) — the abandon activity sets what actually happened before publishing."""
+    def failed_event(self, target_id: str, at: datetime, *, compensated: bool | None = None) -> dict[str, Any]:
+        """RotationFailed for the stuck rotation; `compensated` defaults to the plan (undo it when it was not
+        announced) — the abandon activity sets what actually happened before publishing."""
         return events.rotation_failed(
             self.info(target_id),
             stage=EVENT_STAGE.get(self.stage, "provision"),  # type: ignore[arg-type]
             error=self.reason[:1024],
-            compensated=not self.announced,
+            compensated=not self.announced if compensated is None else compensated,
             key_name=self.key_name,
             failed_at=at,
         )

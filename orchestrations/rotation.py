@@ -266,6 +266,8 @@ class RotationRun:
         started_event = events.rotation_started(
             self.info, key_name=key_name, previous_key_name=self.current_key_name, overlap=overlap
         )
+        # An abandoned predecessor's RotationFailed that step 0 could not publish goes out first.
+        first_events = [*self.take_pending(), started_event]
         try:
             provisioned = yield self.activity(
                 "provision_new_key",
@@ -274,11 +276,11 @@ class RotationRun:
                     "rotationId": self.req.rotation_id,
                     "target": self.req.target_json,
                     "keyName": key_name,
-                    "events": [started_event],
+                    "events": first_events,
                 },
             )
         except Exception as exc:
-            return (yield from self.fail("provision", step_error(exc), compensate=True, unpublished=[started_event]))
+            return (yield from self.fail("provision", step_error(exc), compensate=True, unpublished=first_events))
         self.provisioned = provisioned
         self.pending_events += provisioned.get("unpublished") or []
         self.status.version = provisioned.get("version")
@@ -290,7 +292,7 @@ class RotationRun:
             self.status.step("provision", "failed", self.now, f"target refused the new key after {attempts} probes")
             return (
                 yield from self.fail(
-                    "verify", "the target never accepted the new key", compensate=True, unpublished=[started_event]
+                    "verify", "the target never accepted the new key", compensate=True, unpublished=first_events
                 )
             )
         self.status.step("provision", "done", self.now, f"key {key_name}, version {provisioned.get('version')}")
@@ -356,11 +358,20 @@ class RotationRun:
         return (yield from self.revoke_and_finish())
 
     def abandon_predecessor(self, stuck: Predecessor) -> Orchestration:
-        """Step 0: close the stuck rotation this one replaces (one activity; see orchestrations/predecessor.py).
-        A failed undo does not stop this rotation: the stuck key stays valid (it was accepted before it was
-        stored, I2) and this rotation's revoke removes it; its RotationFailed then says compensated=false."""
+        """Step 0: close the stuck rotation this one replaces (see orchestrations/predecessor.py). After its
+        announcement nothing is undone, so its RotationFailed simply goes out ahead of RotationStarted (no
+        extra await: the history budget). Before it, one activity undoes it. A failed undo does not stop
+        this rotation: the stuck key stays valid (it was accepted before it was stored, I2) and this
+        rotation's revoke removes it; its RotationFailed then says compensated=false."""
         self.enter("abandoning")
+        if stuck.earlier is not None:  # what it was replacing may never have been closed: say it (same id)
+            self.pending_events.append(stuck.earlier.failed_event(self.target.id, self.now, compensated=False))
         failed_event = stuck.failed_event(self.target.id, self.now)
+        if stuck.announced:
+            self.pending_events.append(failed_event)
+            detail = f"{stuck.rotation_id} ({stuck.reason}): its keys kept (announced) for this rotation's revoke"
+            self.status.step("abandon", "done", self.now, detail)
+            return
         try:
             result = yield self.activity(
                 "abandon_rotation",
@@ -379,15 +390,14 @@ class RotationRun:
             self.status.step("abandon", "failed", self.now, detail)
             return
         self.pending_events += result.get("unpublished") or []
-        if not stuck.announced and result.get("currentKeyName"):
+        if result.get("currentKeyName"):
             self.current_key_name = result["currentKeyName"]
-        if result.get("compensated"):
-            kept = "its new key deleted, the previous version current again"
-        elif stuck.announced:
-            kept = "its keys kept (announced) for this rotation's revoke"
-        else:
-            kept = "nothing to undo"
-        self.status.step("abandon", "done", self.now, f"{stuck.rotation_id} ({stuck.reason}): {kept}")
+        undone = (
+            "its new key deleted, the previous version current again"
+            if result.get("compensated")
+            else "nothing to undo"
+        )
+        self.status.step("abandon", "done", self.now, f"{stuck.rotation_id} ({stuck.reason}): {undone}")
 
     # -- overlap --------------------------------------------------------------------------------
     def wake_points(self, start: datetime, end: datetime) -> tuple[list[datetime], list[datetime]]:

@@ -86,6 +86,10 @@ def predecessor(
         "previousVersion": custom.get("previousVersion"),
     }
     record["reason"] = abandon_reason(record)
+    if isinstance(inherited, dict) and inherited.get("rotationId"):
+        # It replaced a stuck rotation itself and stopped before publishing that one's RotationFailed,
+        # perhaps: its successor publishes it again (same event id). One level: older ones were closed.
+        record["replaces"] = {k: v for k, v in inherited.items() if k != "replaces"}
     return record
 
 

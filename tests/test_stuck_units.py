@@ -109,6 +109,16 @@ def test_a_rotation_stopped_while_abandoning_passes_its_own_predecessor_on() -> 
     middle = {**OVERLAP, "rotationId": "demo-orders-20260103t030000z-s", "stage": "abandoning", "steps": []}
     given = {"rotationId": middle["rotationId"], "mode": "scheduled", "replaces": original}
     assert snap("Terminated", middle, "x", given).replaces() == original
+    # Stopped later, at its own provisioning: it is the one to abandon, and it names the one it replaced
+    # (whose RotationFailed it may not have published yet); one level only.
+    later = snap(
+        "Terminated", {**middle, "stage": "provisioning"}, "x", {**given, "replaces": {**original, "replaces": {}}}
+    )
+    record = later.replaces()
+    assert record is not None and record["rotationId"] == middle["rotationId"]
+    assert record["replaces"] == original and "replaces" not in record["replaces"]
+    chained = Predecessor.from_json(record, "demo-orders", "demo-orders-20260104t030000z-s")
+    assert chained.earlier is not None and chained.earlier.rotation_id == RID
 
 
 def test_an_unattended_door_resumes_a_stuck_emergency_as_an_emergency() -> None:
