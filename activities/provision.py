@@ -70,6 +70,9 @@ def provision_new_key(request: dict[str, Any]) -> dict[str, Any]:
         stored, attempts, accepted = _provision_master(target, store, vault, rotation_id, mine, keys)
     else:
         stored, attempts, accepted = _provision_key(target, store, vault, rotation_id, key_name, mine)
+    if vault.recovered:  # the secret had been soft-deleted: its versions are back, the previous one among them
+        versions = vault.list()
+        previous = previous_version(versions, rotation_id)
     previous_key_name = _previous_key_name(target, previous, versions, keys)
     if not accepted:
         log.warning("target %s never accepted key %s (%d probes): nothing stored", target.id, key_name, attempts)
@@ -103,6 +106,8 @@ def _provision_key(
     if value is None:
         raise SafeError(f"key {key_name} is not listed on {target.function_app.resource_id} after it was created")
     outcome = probing.probe_until_accepted(target, value)
+    if outcome.unavailable:  # no verdict (down, throttled): the step is retried later, nothing is stored
+        raise SafeError(outcome.unavailable)
     if not outcome.accepted:
         return None, outcome.attempts, False
     stored = vault.add(value, rotation_id, key_name, _expiry(target, rotation_id))

@@ -7,11 +7,17 @@ Versions someone else wrote (no `managedBy` tag, or another target's) are never 
 Everything here reads version *properties* (no values) except read_value(), which returns a
 SecretValue for a probe inside the same activity. Listing asks for the largest page Key Vault serves, so
 a secret with up to 25 versions costs one call (DESIGN budget: at most 4 Key Vault calls per key).
+
+409 Conflict: a write to a name someone soft-deleted (ObjectIsDeletedButRecoverable) recovers the secret
+first — under purge protection that is the only way to write the name again, and its old versions come
+back with it (`recovered` tells the caller to list again); any other 409 is a transient conflict (a
+deletion or recovery in progress) and is retried within the policy's call budget.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("keyrotation.activities.secret_versions")
 
 CONTENT_TYPE = "application/vnd.keyrotation.functions-key"
+DELETED_BUT_RECOVERABLE = "ObjectIsDeletedButRecoverable"
+CONFLICT_BACKOFF = 0.8  # seconds before the first retry of a conflict, doubling (azure-core's factor)
 PAGE_SIZE = 25  # Key Vault's maximum page
 T = TypeVar("T")
 
@@ -92,6 +100,7 @@ class SecretVersions:
         self.target = target
         self.name = target.key_vault.secret_name
         self._client = client
+        self.recovered = False  # this object recovered the soft-deleted secret: versions listed before are stale
 
     @property
     def client(self) -> SecretClient:
@@ -101,15 +110,47 @@ class SecretVersions:
             self._client = clients.secret_client(self.target.key_vault.vault_url, budget=self.target.calls)
         return self._client
 
-    def _call(self, action: str, operation: Callable[[], T]) -> T:
-        """SDK errors become SafeError: status and error code kept, no request or response body (I1)."""
-        try:
-            return operation()
-        except SafeError:
-            raise
-        except Exception as exc:
-            error = SafeError.from_exception(exc)
-            raise SafeError(f"{action} {self.name}: {error}", error.status_code, error.error_code) from None
+    def _call(self, action: str, operation: Callable[[], T], *, recover: bool = False) -> T:
+        """SDK errors become SafeError: status and error code kept, no request or response body (I1).
+        A 409 is retried within the call budget; with `recover` (a write that creates a version), one on a
+        soft-deleted name recovers the secret first."""
+        conflicts = 0
+        while True:
+            deleted = False
+            try:
+                return operation()
+            except SafeError as exc:  # the call gave up by the policy's budget (CallGaveUp): not retried here
+                error = SafeError.from_exception(exc)
+                raise SafeError(f"{action} {self.name}: {error}", error.status_code, error.error_code) from None
+            except Exception as exc:
+                error = SafeError.from_exception(exc)
+                deleted = error.status_code == 409 and recover and not self.recovered and _deleted_but_recoverable(exc)
+                if not deleted and (error.status_code != 409 or conflicts >= self.target.calls.retries):
+                    note = f" (still in conflict after {conflicts} retries)" if conflicts else ""
+                    message = f"{action} {self.name}: {error}{note}"
+                    raise SafeError(message, error.status_code, error.error_code) from None
+            # Outside the handler, so nothing raised from here on chains the SDK's exception (I1).
+            if deleted:
+                self.recover()
+            else:
+                conflicts += 1
+                time.sleep(self._conflict_wait(conflicts))
+
+    def _conflict_wait(self, retry: int) -> float:
+        """Back-off before retry `retry` of a conflict, never longer than the policy's longest wait."""
+        return min(CONFLICT_BACKOFF * 2 ** (retry - 1), self.target.calls.max_retry_after.total_seconds())
+
+    def recover(self) -> None:
+        """Recover the soft-deleted secret and wait until Key Vault serves it again (its versions return)."""
+        budget = self.target.calls.call_timeout.total_seconds()
+        poller = self._call("recover deleted secret", lambda: self.client.begin_recover_deleted_secret(self.name))
+        self._call("wait for the recovery of", lambda: poller.wait(timeout=budget))
+        if not poller.done():
+            raise SafeError(f"recover deleted secret {self.name}: not served again within calls.callTimeout")
+        self.recovered = True
+        log.warning(
+            "secret %s was soft-deleted: recovered it (with its old versions) to store a new version", self.name
+        )
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -148,7 +189,7 @@ class SecretVersions:
                 self.name, value.reveal(), enabled=True, tags=tags, content_type=CONTENT_TYPE, expires_on=expires
             )
 
-        stored = self._call("store a new version of", run)
+        stored = self._call("store a new version of", run, recover=True)
         log.info("stored version %s of %s for %s (key %s)", stored.properties.version, self.name, rotation_id, key_name)
         return _version(stored.properties, self.target.id)
 
@@ -174,6 +215,14 @@ class SecretVersions:
             return False
         self.restage(version, stage, disable=disable)
         return True
+
+
+def _deleted_but_recoverable(exc: BaseException) -> bool:
+    """Key Vault's 409 for a name in the deleted-but-recoverable state (innererror code, or the code)."""
+    error = getattr(exc, "error", None)
+    inner = getattr(error, "innererror", None) or {}
+    codes = {getattr(error, "code", None), inner.get("code") if isinstance(inner, dict) else None}
+    return DELETED_BUT_RECOVERABLE in codes
 
 
 # -- choosing versions (pure) -----------------------------------------------------------------------

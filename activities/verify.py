@@ -15,6 +15,7 @@ from activities.events_publish import with_step_events
 from activities.secret_versions import SecretVersions
 from rotation import naming
 from rotation.policy import parse_target
+from rotation.redaction import SafeError
 
 log = logging.getLogger("keyrotation.activities.verify")
 
@@ -33,6 +34,8 @@ def verify_new_key(request: dict[str, Any]) -> dict[str, Any]:
         return with_step_events(request, {"verified": True, "attempts": 0, "lastStatus": None})
     value = SecretVersions(target).read_value(version)
     outcome = probing.probe_until_accepted(target, value)
+    if outcome.unavailable:  # no verdict (down, throttled): the step is retried later, not rolled back yet
+        raise SafeError(outcome.unavailable)
     log.info(
         "verify %s on %s: version %s %s after %d attempt(s)",
         rotation_id,

@@ -71,6 +71,7 @@ class ProbeResult:
     accepted: bool
     status: int | None
     detail: str = ""
+    retry_after: float | None = None  # seconds a throttled or unavailable target asked to wait
 
 
 class CredentialStoreError(RuntimeError):
