@@ -79,7 +79,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
         "callTimeout": "PT90S",
         "retries": 3,
         "maxRetryAfter": "PT60S",
-        "step": {"attempts": 5, "firstInterval": "PT15S", "backoff": 2.0, "maxInterval": "PT5M"},
+        "step": {"attempts": 5, "firstInterval": "PT15S", "backoff": 2.0, "maxInterval": "PT2M"},
     },
     "consumers": [],
 }
@@ -249,16 +249,17 @@ class StepRetry:
     attempts: int = 5
     first_interval: timedelta = timedelta(seconds=15)
     backoff: float = 2.0
-    max_interval: timedelta = timedelta(minutes=5)
+    max_interval: timedelta = timedelta(minutes=2)
 
     def interval(self, retry: int) -> timedelta:
-        """The wait before retry number `retry` (1-based), as the Durable runtime computes it."""
+        """The durable timer after failed attempt number `retry` (1-based), as the Durable runtime computes it."""
         return min(self.first_interval * self.backoff ** (retry - 1), self.max_interval)
 
     def waits(self, attempts: int | None = None) -> timedelta:
-        """Total durable-timer time between the first and the last of `attempts` (default: all)."""
+        """Durable-timer time until a step that keeps failing is given up: one timer after every failed
+        attempt — the last one too (DTFx checks the attempt count only when that timer fires)."""
         count = self.attempts if attempts is None else attempts
-        return sum((self.interval(n) for n in range(1, count)), timedelta(0))
+        return sum((self.interval(n) for n in range(1, count + 1)), timedelta(0))
 
 
 @dataclass(frozen=True)
