@@ -51,4 +51,4 @@ demo: setup
 	$(PY) -m tools.demo
 
 clean:
-	rm -rf $(VENV) $(STATE) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(STATE) .pytest_cache .ruff_cache .mypy_cache
