@@ -138,7 +138,7 @@ class SecretVersions:
 
     def _conflict_wait(self, retry: int) -> float:
         """Back-off before retry `retry` of a conflict, never longer than the policy's longest wait."""
-        return min(CONFLICT_BACKOFF * 2 ** (retry - 1), self.target.calls.max_retry_after.total_seconds())
+        return min(CONFLICT_BACKOFF * 2.0 ** (retry - 1), self.target.calls.max_retry_after.total_seconds())
 
     def recover(self) -> None:
         """Recover the soft-deleted secret and wait until Key Vault serves it again (its versions return)."""

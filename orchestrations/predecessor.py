@@ -19,7 +19,7 @@ from rotation.stuck import abandon_reason
 
 # The events.Stage a stuck lifecycle stage is reported under (compensating follows a provision/verify
 # failure; the timeline of the stuck rotation says which).
-EVENT_STAGE = {
+EVENT_STAGE: dict[str, events.Stage] = {
     "provisioning": "provision",
     "compensating": "provision",
     "verifying": "verify",
@@ -88,7 +88,8 @@ class Predecessor:
 
     def info(self, target_id: str) -> events.RotationInfo:
         """The stuck rotation's own event fields (who started it and why, when)."""
-        trigger = self.record.get("trigger") if isinstance(self.record.get("trigger"), dict) else {}
+        raw_trigger = self.record.get("trigger")
+        trigger = raw_trigger if isinstance(raw_trigger, dict) else {}
         raw_actor = trigger.get("actor")
         try:
             actor = Actor.from_json(raw_actor) if isinstance(raw_actor, dict) else UNKNOWN_ACTOR
@@ -118,7 +119,7 @@ class Predecessor:
         announced) — the abandon activity sets what actually happened before publishing."""
         return events.rotation_failed(
             self.info(target_id),
-            stage=EVENT_STAGE.get(self.stage, "provision"),  # type: ignore[arg-type]
+            stage=EVENT_STAGE.get(self.stage, "provision"),
             error=self.reason[:1024],
             compensated=not self.announced if compensated is None else compensated,
             key_name=self.key_name,

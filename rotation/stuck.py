@@ -52,7 +52,8 @@ def announced(custom: dict[str, Any]) -> bool:
     stopped while its verify step was publishing may have announced without the timeline knowing; it is
     treated as unannounced and undone, and its RotationFailed (compensated) tells any consumer that heard
     the announcement to go back to Key Vault's latest version (docs/runbook.md)."""
-    steps = custom.get("steps") if isinstance(custom.get("steps"), list) else []
+    raw_steps = custom.get("steps")
+    steps = raw_steps if isinstance(raw_steps, list) else []
     said = any(isinstance(s, dict) and s.get("step") == "announce" and s.get("status") == "done" for s in steps)
     return said or custom.get("stage") in ANNOUNCED_STAGES
 
@@ -69,8 +70,9 @@ def predecessor(
     inherited = given.get("replaces")
     if custom.get("stage") == ABANDONING and isinstance(inherited, dict) and inherited.get("rotationId"):
         return inherited
-    trigger = custom.get("trigger") if isinstance(custom.get("trigger"), dict) else {}
-    steps = custom.get("steps") if isinstance(custom.get("steps"), list) else []
+    raw_trigger, raw_steps = custom.get("trigger"), custom.get("steps")
+    trigger = raw_trigger if isinstance(raw_trigger, dict) else {}
+    steps = raw_steps if isinstance(raw_steps, list) else []
     started = next((s.get("at") for s in steps if isinstance(s, dict) and s.get("step") == "requested"), None)
     record = {
         "rotationId": custom["rotationId"],
