@@ -1,6 +1,8 @@
 """Stuck rotations: a `rotation-<target>` instance that stopped mid-way (Failed: an unhandled exception;
 Terminated: someone used the Durable API) and so never published how it ended, nor cleaned up after
-itself. Whoever starts the next rotation of the target (the timer, Key Vault's near-expiry event, the
+itself — or one that ended failed before its announcement and could not undo its new key (its
+compensation failed: the key would sit on the target, held by no enabled version, until the next
+rotation). Whoever starts the next rotation of the target (the timer, Key Vault's near-expiry event, the
 operator API) reads the instance first and hands the new rotation a `replaces` record; the new rotation
 abandons the stuck one as its step 0 (orchestrations/predecessor.py, activities/abandon.py).
 
@@ -25,18 +27,30 @@ ABANDONING = "abandoning"  # a rotation's step 0, while it abandons its own stuc
 MAX_DETAIL = 200
 
 
+def _steps(custom: dict[str, Any]) -> list[dict[str, Any]]:
+    steps = custom.get("steps")
+    return [s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
+
+
+def compensation_failure(custom: dict[str, Any]) -> str | None:
+    """The detail of a failed compensation step, when the rotation ended failed with one."""
+    if custom.get("stage") != "failed":
+        return None
+    failed = [s for s in _steps(custom) if s.get("step") == "compensate" and s.get("status") == "failed"]
+    return str(failed[-1].get("detail") or "compensation failed") if failed else None
+
+
 def is_stuck(runtime: str | None, custom: dict[str, Any]) -> bool:
-    """Stopped (Failed/Terminated) at a stage that is not an ending. An instance without a custom status
-    never ran its first step (the first episode sets the stage and schedules provision together)."""
+    """Stopped (Failed/Terminated) at a stage that is not an ending, or ended failed with its new key not
+    undone. An instance without a custom status never ran its first step (the first episode sets the stage
+    and schedules provision together)."""
     stage = custom.get("stage")
     rotation_id = custom.get("rotationId")
-    return (
-        runtime in STOPPED
-        and isinstance(stage, str)
-        and stage not in TERMINAL_STAGES
-        and isinstance(rotation_id, str)
-        and naming.is_rotation_id(rotation_id)
-    )
+    if not (isinstance(stage, str) and isinstance(rotation_id, str) and naming.is_rotation_id(rotation_id)):
+        return False
+    if runtime == "Completed":
+        return compensation_failure(custom) is not None
+    return runtime in STOPPED and stage not in TERMINAL_STAGES
 
 
 def stop_detail(runtime: str, output: Any) -> str | None:
@@ -52,9 +66,7 @@ def announced(custom: dict[str, Any]) -> bool:
     stopped while its verify step was publishing may have announced without the timeline knowing; it is
     treated as unannounced and undone, and its RotationFailed (compensated) tells any consumer that heard
     the announcement to go back to Key Vault's latest version (docs/runbook.md)."""
-    raw_steps = custom.get("steps")
-    steps = raw_steps if isinstance(raw_steps, list) else []
-    said = any(isinstance(s, dict) and s.get("step") == "announce" and s.get("status") == "done" for s in steps)
+    said = any(s.get("step") == "announce" and s.get("status") == "done" for s in _steps(custom))
     return said or custom.get("stage") in ANNOUNCED_STAGES
 
 
@@ -70,19 +82,19 @@ def predecessor(
     inherited = given.get("replaces")
     if custom.get("stage") == ABANDONING and isinstance(inherited, dict) and inherited.get("rotationId"):
         return inherited
-    raw_trigger, raw_steps = custom.get("trigger"), custom.get("steps")
+    raw_trigger = custom.get("trigger")
     trigger = raw_trigger if isinstance(raw_trigger, dict) else {}
-    steps = raw_steps if isinstance(raw_steps, list) else []
-    started = next((s.get("at") for s in steps if isinstance(s, dict) and s.get("step") == "requested"), None)
+    started = next((s.get("at") for s in _steps(custom) if s.get("step") == "requested"), None)
+    undone = compensation_failure(custom) if runtime == "Completed" else None
     record = {
         "rotationId": custom["rotationId"],
         "mode": custom.get("mode") or given.get("mode"),
         "trigger": {"actor": trigger.get("actor") or given.get("actor"), "reason": trigger.get("reason")},
         "startedAt": started,
-        "stage": custom["stage"],
+        "stage": "compensating" if undone is not None else custom["stage"],
         "runtimeStatus": runtime,
-        "detail": stop_detail(str(runtime), output),
-        "announced": announced(custom),
+        "detail": stop_detail(str(runtime), undone if undone is not None else output),
+        "announced": False if undone is not None else announced(custom),
         "keyName": custom.get("keyName"),
         "version": custom.get("version"),
         "previousVersion": custom.get("previousVersion"),
@@ -98,6 +110,8 @@ def predecessor(
 def abandon_reason(record: dict[str, Any]) -> str:
     """What RotationFailed says about the stuck rotation (and the API and the scheduler's summary)."""
     text = f"abandoned: instance {record.get('runtimeStatus')} at stage {record.get('stage')}"
+    if record.get("runtimeStatus") == "Completed":
+        text = "abandoned: it failed and could not undo its new key"
     detail = record.get("detail")
     return f"{text} ({detail})" if detail else text
 

@@ -87,6 +87,20 @@ def test_a_rotation_failed_before_its_announcement_is_stuck_and_unannounced() ->
     assert "line 3" not in record["reason"] and record["reason"].startswith("abandoned: instance Failed at stage")
 
 
+def test_a_rotation_that_failed_and_could_not_undo_its_new_key_is_left_to_the_next_one() -> None:
+    steps = [
+        *VERIFYING["steps"],
+        {"step": "compensate", "status": "failed", "at": "2026-01-02T03:00:05.000Z", "detail": "SafeError: HTTP 503"},
+        {"step": "verify", "status": "failed", "at": "2026-01-02T03:00:05.000Z", "detail": "probe refused"},
+    ]
+    ended = snap("Completed", {**VERIFYING, "stage": "failed", "steps": steps}, {"outcome": "failed"})
+    record = ended.replaces()
+    assert record is not None and record["announced"] is False and record["stage"] == "compensating"
+    assert record["reason"] == "abandoned: it failed and could not undo its new key (SafeError: HTTP 503)"
+    undone = [{**s, "status": "done"} if s["step"] == "compensate" else s for s in steps]
+    assert snap("Completed", {**VERIFYING, "stage": "failed", "steps": undone}).replaces() is None
+
+
 @pytest.mark.parametrize(
     ("runtime", "custom"),
     [
