@@ -239,8 +239,9 @@ def check_drift(request: dict[str, Any]) -> dict[str, Any]:
     for finding in drift:
         level = logging.INFO if finding.outcome == "restored" else logging.WARNING
         entry = finding.entry()
-        log.log(level, "drift check %s: target %s %s: %s (key %s, version %s)", check_id, finding.target.id,
-                finding.outcome, finding.reason, entry.get("keyName"), entry.get("version"))  # fmt: skip
+        where = f" (key {entry['keyName']}, version {entry['version']})" if entry.get("version") else ""
+        log.log(level, "drift check %s: target %s %s: %s%s", check_id, finding.target.id, finding.outcome,
+                finding.reason, where)  # fmt: skip
     in_sync = sum(1 for f in findings if f.outcome == "in-sync")
     log.info(
         "drift check %s: %d checked, %d in sync, %d drifted or unreadable, %d skipped",
