@@ -2,9 +2,11 @@
 
 Both keep invariant I2 — the newest enabled Key Vault version is always a key the target accepts — by
 their order. Revoke deletes keys on the target first (their versions are no longer the newest), then
-disables their versions. Compensation disables the new version first (the previous one, still accepted,
-becomes the newest enabled again), re-tags the previous version current, and only then deletes the new
-key. Neither ever touches a key outside the target's base-name family, the key being kept, or a Key
+disables their versions. Compensation first makes the previous key current again (re-tagged, or its value
+stored again as the newest version when this rotation stored one: Key Vault's "latest" is the newest
+version even when disabled), then disables the new version, and only then deletes the new key — so a
+compensation that gives up half-way (Key Vault unreadable) leaves consumers an accepted key, never a
+disabled "latest". Neither ever touches a key outside the target's base-name family, the key being kept, or a Key
 Vault version another writer (or another target) owns. Deletes treat 404 as done, and versions already in
 the wanted state cost no call, so a re-run converges.
 
@@ -159,9 +161,9 @@ def revoke_old_keys(request: dict[str, Any]) -> dict[str, Any]:
 
 def compensate_rotation(request: dict[str, Any]) -> dict[str, Any]:
     """`{"rotationId", "target", "keyName", "version", "previousVersion"}` -> `{"disabledVersion",
-    "restoredVersion", "deletedKey"}`. Undoes a rotation that failed before consumers were told: every
-    version this rotation stored is disabled (also when `version` is null: provision may have stored one
-    before failing), the previous version becomes current again, then the new key is deleted.
+    "restoredVersion", "deletedKey"}`. Undoes a rotation that failed before consumers were told: the previous
+    version becomes current again, then every version this rotation stored is disabled (also when `version`
+    is null: provision may have stored one before failing), then the new key is deleted.
 
     The master key cannot be undone (the renewal already replaced the old value), so for a master-key
     target this changes nothing and says so in the log."""
@@ -180,11 +182,10 @@ def compensate_rotation(request: dict[str, Any]) -> dict[str, Any]:
     requested = request.get("version")
     if requested and secret_versions.find(new_versions, requested) is None:
         raise ValueError(f"version: {requested} was not stored by rotation {rotation_id}")
-    for version in new_versions:
+    restored = _restore_previous(target, vault, mine, rotation_id, request.get("previousVersion"), bool(new_versions))
+    for version in new_versions:  # only now: until the previous key is newest again, the new one stays served
         vault.ensure_stage(version, "revoked", disable=True)
     disabled = requested or (new_versions[-1].version if new_versions else None)
-
-    restored = _restore_previous(target, vault, mine, rotation_id, request.get("previousVersion"), bool(new_versions))
     deleted = FunctionKeyStore(target).delete(key_name)
     log.info(
         "compensated %s on %s: version %s disabled, %s current again, key %s %s",

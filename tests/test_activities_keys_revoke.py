@@ -162,7 +162,7 @@ def test_revoke_refuses_what_is_not_its_to_revoke(env: Emulator) -> None:  # noq
 # -- compensate -------------------------------------------------------------------------------------
 
 
-def test_compensation_disables_the_new_version_restores_the_previous_then_deletes_the_new_key(
+def test_compensation_restores_the_previous_disables_the_new_version_then_deletes_the_new_key(
     env: Emulator,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -196,7 +196,9 @@ def test_compensation_disables_the_new_version_restores_the_previous_then_delete
         if r.get("operation", "").startswith(("arm", "key"))
     ]
     updates = [path.rsplit("/", 1)[-1] for op, path in log if op == "keyvault.update_secret"]
-    assert updates == [second["version"], first["version"]]  # the new version is disabled first (I2)
+    # The previous value is the newest version again before the new one is disabled: Key Vault's "latest"
+    # never points at a disabled version (I2; tests/test_call_discipline.py: a give-up half-way).
+    assert updates == [first["version"], second["version"]]
     assert log[-1][0] == "arm.delete_host_secret"  # the key goes last
 
     before = snapshot(env, target)

@@ -218,6 +218,34 @@ def test_keyvault_set_retry_after_over_the_cap_gives_up_and_compensation_restore
     assert naming.key_name("client", rotation) not in live_keys(faults, target)
 
 
+def test_compensation_that_gives_up_on_a_key_vault_outage_still_serves_an_accepted_key(faults: Emulator) -> None:
+    """Found by the fault campaign: compensation used to disable the new version before it could read the
+    previous value back, so a Key Vault read outage left a disabled "latest" (readers got 403)."""
+    target = fast_target(faults)
+    first = provision(target, rid(target, 1))
+    rotation = rid(target, 2)
+    second = provision(target, rotation)
+    faults.fault(operation="keyvault.get_secret", status=503, times=None, match=target.key_vault.secret_name)
+    request = {
+        "rotationId": rotation,
+        "target": target.to_json(),
+        "keyName": second["keyName"],
+        "version": second["version"],
+        "previousVersion": first["version"],
+    }
+    error, _ = raised(compensate_rotation, request)
+    assert "HTTP 503" in str(error) and "read version of" in str(error)
+    newest = versions(faults, target)[-1]  # what a reader of "latest" gets
+    assert newest["enabled"] and newest["version"] == second["version"] and accepts(faults, target, newest["value"])
+
+    faults.clear_faults()  # the step's durable retry, once Key Vault is back, converges
+    undone = compensate_rotation(request)
+    assert undone["deletedKey"] is True and undone["disabledVersion"] == second["version"]
+    newest = versions(faults, target)[-1]
+    assert newest["enabled"] and newest["value"] == live_keys(faults, target)[first["keyName"]]
+    assert second["keyName"] not in live_keys(faults, target)
+
+
 def test_keyvault_set_409_soft_deleted_secret_is_recovered_then_stored(faults: Emulator) -> None:
     target = fast_target(faults)
     first = provision(target, rid(target, 1))
