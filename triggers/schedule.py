@@ -99,9 +99,7 @@ async def rotation_timer(timer: func.TimerRequest, client: df.DurableOrchestrati
     """One scheduler instance per tick minute: a duplicate tick finds it and does nothing."""
     tick = datetime.now(UTC).replace(second=0, microsecond=0)
     instance_id = naming.scheduler_instance_id(tick)
-    existing = await client.get_status(instance_id)
-    if existing and existing.runtime_status is not None:
-        log.info("Scheduler %s exists (%s): duplicate tick ignored", instance_id, existing.runtime_status.value)
+    if await scheduler_exists(client, instance_id):
         return
     request = {
         "tick": format_timestamp(tick),
@@ -109,8 +107,22 @@ async def rotation_timer(timer: func.TimerRequest, client: df.DurableOrchestrati
         "maxConcurrency": os.environ.get("ROTATION_MAX_CONCURRENCY", "8"),
         **(await look_at_rotations(client)),
     }
-    await client.start_new("scheduler_orchestrator", instance_id, request)
+    try:
+        await client.start_new("scheduler_orchestrator", instance_id, request)
+    except Exception:
+        # The duplicate delivery got there first while this one looked at the rotations.
+        if await scheduler_exists(client, instance_id):
+            return
+        raise
     log.info("Scheduler %s started (past due: %s)", instance_id, timer.past_due)
+
+
+async def scheduler_exists(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
+    existing = await client.get_status(instance_id)
+    if existing and existing.runtime_status is not None:
+        log.info("Scheduler %s exists (%s): duplicate tick ignored", instance_id, existing.runtime_status.value)
+        return True
+    return False
 
 
 def _event_fields(event: func.EventGridEvent) -> tuple[str, dict[str, Any]]:
