@@ -19,7 +19,7 @@ from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 
 from rotation.policy import CallBudget
-from rotation.redaction import SafeError
+from rotation.redaction import SafeError, redact
 
 BACKOFF_MAX = 120.0  # azure-core's own ceiling for one back-off wait
 _HEADERS = RetryPolicy()  # reads Retry-After the way azure-core does (seconds, HTTP date, retry-after-ms)
@@ -32,6 +32,15 @@ class CallGaveUp(SafeError):
 
 def _seconds(value: float) -> str:
     return f"{value:g} s"
+
+
+def _request(response: PipelineResponse[Any, Any] | None) -> str:
+    """` [METHOD url-without-query]`, as safe_error_message names the request of an SDK error."""
+    request = getattr(response, "http_request", None)
+    method, url = getattr(request, "method", None), getattr(request, "url", None)
+    if isinstance(method, str) and isinstance(url, str):
+        return f" [{method} {url.split('?', 1)[0]}]"
+    return ""
 
 
 def retry_after(response: PipelineResponse[Any, Any]) -> float | None:
@@ -48,7 +57,7 @@ def check_retry_after(budget: CallBudget, response: PipelineResponse[Any, Any]) 
     cap = budget.max_retry_after.total_seconds()
     if wait is not None and wait > cap:
         message = f"throttled: Retry-After {_seconds(wait)} exceeds the policy's calls.maxRetryAfter ({_seconds(cap)})"
-        raise CallGaveUp(message, status)
+        raise CallGaveUp(redact(message + _request(response)), status)
 
 
 class BoundedRetryPolicy(RetryPolicy[Any, Any]):  # its clients use either azure-core transport type
@@ -86,7 +95,7 @@ class BoundedRetryPolicy(RetryPolicy[Any, Any]):  # its clients use either azure
             status = response.http_response.status_code if response is not None else None
             limit = _seconds(self.budget.call_timeout.total_seconds())
             message = f"gave up{after}: waiting {_seconds(round(wait, 1))} more would pass calls.callTimeout ({limit})"
-            raise CallGaveUp(message, status)
+            raise CallGaveUp(redact(message + _request(response)), status)
         super().sleep(settings, transport, response)
 
 

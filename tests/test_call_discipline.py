@@ -387,6 +387,7 @@ def test_logs_query_retry_after_over_the_cap_is_raised_for_the_step_retry(faults
     error, elapsed = raised(count_auth_failures, count_request(target))
     assert isinstance(error, SafeError) and elapsed < 5
     assert "Retry-After 900 s exceeds the policy's calls.maxRetryAfter (2 s)" in str(error)
+    assert str(error).endswith(f"/v1/workspaces/{target.monitoring.workspace_id}/query]")  # names the request
 
 
 # -- the probe (the target's data plane) ---------------------------------------------------------------
