@@ -32,7 +32,6 @@ from rotation import events, naming
 from rotation.durations import DurationError, format_duration, format_timestamp, parse_duration
 from rotation.identity import Actor
 from rotation.policy import MASTER_KEY_NAME, Target, parse_target
-from rotation.redaction import safe_error_message
 
 bp = df.Blueprint()
 log = logging.getLogger("keyrotation.orchestrations.rotation")
@@ -386,7 +385,7 @@ class RotationRun:
         except Exception as exc:
             failed_event["data"]["compensated"] = False
             self.pending_events.append(failed_event)
-            detail = f"{stuck.rotation_id}: {safe_error_message(exc)}; its keys are left to this rotation's revoke"
+            detail = f"{stuck.rotation_id}: {step_error(exc)}; its keys are left to this rotation's revoke"
             self.status.step("abandon", "failed", self.now, detail)
             return
         self.pending_events += result.get("unpublished") or []
