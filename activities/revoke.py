@@ -67,8 +67,7 @@ def _versions_to_disable(
     """Our versions to disable. None = emergency: every other enabled version of ours older than the kept
     one; `sweep` adds those to the named ones."""
     mine = secret_versions.ours(versions)
-    older = mine[: next(i for i, v in enumerate(mine) if v.version == keep.version)]
-    others = [v for v in older if v.enabled]
+    others = [v for v in mine if v.enabled and v.version != keep.version and not _written_after(v, keep)]
     if wanted is None:
         return others
     chosen: list[Version] = []
@@ -84,11 +83,16 @@ def _versions_to_disable(
     return chosen
 
 
+def _written_after(version: Version, keep: Version) -> bool:
+    """Certainly written after the kept version. Key Vault's `created` has one-second resolution, and
+    rotations of one target can start in the same second (an emergency over a stuck rotation): within the
+    kept version's second nothing counts as later, so leftovers are never spared by a coin toss."""
+    return version.created > keep.created
+
+
 def _newer_than_kept(versions: list[Version], keep: Version) -> list[Version]:
     """Enabled versions of ours written after the kept one (a late write of an abandoned rotation)."""
-    mine = secret_versions.ours(versions)
-    index = next(i for i, v in enumerate(mine) if v.version == keep.version)
-    return [v for v in mine[index + 1 :] if v.enabled]
+    return [v for v in secret_versions.ours(versions) if v.enabled and _written_after(v, keep)]
 
 
 def _settled(request: dict[str, Any], target: Target, deleted: list[str], disabled: list[str]) -> dict[str, Any]:
