@@ -220,12 +220,23 @@ class RotationRun:
     def publish_last(self, *cloud_events: dict[str, Any]) -> Orchestration:
         """The last step of every ending races its publish against `Supersede`: a waiter only hears
         events once yielded, so this is how an emergency that arrives as a rotation ends is seen (then
-        `run` hands over). No durable retry here, on purpose: a retrying task abandoned inside task_any
-        desynchronises task ids; the SDK's own HTTP retries still apply inside the activity."""
-        task = self.ctx.call_activity("publish_events", self.publish_request(cloud_events))
-        winner = yield self.ctx.task_any([task, self.waiter(SUPERSEDE_EVENT)])
-        if winner is task and task.state is TaskState.FAILED:
-            raise task.result
+        `run` hands over). Retried here by hand, with the target's step budget: a durable retry task
+        abandoned inside task_any desynchronises task ids, a plain activity and a timer do not. Without
+        the retry, an Event Grid outage at the end swallowed RotationFailed (found by the fault campaign)."""
+        retry = self.target.calls.step
+        request = self.publish_request(cloud_events)
+        for attempt in range(1, retry.attempts + 1):
+            task = self.ctx.call_activity("publish_events", request)
+            winner = yield self.ctx.task_any([task, self.waiter(SUPERSEDE_EVENT)])
+            if winner is not task or task.state is not TaskState.FAILED:
+                return
+            if attempt == retry.attempts:
+                raise task.result
+            pause = self.timer(self.now + retry.interval(attempt))
+            winner = yield self.ctx.task_any([pause, self.waiter(SUPERSEDE_EVENT)])
+            if winner is not pause:
+                pause.cancel()
+                return
 
     def superseded_by(self, winner: Any) -> None:
         waiter = self.waiters.get(SUPERSEDE_EVENT)

@@ -190,7 +190,10 @@ def _fault(rng: random.Random, site: str, kind: str, phase: str | None = None) -
     phase = phase or ("start" if kind == OUTAGE else None)
     if kind == "unavailable-503" and rng.random() < 0.5:
         retry_after = 1.0
-    return Fault(site, kind, rng.choice(TARGETS), phase or rng.choice(SITES[site].phases), times, retry_after)
+    # An outage ends its rotation early; aimed at the second target, it leaves the first free to reach
+    # the later crash points (kills watch the first target's stages).
+    target = TARGETS[1] if kind == OUTAGE else rng.choice(TARGETS)
+    return Fault(site, kind, target, phase or rng.choice(SITES[site].phases), times, retry_after)
 
 
 def coverage_sample(seed: int, faults_per_run: int = 9) -> list[Schedule]:
@@ -214,13 +217,30 @@ def coverage_sample(seed: int, faults_per_run: int = 9) -> list[Schedule]:
         crashes = [points.pop() for points in (stages, early, early, late) if points]
         stalled = {c.removeprefix("call:").split("@")[0] for c in crashes if c.startswith("call:")}
         # The sites with the most kinds still to cover go first, so the sample stays short.
-        open_sites = sorted(
-            (s for s, kinds in pending.items() if kinds and s not in stalled), key=lambda s: -len(pending[s])
-        )
-        chosen = [_fault(rng, site, pending[site].pop()) for site in open_sites[:faults_per_run]]
+        reaches_late = any(c in LATE_STAGES or c.endswith("@overlap") for c in crashes)
+        allowed = {
+            site: [k for k in kinds if not (reaches_late and _ends_every_rotation(site, k))]
+            for site, kinds in pending.items()
+        }
+        open_sites = [site for site, kinds in allowed.items() if kinds and site not in stalled]
+        open_sites.sort(key=lambda site: -len(pending[site]))
+        chosen = []
+        for site in open_sites[:faults_per_run]:
+            kind = allowed[site][-1]
+            pending[site].remove(kind)
+            chosen.append(_fault(rng, site, kind))
         soft = (rng.choice(TARGETS),) if not schedules else ()
         schedules.append(Schedule(seed, len(schedules), tuple(chosen), tuple(crashes), soft))
     return schedules
+
+
+LATE_STAGES = ("stage:revoking", "stage:watching")
+
+
+def _ends_every_rotation(site: str, kind: str) -> bool:
+    """An outage on a call no rule can aim at one target (a Logs query) holds every rotation: a run that
+    must reach the later crash points cannot have it."""
+    return kind == OUTAGE and SITES[site].match_for(TARGETS[1]) is None
 
 
 def random_schedule(seed: int, index: int) -> Schedule:

@@ -1,0 +1,54 @@
+"""Regression tests for bugs the fault campaign found (tools/fault_campaign.py), each named after the
+fault. Real orchestrator, scripted activities on devhost with a virtual clock (tests/rotation_app)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.test_call_discipline_orchestration import published, retry_waits
+from tests.test_orchestration_lifecycle import (
+    Scripted,
+    host,  # noqa: F401 - the fixture
+    run,  # noqa: F401 - the fixture
+    steps,
+)
+
+EVENT_GRID_DOWN = "publish 2 event(s): HttpResponseError HTTP 503 Service Unavailable"
+STEP = {"attempts": 4, "firstInterval": "PT10S", "backoff": 2, "maxInterval": "PT1M"}
+
+
+def test_event_grid_503_at_the_last_publish_still_delivers_rotation_failed(run: Scripted) -> None:  # noqa: F811
+    """Seed 20261122 #1: the probe never gave a verdict, the rotation failed, and Event Grid answered 503
+    to every try of the last publish: RotationFailed was never sent (the last publish had no retry)."""
+    run.use(
+        verify_new_key=[{"raise": "probe of demo-orders no verdict after 4 attempt(s) (last: GET /api/ping -> 503)"}],
+        publish_events=[{"raise": EVENT_GRID_DOWN}, {"raise": EVENT_GRID_DOWN}, {"published": []}],
+    )
+    instance = run.start(calls={"step": STEP})
+    status = run.durable.wait(instance, timeout=60)
+
+    assert status["output"]["outcome"] == "failed", status["output"]
+    failed = [e for e in published(run) if e["type"].endswith("RotationFailed")]
+    assert len(failed) == 1 and failed[0]["data"]["stage"] == "verify"
+    assert len(run.calls("publish_events")) == 3
+    # Retried on the target's step budget: 10 s, then 20 s (verify's own retry timers come first).
+    assert retry_waits(run.durable.history(instance))[-2:] == [10, 20]
+
+
+def test_event_grid_down_for_good_at_the_last_publish_ends_with_the_reason_in_the_status(
+    run: Scripted,  # noqa: F811
+    host: Any,  # noqa: F811
+) -> None:
+    """When even the retries fail, nobody can be told by event: the status and the log say so."""
+    run.use(
+        verify_new_key=[{"raise": "probe of demo-orders no verdict after 4 attempt(s) (last: GET /api/ping -> 503)"}],
+        publish_events=[{"raise": EVENT_GRID_DOWN}],
+    )
+    instance = run.start(calls={"step": STEP})
+    status = run.durable.wait(instance, timeout=60)
+
+    assert status["output"]["outcome"] == "failed"
+    assert len(run.calls("publish_events")) == STEP["attempts"]
+    announce = [s for s in status["customStatus"]["steps"] if s["step"] == "announce"]
+    assert announce and announce[-1]["status"] == "failed" and "HTTP 503" in announce[-1]["detail"]
+    assert ("verify", "failed") in steps(status)
