@@ -6,6 +6,7 @@ orchestrator, scripted activities on devhost with a virtual clock (tests/rotatio
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,12 @@ def test_a_gate_query_that_gives_up_holds_a_scheduled_rotation_naming_the_fault(
     reason = held["customStatus"]["hold"]["reason"]
     assert reason == f"the failure signal could not be read: {error}"
     assert len(run.calls("count_auth_failures")) == 3  # queries: at most 3 attempts whatever the policy
-    held_events = [e for e in published(run) if e["type"].endswith("RotationHeld")]
-    assert held_events and "Retry-After 900 s" in json.dumps(held_events[-1]["data"])
+    # The stage shows "held" before the RotationHeld publish ends: on a loaded machine, wait for it.
+    deadline = time.monotonic() + 30
+    while not (held_events := [e for e in published(run) if e["type"].endswith("RotationHeld")]):
+        assert time.monotonic() < deadline, "RotationHeld was never published"
+        time.sleep(0.05)
+    assert "Retry-After 900 s" in json.dumps(held_events[-1]["data"])
     run.durable.raise_event(instance, "Abort", {"actor": {"name": "alice"}})
     assert run.durable.wait(instance)["output"]["outcome"] == "aborted"
 

@@ -62,7 +62,9 @@ SAFE_TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("text", SECRET_TEXTS)
+@pytest.mark.parametrize(
+    "text", SECRET_TEXTS, ids=[f"secret-{i}" for i in range(len(SECRET_TEXTS))]
+)  # random values: stable ids
 def test_secrets_are_masked(text: str) -> None:
     out = redact(text)
     assert MASK in out
