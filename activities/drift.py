@@ -217,18 +217,18 @@ def check_drift(request: dict[str, Any]) -> dict[str, Any]:
     from activities import clients as factory
 
     # Clients are built up front, one per vault and subscription: the factory is not meant for threads.
-    vaults: dict[str, Any] = {}
-    webs: dict[str, Any] = {}
-    for target in targets:
-        url, sub = target.key_vault.vault_url, target.function_app.subscription_id
+    vaults: dict[tuple[str, Any], Any] = {}
+    webs: dict[tuple[str, Any], Any] = {}
+    for target in targets:  # keyed by the target's call budget too: each call honours its own policy
+        url, sub = (target.key_vault.vault_url, target.calls), (target.function_app.subscription_id, target.calls)
         if url not in vaults:
-            vaults[url] = factory.secret_client(url)
+            vaults[url] = factory.secret_client(target.key_vault.vault_url, budget=target.calls)
         if sub not in webs:
-            webs[sub] = factory.web_client(sub)
+            webs[sub] = factory.web_client(target.function_app.subscription_id, budget=target.calls)
 
     def check(target: Target) -> Finding:
-        store = FunctionKeyStore(target, webs[target.function_app.subscription_id])
-        vault = SecretVersions(target, vaults[target.key_vault.vault_url])
+        store = FunctionKeyStore(target, webs[(target.function_app.subscription_id, target.calls)])
+        vault = SecretVersions(target, vaults[(target.key_vault.vault_url, target.calls)])
         return DriftCheck(target, store, vault, check_id).run()
 
     with ThreadPoolExecutor(max_workers=MAX_PARALLEL_READS) as pool:

@@ -72,15 +72,15 @@ def find_due_targets(request: dict[str, Any]) -> dict[str, Any]:
         else:
             schedulable.append(target)
 
-    clients: dict[str, Any] = {}
+    clients: dict[tuple[str, Any], Any] = {}
 
     def client_for(target: Target) -> Any:
         from activities import clients as factory
 
-        url = target.key_vault.vault_url
-        if url not in clients:
-            clients[url] = factory.secret_client(url)
-        return clients[url]
+        key = (target.key_vault.vault_url, target.calls)  # the target's call budget, not the built-in one
+        if key not in clients:
+            clients[key] = factory.secret_client(target.key_vault.vault_url, budget=target.calls)
+        return clients[key]
 
     for target in schedulable:  # clients are built up front: the factory is not meant for threads
         client_for(target)
