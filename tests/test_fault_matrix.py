@@ -210,3 +210,15 @@ def test_the_seeded_fault_sample_breaks_no_invariant(tmp_path: Path) -> None:
     assert crashed == set(CRASH_POINTS), report  # every kill really happened
     fired = set().union(*(r.fired for r in results))
     assert fired == set(combos()), sorted(set(combos()) - fired)  # every fault kind hit every call site
+
+
+def test_end_state_with_a_secret_left_deleted_judges_only_keys_a_rotation_made(targets: list[Any]) -> None:
+    orders = [_target(targets, "demo-orders")]
+    untouched = _state({"orders-client": "OLD"}, [])
+    untouched["keyvault"]["secrets"] = {}  # deleted before the run, never recovered
+    assert fault_checks.check_end_state(untouched, orders, soft_deleted=["demo-orders"]) == []
+    assert fault_checks.check_end_state(untouched, orders)  # without the schedule's excuse: a finding
+    left = _state({"orders-client": "OLD", "orders-client-20261122t030000z-s": "NEW"}, [])
+    left["keyvault"]["secrets"] = {}
+    (problem,) = fault_checks.check_end_state(left, orders, soft_deleted=["demo-orders"])
+    assert "orders-client-20261122t030000z-s" in problem

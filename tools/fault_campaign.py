@@ -304,7 +304,7 @@ class Run:
         violations += fault_checks.check_loud(self.statuses, state)
         violations += fault_checks.check_one_rotation_at_a_time(state, TARGETS)
         violations += fault_checks.check_i2_journal(changes, requests, targets, self.schedule.soft_deleted)
-        violations += fault_checks.check_end_state(state, targets)
+        violations += fault_checks.check_end_state(state, targets, self.schedule.soft_deleted)
         waits = self.retry_after_by_operation(requests)
         violations += fault_checks.check_retry_after(requests, waits, tries_per_call=CALL_RETRIES + 1)
         self.stack.stop()
