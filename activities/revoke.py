@@ -26,7 +26,7 @@ from typing import Any
 from activities import secret_versions
 from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
-from activities.provision import derived_key_name
+from activities.provision import derived_key_name, previous_version
 from activities.secret_versions import SecretVersions, Version
 from rotation import naming
 from rotation.events import OLD_KEY_REVOKED
@@ -215,13 +215,16 @@ def _restore_previous(
     disabled (reading it then fails with 403 SecretDisabled), so re-tagging the previous version is not
     enough once this rotation stored a newer one: its value is stored again as the newest version and
     the superseded original is disabled (`superseded`: this rotation stored a version). Without an id
-    (provision failed before reporting it): the newest enabled version of ours from another rotation,
-    when it was left at stage=previous. A disabled version is never re-enabled: its key may be gone."""
+    (provision failed before reporting it): the version consumers used before, even when provision died
+    before re-tagging it (found by review: the new version was disabled as "latest" and nothing restored).
+    A disabled version is never re-enabled: its key may be gone."""
     others = [v for v in mine if v.rotation_id != rotation_id]
     if previous_id:
         previous = secret_versions.find(others, previous_id)
         if previous is None:
             raise ValueError(f"previousVersion: {previous_id} is not a version this product wrote for {target.id}")
+    elif superseded:  # this rotation stored a version: whatever consumers used before must be newest again
+        previous = previous_version(mine, rotation_id)  # still stage=current when provision died before re-tagging
     else:
         enabled = [v for v in others if v.enabled]
         previous = enabled[-1] if enabled and enabled[-1].stage == "previous" else None

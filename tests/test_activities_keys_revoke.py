@@ -235,8 +235,12 @@ def test_compensation_finds_a_version_provision_stored_before_failing(env: Emula
     result = compensate_rotation(compensate_request(target, rotation, None))
     stored = [v["version"] for v in versions(env, target) if v["tags"]["rotationId"] == rotation]
     assert result["disabledVersion"] == stored[0] and result["deletedKey"] is True
-    current = newest_enabled(env, target)
-    assert current is not None and current["version"] == first["version"] and current["tags"]["stage"] == "current"
+    # Key Vault's "latest" (the newest version, enabled or not) is the first rotation's key again: readers
+    # of latest get a key the target accepts, not 403 from the disabled new version.
+    latest = versions(env, target)[-1]
+    assert latest["enabled"] and latest["tags"]["rotationId"] == rid(target, 1)
+    assert latest["tags"]["stage"] == "current" and accepts(env, target, latest["value"])
+    assert result["restoredVersion"] == latest["version"]
 
 
 # -- the master key ---------------------------------------------------------------------------------
