@@ -8,6 +8,7 @@ judge each run, proven able to fail on states that break them.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,9 @@ def test_retry_after_check_flags_a_retry_that_came_too_early() -> None:
     # After a call's last try, the next one is the step's durable retry, timed on the durable clock.
     gave_up = [row(1, "2026-11-22T03:00:00.000Z", "status:429", 429), row(2, "2026-11-22T03:00:00.300Z", None, 200)]
     assert fault_checks.check_retry_after(gave_up, waits, tries_per_call=1) == []
+    # A try after the host was killed is the step's new attempt, not a retry inside the lost call.
+    killed = datetime(2026, 11, 22, 3, 0, 0, 200_000, tzinfo=UTC).timestamp()
+    assert fault_checks.check_retry_after(early, waits, tries_per_call=3, kills=[killed]) == []
 
 
 # -- the seeded sample, run for real -------------------------------------------------------------------

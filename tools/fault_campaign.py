@@ -153,6 +153,7 @@ class Run:
         self.installed: set[int] = set()  # indexes of schedule faults installed
         self.stalls: dict[str, str] = {}  # call site -> "installed" / "spent"
         self.rule_ids: dict[int, Fault] = {}  # emulator rule id -> the schedule's fault
+        self.kills: list[float] = []  # when the host was killed (epoch seconds)
         self.statuses: dict[str, dict[str, Any] | None] = {t: None for t in TARGETS}
         self.log = log or (lambda _line: None)
 
@@ -182,6 +183,7 @@ class Run:
         assert self.stack.process is not None
         self.stack.process.kill()  # SIGKILL: in-flight work (and the emulator's answer) is lost
         self.stack.process.wait()
+        self.kills.append(time.time())
         self.result.crashed.append(point)
         self.log(f"    kill -9 at {point}")
         self.stack.start()
@@ -306,7 +308,7 @@ class Run:
         violations += fault_checks.check_i2_journal(changes, requests, targets, self.schedule.soft_deleted)
         violations += fault_checks.check_end_state(state, targets, self.schedule.soft_deleted)
         waits = self.retry_after_by_operation(requests)
-        violations += fault_checks.check_retry_after(requests, waits, tries_per_call=CALL_RETRIES + 1)
+        violations += fault_checks.check_retry_after(requests, waits, tries_per_call=CALL_RETRIES + 1, kills=self.kills)
         self.stack.stop()
         texts = [Place.text(label, text) for text, label in self.stack.seen.items()]
         files = state_files(self.stack.state_dir, exclude=[self.stack.state_dir / "emulator"])

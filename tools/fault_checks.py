@@ -161,7 +161,10 @@ def _instant(text: Any) -> datetime | None:
 
 
 def check_retry_after(
-    requests: Sequence[Mapping[str, Any]], retry_after: Mapping[str, float], tries_per_call: int
+    requests: Sequence[Mapping[str, Any]],
+    retry_after: Mapping[str, float],
+    tries_per_call: int,
+    kills: Sequence[float] = (),
 ) -> list[str]:
     """Inside one call, a request answered 429/503 with Retry-After is not repeated (same method and
     path) sooner.
@@ -171,7 +174,8 @@ def check_retry_after(
     durable (virtual) clock. `retry_after` maps operation names to the Retry-After the schedule set;
     the request log does not carry the header. Calls every rotation makes on one path (the Event Grid
     topic, the Logs query) are skipped: there a new call's first try looks like another call's retry
-    (tests/test_call_discipline.py times those per call)."""
+    (tests/test_call_discipline.py times those per call). `kills`: when the host was killed (epoch
+    seconds); a try after a kill is a new attempt of the step, not a retry inside the lost call."""
     out = []
     streak: dict[tuple[Any, Any], int] = {}
     for i, row in enumerate(requests):
@@ -192,6 +196,8 @@ def check_retry_after(
         ended_s = ended.timestamp() + float(row.get("duration_ms") or 0) / 1000
         later = next((r for r in requests[i + 1 :] if (r.get("method"), r.get("path")) == key), None)
         at = _instant(later.get("ts")) if later else None
+        if at is not None and any(ended_s <= k <= at.timestamp() for k in kills):
+            continue
         if at is not None and at.timestamp() + RETRY_AFTER_TOLERANCE < ended_s + wait:
             gap = at.timestamp() - ended_s
             out.append(f"Retry-After {wait:g} s ignored: {key[0]} {key[1]} repeated after {gap:.2f} s")
