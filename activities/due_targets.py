@@ -53,13 +53,17 @@ def assess(target: Target, versions: list[secret_versions.Version], now: datetim
 
 
 def find_due_targets(request: dict[str, Any]) -> dict[str, Any]:
-    """`{"now"}` -> `{"due": [...], "notDue": [...], "skipped": [...]}` (targets in policy order).
+    """`{"now", "only"?}` -> `{"due": [...], "notDue": [...], "skipped": [...]}` (targets in policy order;
+    `only`: just these target ids, for the scheduler's second read of targets it could not read).
 
     Disabled and master-key targets are skipped (the master key is emergency-only). A target whose vault
-    cannot be read is skipped with the reason, so one target's failure does not stop the others; the
-    scheduler's next tick tries it again."""
+    cannot be read is skipped with the reason and `unreadable: true`, so one target's failure does not
+    stop the others; the scheduler reads it again after a pause, and its next tick tries it again."""
     now = parse_time(request.get("now"), "now")
-    policy = load_policy()
+    only = request.get("only")
+    if only is not None and not (isinstance(only, list) and all(isinstance(t, str) for t in only)):
+        raise ValueError("only: a list of target ids")
+    policy = [t for t in load_policy() if only is None or t.id in only]
     due: list[dict[str, Any]] = []
     not_due: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -97,7 +101,8 @@ def find_due_targets(request: dict[str, Any]) -> dict[str, Any]:
     for result in results:
         if "error" in result:
             log.warning("target %s skipped: %s", result["targetId"], result["error"])
-            skipped.append({"targetId": result["targetId"], "reason": f"Key Vault read failed: {result['error']}"})
+            reason = f"Key Vault read failed: {result['error']}"
+            skipped.append({"targetId": result["targetId"], "reason": reason, "unreadable": True})
         elif result.pop("due"):
             due.append(result)
         else:

@@ -226,3 +226,22 @@ def test_end_state_with_a_secret_left_deleted_judges_only_keys_a_rotation_made(t
     left["keyvault"]["secrets"] = {}
     (problem,) = fault_checks.check_end_state(left, orders, soft_deleted=["demo-orders"])
     assert "orders-client-20261122t030000z-s" in problem
+
+
+def test_a_completed_rotation_that_revoked_nothing_is_a_finding(targets: list[Any]) -> None:
+    orders = [_target(targets, "demo-orders")]
+    new = "orders-client-20261122t030000z-s"
+    done = {"demo-orders": {"runtimeStatus": "Completed", "output": {"outcome": "completed", "keyName": new}}}
+    ours = {"managedBy": "keyrotation"}
+    clean = _state({new: "NEW"}, [{"version": "b", "created": 2, "enabled": True, "value": "NEW", "tags": ours}])
+    assert fault_checks.check_completed_cleanly(done, clean, orders) == []
+    nothing_revoked = _state(
+        {"orders-client": "OLD", new: "NEW"},
+        [
+            {"version": "a", "created": 1, "enabled": True, "value": "OLD", "tags": ours},
+            {"version": "b", "created": 2, "enabled": True, "value": "NEW", "tags": ours},
+        ],
+    )
+    assert fault_checks.check_end_state(nothing_revoked, orders) == []  # the end-state check alone passes it
+    problems = fault_checks.check_completed_cleanly(done, nothing_revoked, orders)
+    assert len(problems) == 2 and "orders-client" in problems[0] and "2 enabled versions" in problems[1]

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from tests.test_call_discipline_orchestration import published, retry_waits
+from tests.test_drift_scheduler import due, tick
 from tests.test_orchestration_lifecycle import (
+    PROVISIONED,
     Scripted,
     host,  # noqa: F401 - the fixture
     run,  # noqa: F401 - the fixture
@@ -52,3 +54,33 @@ def test_event_grid_down_for_good_at_the_last_publish_ends_with_the_reason_in_th
     announce = [s for s in status["customStatus"]["steps"] if s["step"] == "announce"]
     assert announce and announce[-1]["status"] == "failed" and "HTTP 503" in announce[-1]["detail"]
     assert ("verify", "failed") in steps(status)
+
+
+def test_keyvault_list_429_at_the_tick_reads_the_target_again_instead_of_skipping_it_for_a_day(
+    run: Scripted,  # noqa: F811
+) -> None:
+    """Seed 20261122 #4: a throttled version listing made the scheduler skip a due target until the next
+    tick. It is read again after a durable pause; only a target still unreadable stays skipped."""
+    throttled = "Key Vault read failed: SafeError HTTP 429: list versions of demo-orders-client-key: throttled"
+    unreadable = {"targetId": "demo-orders", "reason": throttled, "unreadable": True}
+    run.use(
+        find_due_targets=[
+            {"due": [], "notDue": [], "skipped": [unreadable, {"targetId": "x", "reason": "disabled"}]},
+            {"due": [due("demo-orders")], "notDue": [], "skipped": []},
+        ],
+        check_drift=[{"drift": []}],
+        provision_new_key=[PROVISIONED],
+    )
+    summary = tick(run, "scheduler-unreadable-1")
+    reads = run.calls("find_due_targets")
+    assert len(reads) == 2 and reads[1]["request"]["only"] == ["demo-orders"]
+    assert [c["targetId"] for c in summary["completed"]] == ["demo-orders"]
+    assert summary["skipped"] == [{"targetId": "x", "reason": "disabled"}]
+
+
+def test_a_target_still_unreadable_after_two_more_reads_stays_skipped_with_its_reason(run: Scripted) -> None:  # noqa: F811
+    unreadable = {"targetId": "demo-orders", "reason": "Key Vault read failed: HTTP 503", "unreadable": True}
+    run.use(find_due_targets=[{"due": [], "notDue": [], "skipped": [unreadable]}], check_drift=[{"drift": []}])
+    summary = tick(run, "scheduler-unreadable-2")
+    assert len(run.calls("find_due_targets")) == 3
+    assert summary["skipped"] == [{"targetId": "demo-orders", "reason": "Key Vault read failed: HTTP 503"}]

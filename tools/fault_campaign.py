@@ -307,6 +307,7 @@ class Run:
         violations += fault_checks.check_one_rotation_at_a_time(state, TARGETS)
         violations += fault_checks.check_i2_journal(changes, requests, targets, self.schedule.soft_deleted)
         violations += fault_checks.check_end_state(state, targets, self.schedule.soft_deleted)
+        violations += fault_checks.check_completed_cleanly(self.statuses, state, targets)
         waits = self.retry_after_by_operation(requests)
         violations += fault_checks.check_retry_after(requests, waits, tries_per_call=CALL_RETRIES + 1, kills=self.kills)
         self.stack.stop()

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from emulators.invariants import TargetRef, check_i2
+from rotation import naming
 from rotation.naming import belongs_to_base
 from rotation.policy import Target
 from tools import demo_report
@@ -153,6 +154,30 @@ def check_end_state(state: Mapping[str, Any], targets: Sequence[Target], soft_de
         if versions and not versions[-1].get("enabled"):
             latest = versions[-1].get("version")
             out.append(f"{target.id}: the newest version {latest} is disabled: readers of 'latest' get 403")
+    return out
+
+
+def check_completed_cleanly(
+    statuses: Mapping[str, Mapping[str, Any] | None], state: Mapping[str, Any], targets: Sequence[Target]
+) -> list[str]:
+    """A rotation that says `completed` revoked what it replaced: the base name's only key on the target
+    is its new key, and the only enabled version of ours is one holding that key."""
+    out = []
+    for target in targets:
+        output = ((statuses.get(target.id) or {}).get("output")) or {}
+        if not isinstance(output, Mapping) or output.get("outcome") != "completed":
+            continue
+        live = demo_report.live_keys(state, target)
+        family = sorted(n for n in live if belongs_to_base(target.base_key_name, n))
+        if family != [output.get("keyName")]:
+            out.append(f"{target.id}: completed, yet the target holds {family} (expected only {output.get('keyName')})")
+        ours = [
+            v
+            for v in demo_report.secret_versions(state, target)
+            if v.get("enabled") and (v.get("tags") or {}).get(naming.TAG_MANAGED_BY) == naming.MANAGED_BY
+        ]
+        if len(ours) != 1 or ours[0].get("value") != live.get(str(output.get("keyName"))):
+            out.append(f"{target.id}: completed, yet {len(ours)} enabled versions of ours remain (expected one)")
     return out
 
 
