@@ -85,7 +85,9 @@ class CampaignStack(DemoStack):
     def environment(self) -> dict[str, str]:
         env = super().environment()
         env["ROTATION_POLICY_PATH"] = str(self.policy_path)
-        env["DEVHOST_CLOCK_IDLE_GRACE"] = "0.2"
+        # Long enough for the campaign to see a rotation waiting in its overlap (and install the faults
+        # meant for after it) before the clock jumps, even with other stacks and tests on the machine.
+        env["DEVHOST_CLOCK_IDLE_GRACE"] = "0.4"
         return env
 
 
