@@ -95,6 +95,28 @@ def _newer_than_kept(versions: list[Version], keep: Version) -> list[Version]:
     return [v for v in secret_versions.ours(versions) if v.enabled and _written_after(v, keep)]
 
 
+def _kept_as_newest(vault: SecretVersions, versions: list[Version], keep: Version) -> tuple[Version, list[Version]]:
+    """An emergency spares nothing: a version of ours as new as the kept one or newer (a drift repair that
+    raced the emergency, a late write of an abandoned rotation) may hold the leaked key, and Key Vault's
+    one-second `created` cannot always say which is "latest". So the kept key is stored again, as the version
+    written last, before the others are disabled: latest is never left disabled (found by review). A
+    re-run finds that copy (same rotation and key name) and no rival left, and writes nothing."""
+    mine = secret_versions.ours(versions)
+    own = [v for v in mine if v.enabled and v.rotation_id == keep.rotation_id and v.key_name == keep.key_name]
+    newest_own = max(own, key=secret_versions.age)
+    # Within one second, rotations are ordered by their start: a later rotation's version is a rival.
+    rivals = [
+        v for v in mine if v.enabled and v not in own and secret_versions.age(v) > secret_versions.age(newest_own)
+    ]
+    if not rivals:
+        return newest_own, versions
+    assert keep.rotation_id and keep.key_name  # ours: find() only returns versions with our tags
+    expires = keep.expires or vault.target.secret_expiry(keep.created)
+    copy = vault.add(vault.read_value(keep.version), keep.rotation_id, keep.key_name, expires)
+    log.warning("%s: kept key stored again as version %s before revoking newer versions", vault.name, copy.version)
+    return copy, vault.list()
+
+
 def _settled(request: dict[str, Any], target: Target, deleted: list[str], disabled: list[str]) -> dict[str, Any]:
     """The planned OldKeyRevoked lists what was actually revoked (a sweep finds orphans the plan could not
     know). Only names and version ids: nothing else in the event changes."""
@@ -131,6 +153,9 @@ def revoke_old_keys(request: dict[str, Any]) -> dict[str, Any]:
     if keep is None or not keep.enabled:
         # Disabling the others would leave consumers no enabled version at all (I2).
         raise ValueError(f"keepVersion: {keep_version} is not an enabled version of {target.id}'s secret")
+    kept_key = (keep.rotation_id, keep.key_name)
+    if names is None:  # an emergency spares nothing: see _kept_as_newest
+        keep, versions = _kept_as_newest(vault, versions, keep)
     newer = _newer_than_kept(versions, keep)
     if newer:
         log.warning(
@@ -151,6 +176,8 @@ def revoke_old_keys(request: dict[str, Any]) -> dict[str, Any]:
 
     disabled: list[str] = []
     for version in _versions_to_disable(target, versions, keep, version_ids, sweep):
+        if (version.rotation_id, version.key_name) == kept_key:
+            continue  # the announced version and its copy hold the kept key: readers pinned to either keep it
         vault.ensure_stage(version, "revoked", disable=True)
         disabled.append(version.version)
     log.info(

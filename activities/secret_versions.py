@@ -84,7 +84,7 @@ def _version(props: SecretProperties, target_id: str) -> Version:
     )
 
 
-def _age(version: Version) -> tuple[datetime, datetime, str]:
+def age(version: Version) -> tuple[datetime, datetime, str]:
     """Sort key, oldest first. Key Vault lists in id order and `created` has one-second resolution, so
     versions written within one second are told apart by their rotation's start (rotation ids carry it)."""
     started = datetime.min.replace(tzinfo=UTC)
@@ -161,7 +161,7 @@ class SecretVersions:
             pages = self.client.list_properties_of_secret_versions(self.name, max_page_size=PAGE_SIZE)
             return [_version(p, self.target.id) for p in pages]
 
-        return sorted(self._call("list versions of", run), key=_age)
+        return sorted(self._call("list versions of", run), key=age)
 
     def read_value(self, version: str) -> SecretValue:
         """The value of one version, for a probe inside this activity (never returned or logged)."""

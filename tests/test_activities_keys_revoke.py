@@ -127,6 +127,33 @@ def test_emergency_revoke_removes_every_other_key_of_the_family_and_nothing_else
     assert_no_values(env, json.dumps(result), caplog.text)
 
 
+def test_emergency_revoke_spares_no_newer_version_and_keeps_latest_readable(
+    env: Emulator,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review finding: a version of ours newer than the emergency's (a late write, a drift repair racing
+    it) was spared with its key, so a leaked key could survive the emergency. Now the emergency's key is
+    stored again as the newest version and everything else of the family goes."""
+    target = make_target(env)
+    emergency = provision(target, rid(target, 3, "emergency"))
+    late = provision(target, rid(target, 4))  # written after the emergency's version, its key on the target
+
+    result = run_logged(caplog, revoke_old_keys, revoke_request(target, emergency, None, None))
+    assert late["keyName"] in result["deletedKeys"] and late["version"] in result["disabledVersions"]
+    keys = live_keys(env, target)
+    assert late["keyName"] not in keys and emergency["keyName"] in keys
+    latest = versions(env, target)[-1]  # what readers of "latest" get
+    assert latest["enabled"] and latest["value"] == keys[emergency["keyName"]]
+    stages = stage_of(env, target)
+    assert stages[emergency["version"]][1] is True  # the announced version stays readable
+    assert stages[late["version"]] == ("revoked", False)
+
+    before = snapshot(env, target)
+    revoke_old_keys(revoke_request(target, emergency, None, None))  # a re-run writes no second copy
+    assert snapshot(env, target) == before
+    assert_no_values(env, json.dumps(result), caplog.text)
+
+
 def test_a_failed_delete_disables_nothing_and_reports_no_value(
     env: Emulator,  # noqa: F811
     clean_faults: Emulator,
