@@ -44,6 +44,8 @@ from tools.fault_matrix import (
     Fault,
     Schedule,
     combos,
+    coverage_sample,
+    random_schedule,
 )
 from tools.fault_matrix import campaign as make_campaign
 
@@ -93,28 +95,26 @@ class CampaignStack(DemoStack):
 
 def write_policy(folder: Path) -> Path:
     """The local demo policy for the two campaign targets, with budgets that make faults cheap to wait
-    out: quick probe retries and, where the policy has them, short client timeouts."""
+    out: quick probe retries and short client timeouts."""
     data = json.loads((ROOT / POLICY).read_text())
     data["$schema"] = str((ROOT / "config" / "rotation-policy.schema.json").as_uri())
     data["targets"] = [t for t in data["targets"] if t["id"] in TARGETS]
     defaults = data["defaults"]
     defaults["probe"] = {"attempts": 4, "delay": "PT1S"}
-    calls = json.loads((ROOT / "config" / "rotation-policy.schema.json").read_text())["$defs"].get("calls")
-    if calls and "readTimeout" in calls.get("properties", {}):
-        defaults["calls"] = {
-            "connectTimeout": f"PT{CLIENT_TIMEOUT_SECONDS}S",
-            "readTimeout": f"PT{CLIENT_TIMEOUT_SECONDS}S",
-            "retries": CALL_RETRIES,
-            "maxRetryAfter": f"PT{MAX_RETRY_AFTER_SECONDS}S",
-        }
+    defaults["calls"] = {
+        "connectTimeout": f"PT{CLIENT_TIMEOUT_SECONDS}S",
+        "readTimeout": f"PT{CLIENT_TIMEOUT_SECONDS}S",
+        "retries": CALL_RETRIES,
+        "maxRetryAfter": f"PT{MAX_RETRY_AFTER_SECONDS}S",
+    }
     path = folder / "rotation-policy.json"
     path.write_text(json.dumps(data, indent=2))
     return path
 
 
-def campaign_policy(stack: DemoStack) -> Policy:
+def campaign_policy(stack: CampaignStack) -> Policy:
     env = {"KEY_VAULT_URL": stack.emulator["keyVault"], **stack.app_settings("x")}
-    return load_policy(stack.policy_path if isinstance(stack, CampaignStack) else ROOT / POLICY, env)
+    return load_policy(stack.policy_path, env)
 
 
 def seed_current_versions(stack: DemoStack, targets: Iterable[Target], soft_deleted: Sequence[str]) -> None:
@@ -147,7 +147,7 @@ def seed_current_versions(stack: DemoStack, targets: Iterable[Target], soft_dele
 class Run:
     """One schedule against one fresh stack."""
 
-    def __init__(self, schedule: Schedule, folder: Path, log: Any = None) -> None:
+    def __init__(self, schedule: Schedule, folder: Path) -> None:
         self.schedule = schedule
         self.folder = folder
         self.stack = CampaignStack(folder / "state", write_policy(folder))
@@ -157,7 +157,6 @@ class Run:
         self.rule_ids: dict[int, Fault] = {}  # emulator rule id -> the schedule's fault
         self.kills: list[float] = []  # when the host was killed (epoch seconds)
         self.statuses: dict[str, dict[str, Any] | None] = {t: None for t in TARGETS}
-        self.log = log or (lambda _line: None)
 
     # -- faults and kills ---------------------------------------------------------------------------
     def install(self, fault: Fault) -> None:
@@ -187,7 +186,6 @@ class Run:
         self.stack.process.wait()
         self.kills.append(time.time())
         self.result.crashed.append(point)
-        self.log(f"    kill -9 at {point}")
         self.stack.start()
 
     # -- the run -------------------------------------------------------------------------------------
@@ -263,7 +261,7 @@ class Run:
                     continue
                 time.sleep(POLL)
             unreached = [f"{s}@{p}" for s, p in calls if self.stalls.get(s) != "spent"]
-            self.finish(policy, targets, stage_crash, unreached)
+            self.finish(targets, stage_crash, unreached)
         except Exception as exc:  # a broken run is a finding, reported with its schedule
             self.result.violations.append(f"campaign error: {type(exc).__name__}: {exc}")
         finally:
@@ -271,26 +269,21 @@ class Run:
             self.result.seconds = time.monotonic() - started
         return self.result
 
-    def finish(self, policy: Policy, targets: list[Target], stage_crash: str | None, unreached: list[str]) -> None:
+    def finish(self, targets: list[Target], stage_crash: str | None, unreached: list[str]) -> None:
         result = self.result
         if stage_crash:
             result.missed.append(f"stage:{stage_crash}")
         result.missed += [f"call:{point}" for point in unreached]
         self.poll()
         skipped = self.skipped_by_scheduler()
-        result.outcomes = {
-            t: str(((s or {}).get("output") or {}).get("outcome") or (s or {}).get("runtimeStatus"))
-            if s
-            else "skipped"
-            if t in skipped
-            else "never started"
-            for t, s in self.statuses.items()
-        }
-        result.errors = {
-            t: str(((s or {}).get("output") or {}).get("error"))
-            for t, s in self.statuses.items()
-            if ((s or {}).get("output") or {}).get("error")
-        }
+        for target_id, status in self.statuses.items():
+            output = (status or {}).get("output") or {}
+            if status is None:
+                result.outcomes[target_id] = "skipped" if target_id in skipped else "never started"
+            else:
+                result.outcomes[target_id] = str(output.get("outcome") or status.get("runtimeStatus"))
+            if output.get("error"):
+                result.errors[target_id] = str(output["error"])
         result.errors.update({t: f"skipped by the scheduler: {why}" for t, why in skipped.items()})
         rules = self.stack.control_json("faults")["value"]
         state = self.stack.control_json("state")
@@ -339,12 +332,12 @@ class Run:
         return waits
 
 
-def run_schedule(schedule: Schedule, root: Path, *, keep: bool = False, log: Any = None) -> RunResult:
+def run_schedule(schedule: Schedule, root: Path, *, keep: bool = False) -> RunResult:
     folder = root / f"seed{schedule.seed}-{schedule.index:04d}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / "schedule.json").write_text(json.dumps(schedule.to_json(), indent=2))
-    result = Run(schedule, folder, log).execute()
+    result = Run(schedule, folder).execute()
     (folder / "result.json").write_text(json.dumps({"violations": result.violations, "outcomes": result.outcomes}))
     if result.ok and not keep:
         shutil.rmtree(folder, ignore_errors=True)
@@ -366,8 +359,8 @@ def run_campaign(
         for done, result in enumerate(pool.map(one, schedules), start=1):
             results.append(result)
             out(f"[{done}/{len(schedules)} {time.monotonic() - started:.0f} s] {result.line()}")
-            for line in result.schedule.describe():
-                out(f"      {line}") if not result.ok else None
+            for line in result.schedule.describe() if not result.ok else []:
+                out(f"      {line}")
             for target_id, error in result.errors.items():
                 out(f"    {target_id}: {error}")
             for missed in result.missed:
@@ -408,7 +401,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep every run's folder, not only failing ones")
     parser.add_argument("--out", type=Path, help="where run folders go (default: a temporary folder)")
     args = parser.parse_args(argv)
-    from tools.fault_matrix import coverage_sample, random_schedule
 
     sample = coverage_sample(args.seed)
     count = args.schedules or len(sample)
