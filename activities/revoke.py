@@ -98,18 +98,20 @@ def _newer_than_kept(versions: list[Version], keep: Version) -> list[Version]:
 def _kept_as_newest(vault: SecretVersions, versions: list[Version], keep: Version) -> tuple[Version, list[Version]]:
     """An emergency spares nothing: a version of ours as new as the kept one or newer (a drift repair that
     raced the emergency, a late write of an abandoned rotation) may hold the leaked key, and Key Vault's
-    one-second `created` cannot always say which is "latest". So the kept key is stored again, as the version
+    one-second `created` cannot always say which is "latest" (Key Vault is asked then). So the kept key is
+    stored again, as the version
     written last, before the others are disabled: latest is never left disabled (found by review). A
     re-run finds that copy (same rotation and key name) and no rival left, and writes nothing."""
     mine = secret_versions.ours(versions)
     own = [v for v in mine if v.enabled and v.rotation_id == keep.rotation_id and v.key_name == keep.key_name]
-    newest_own = max(own, key=secret_versions.age)
-    # Within one second, rotations are ordered by their start: a later rotation's version is a rival.
-    rivals = [
-        v for v in mine if v.enabled and v not in own and secret_versions.age(v) > secret_versions.age(newest_own)
-    ]
+    newest_own = max(own, key=lambda v: v.created)
+    rivals = [v for v in mine if v.enabled and v not in own and v.created >= newest_own.created]
     if not rivals:
         return newest_own, versions
+    latest = vault.latest_version()  # one second of resolution cannot order them: ask Key Vault
+    served = next((v for v in own if v.version == latest), None)
+    if served is not None:
+        return served, versions
     assert keep.rotation_id and keep.key_name  # ours: find() only returns versions with our tags
     expires = keep.expires or vault.target.secret_expiry(keep.created)
     copy = vault.add(vault.read_value(keep.version), keep.rotation_id, keep.key_name, expires)

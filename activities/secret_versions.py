@@ -84,7 +84,7 @@ def _version(props: SecretProperties, target_id: str) -> Version:
     )
 
 
-def age(version: Version) -> tuple[datetime, datetime, str]:
+def _age(version: Version) -> tuple[datetime, datetime, str]:
     """Sort key, oldest first. Key Vault lists in id order and `created` has one-second resolution, so
     versions written within one second are told apart by their rotation's start (rotation ids carry it)."""
     started = datetime.min.replace(tzinfo=UTC)
@@ -161,7 +161,18 @@ class SecretVersions:
             pages = self.client.list_properties_of_secret_versions(self.name, max_page_size=PAGE_SIZE)
             return [_version(p, self.target.id) for p in pages]
 
-        return sorted(self._call("list versions of", run), key=age)
+        return sorted(self._call("list versions of", run), key=_age)
+
+    def latest_version(self) -> str | None:
+        """The version Key Vault serves as "latest" (the one written last), or None when it is disabled
+        (Key Vault then answers 403). Its value is read by the SDK and dropped here."""
+        try:
+            secret = self._call("read the latest version of", lambda: self.client.get_secret(self.name))
+        except SafeError as exc:
+            if exc.status_code == 403:
+                return None
+            raise
+        return str(secret.properties.version)
 
     def read_value(self, version: str) -> SecretValue:
         """The value of one version, for a probe inside this activity (never returned or logged)."""
