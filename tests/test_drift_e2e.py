@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from emulators.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values, state_files
-from tests.test_rotation_e2e import event_types, latest_enabled, policy_for, site_keys, start_rotation, wait_for
+from tests.test_rotation_e2e import (
+    event_types,
+    latest_enabled,
+    policy_for,
+    rotation_id_now,
+    site_keys,
+    start_rotation,
+    wait_for,
+)
 from tools.demo_seed import OPERATOR, create_operator_keys, seed_sites
 from tools.demo_stack import DemoStack
 
@@ -62,8 +70,10 @@ def test_next_tick_restores_a_regenerated_key_and_rotates_a_deleted_one(tmp_path
         assert orders is not None and reports is not None
         seed_sites(stack, list(policy))
         create_operator_keys(stack, list(policy))
-        start_rotation(stack, orders, "demo-orders-20261101t030000z-o")
-        start_rotation(stack, reports, "demo-reports-export-20261101t030000z-o")
+        # Rotation ids carry their start time, which decides when a target is due: take it from the stack's
+        # virtual clock, never from the calendar (ids of a fixed date become due once that date is 30 days old).
+        start_rotation(stack, orders, rotation_id_now(stack, "demo-orders"))
+        start_rotation(stack, reports, rotation_id_now(stack, "demo-reports-export"))
         first_orders, first_reports = (
             wait_for(stack, "rotation-demo-orders"),
             wait_for(stack, "rotation-demo-reports-export"),

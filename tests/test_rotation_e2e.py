@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from emulators.invariants import Place, TargetRef, check_i2, scan, secret_values, state_files
+from emulators.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values, state_files
+from rotation.naming import Mode, rotation_id
 from rotation.policy import Policy, load_policy
 from tools import demo_report
 from tools.demo_seed import create_operator_keys, seed_sites
@@ -136,6 +137,12 @@ def test_a_kill_at_every_stage_boundary_still_completes_the_rotation(tmp_path: P
         stack.stop()
 
 
+def rotation_id_now(stack: DemoStack, target_id: str, mode: Mode = "on-demand") -> str:
+    """A rotation id stamped with the stack's virtual clock: ids carry their start time, which decides when a
+    target is next due, so a fixed date would make the test depend on the calendar."""
+    return rotation_id(target_id, mode, parse_instant(stack.clock()["now"]))
+
+
 def start_rotation(stack: DemoStack, target: Any, rotation_id: str, **target_overrides: Any) -> None:
     """An on-demand rotation through the Durable HTTP API (the operator API of the next issue wraps it)."""
     payload = {
@@ -171,7 +178,7 @@ def test_a_target_that_never_accepts_the_new_key_keeps_its_old_key(tmp_path: Pat
         ).raise_for_status()
         before = site_keys(stack.control_json("state"), orders)
         probe = {**orders.to_json()["probe"], "attempts": 2, "delay": "PT1S"}
-        start_rotation(stack, orders, "demo-orders-20261122t030000z-o", probe=probe)
+        start_rotation(stack, orders, rotation_id_now(stack, "demo-orders"), probe=probe)
         final = wait_for(stack, "rotation-demo-orders", timeout=120)
         assert final["output"]["outcome"] == "failed" and final["output"]["compensated"] is True
         state = stack.control_json("state")
@@ -196,7 +203,7 @@ def test_an_event_grid_outage_during_provision_delays_events_but_rolls_nothing_b
         # Every publish attempt of the provision step fails (the SDK's own retries included).
         rule = {"operation": "eventgrid.publish", "status": 503, "times": 4}
         stack.control("POST", "faults", json=rule).raise_for_status()
-        start_rotation(stack, orders, "demo-orders-20261122t050000z-o", overlap="PT1H")
+        start_rotation(stack, orders, rotation_id_now(stack, "demo-orders"), overlap="PT1H")
         final = wait_for(stack, "rotation-demo-orders", timeout=120)
         assert final["output"]["outcome"] == "completed", final
         state = stack.control_json("state")

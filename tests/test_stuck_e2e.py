@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from emulators.invariants import Place
-from tests.test_rotation_e2e import check_invariants, event_types, latest_enabled, policy_for, site_keys, start_rotation
+from tests.test_rotation_e2e import (
+    check_invariants,
+    event_types,
+    latest_enabled,
+    policy_for,
+    rotation_id_now,
+    site_keys,
+    start_rotation,
+)
 from tools import demo_report
 from tools.demo_seed import create_operator_keys, seed_sites
 from tools.demo_stack import DemoStack
@@ -42,7 +50,7 @@ def test_rotation_terminated_in_overlap_is_abandoned_by_next_tick(tmp_path: Path
         seed_sites(stack, targets)
         create_operator_keys(stack, targets)
         stack.set_auto_advance(False)  # the overlap waits on the virtual clock until it is terminated
-        stuck_id = "demo-orders-20261122t030000z-o"
+        stuck_id = rotation_id_now(stack, "demo-orders")
         start_rotation(stack, orders, stuck_id)
         wait_until(stack, "rotation-demo-orders", lambda s: (s.get("customStatus") or {}).get("stage") == "overlap")
         response = stack.durable("POST", "/rotation-demo-orders/terminate", params={"reason": "operator cleanup"})
