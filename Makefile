@@ -1,19 +1,23 @@
 # The commands a newcomer types. Everything installs into .venv from the pinned requirement files.
-PYTHON ?= python3
+# The project runs on Python 3.13 (Azure's worker runtime, azure-functions-runtime, needs it):
+# tools/find_python.sh finds one (PATH, pyenv, the usual prefixes; PYTHON=... to choose).
 VENV := .venv
 PY := $(VENV)/bin/python
+BASE_PYTHON = $(shell PYTHON="$(PYTHON)" tools/find_python.sh)
 STATE ?= .devhost
 PORT ?= 7071
 
 .PHONY: setup test test-faults lint serve demo clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+# The stamp names the Python version: a .venv left by an older Python is rebuilt, not reused.
+$(VENV)/.installed-3.13: requirements.txt requirements-dev.txt
+	@test -n "$(BASE_PYTHON)" || { echo "make: no Python 3.13 interpreter (see above)" >&2; exit 2; }
+	$(BASE_PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-3.13
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
@@ -26,8 +30,8 @@ test-faults: setup
 
 # checkov lives in its own virtualenv (infra/requirements-lint.txt says why).
 INFRA_LINT := $(VENV)/infra-lint
-$(INFRA_LINT)/.installed: infra/requirements-lint.txt $(VENV)/.installed
-	$(PYTHON) -m venv $(INFRA_LINT)
+$(INFRA_LINT)/.installed: infra/requirements-lint.txt $(VENV)/.installed-3.13
+	$(BASE_PYTHON) -m venv $(INFRA_LINT)
 	$(INFRA_LINT)/bin/python -m pip install --quiet -r infra/requirements-lint.txt
 	touch $@
 

@@ -21,6 +21,7 @@ from activities.events_publish import with_step_events
 from activities.revoke import compensate_rotation
 from activities.secret_versions import SecretVersions
 from rotation import naming
+from rotation.contracts import ActivityRequest
 from rotation.events import ROTATION_FAILED
 from rotation.policy import parse_target
 
@@ -50,7 +51,7 @@ def _settled(cloud_events: list[dict[str, Any]], stuck: str, compensated: bool) 
     return out
 
 
-def abandon_rotation(request: dict[str, Any]) -> dict[str, Any]:
+def abandon_rotation(request: ActivityRequest) -> dict[str, Any]:
     """`{"rotationId", "target", "replaces": {rotationId, announced, version?, previousVersion?}, "events"?}`
     -> `{"abandoned", "compensated", "undone", "currentKeyName", "currentVersion"}`: names and version ids
     only. `events` (the stuck rotation's RotationFailed) are published once the undo succeeded; an undo

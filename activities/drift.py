@@ -43,6 +43,7 @@ from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.secret_versions import SecretVersions, Version
 from rotation import events, naming
+from rotation.contracts import ActivityRequest
 from rotation.credential_store import SecretValue
 from rotation.policy import Target, load_policy
 from rotation.redaction import safe_error_message
@@ -202,7 +203,7 @@ def _request_fields(request: dict[str, Any]) -> tuple[datetime, str, set[str]]:
     return now, check_id, set(in_flight)
 
 
-def check_drift(request: dict[str, Any]) -> dict[str, Any]:
+def check_drift(request: ActivityRequest) -> dict[str, Any]:
     """`{"now", "checkId"?, "inFlight"?: [targetId]}` -> `{"checkId", "checked", "inSync", "drift": [...],
     "skipped": [...]}` plus `published` or `unpublished` when there was drift. `drift` lists restored,
     missing and unreadable targets (targetId, outcome, keyName, version, secretId, reason); a missing one

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from activities import secret_versions
+from rotation.contracts import ActivityRequest
 from rotation.durations import as_utc, format_timestamp
 from rotation.policy import Target, load_policy
 from rotation.redaction import safe_error_message
@@ -52,7 +53,7 @@ def assess(target: Target, versions: list[secret_versions.Version], now: datetim
     return {"targetId": target.id, "due": False, "nextDue": format_timestamp(next_due)}
 
 
-def find_due_targets(request: dict[str, Any]) -> dict[str, Any]:
+def find_due_targets(request: ActivityRequest) -> dict[str, Any]:
     """`{"now", "only"?}` -> `{"due": [...], "notDue": [...], "skipped": [...]}` (targets in policy order;
     `only`: just these target ids, for the scheduler's second read of targets it could not read).
 

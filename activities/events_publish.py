@@ -16,6 +16,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from activities import clients
+from rotation.contracts import ActivityRequest
 from rotation.events import EVENT_TYPES, EventDataError, schema_path
 from rotation.policy import parse_calls
 from rotation.redaction import SafeError, looks_secret
@@ -83,7 +84,7 @@ def to_cloud_event(event: dict[str, Any]) -> CloudEvent[Any]:
     )
 
 
-def publish_events(request: dict[str, Any]) -> dict[str, Any]:
+def publish_events(request: ActivityRequest) -> dict[str, Any]:
     """Publish the events in one batch. Returns their ids in order (a repeated id is sent once). Raises on
     any failure after the SDK's own retries, so the orchestrator's retry policy sends the batch again.
     `calls` (optional): the target's call budget (policy `calls`); the built-in one without it."""

@@ -27,6 +27,7 @@ from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.secret_versions import SecretVersions, Version
 from rotation import naming
+from rotation.contracts import ActivityRequest
 from rotation.policy import MASTER_KEY_NAME, Target, parse_target
 from rotation.redaction import SafeError
 
@@ -51,7 +52,7 @@ def previous_version(versions: list[Version], rotation_id: str) -> Version | Non
     return candidates[-1] if candidates else None
 
 
-def provision_new_key(request: dict[str, Any]) -> dict[str, Any]:
+def provision_new_key(request: ActivityRequest) -> dict[str, Any]:
     """`{"rotationId", "target", "keyName", "events"?}` -> names, version ids, accepted, probeAttempts. Never a
     value. `events` (RotationStarted) are published once the new key is stored."""
     rotation_id = request["rotationId"]

@@ -29,6 +29,7 @@ from activities.function_keys import FunctionKeyStore
 from activities.provision import derived_key_name, previous_version
 from activities.secret_versions import SecretVersions, Version
 from rotation import naming
+from rotation.contracts import ActivityRequest
 from rotation.events import OLD_KEY_REVOKED
 from rotation.policy import Target, parse_target
 
@@ -139,7 +140,7 @@ def _settled(request: dict[str, Any], target: Target, deleted: list[str], disabl
     return {**request, "events": settled}
 
 
-def revoke_old_keys(request: dict[str, Any]) -> dict[str, Any]:
+def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
     """`{"rotationId"?, "target", "keepKeyName", "keepVersion", "revokeKeyNames", "revokeVersions", "sweep"?}`
     (null lists: emergency; `sweep`: the named ones and every other of the family) -> `{"deletedKeys",
     "disabledVersions"}`: the names now gone from the target and the versions now disabled (already-done
@@ -192,7 +193,7 @@ def revoke_old_keys(request: dict[str, Any]) -> dict[str, Any]:
 # -- compensate ------------------------------------------------------------------------------------
 
 
-def compensate_rotation(request: dict[str, Any]) -> dict[str, Any]:
+def compensate_rotation(request: ActivityRequest) -> dict[str, Any]:
     """`{"rotationId", "target", "keyName", "version", "previousVersion"}` -> `{"disabledVersion",
     "restoredVersion", "deletedKey"}`. Undoes a rotation that failed before consumers were told: the previous
     version becomes current again, then every version this rotation stored is disabled (also when `version`

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from activities import clients
+from rotation.contracts import ActivityRequest
 from rotation.durations import as_utc, format_timestamp
 from rotation.policy import Monitoring, Target, parse_target
 from rotation.redaction import SafeError, redact, safe_error_message
@@ -125,7 +126,7 @@ def _failure_scope(monitoring: Monitoring) -> tuple[str, str]:
     return "resource", monitoring.resource_id
 
 
-def count_auth_failures(request: dict[str, Any]) -> dict[str, Any]:
+def count_auth_failures(request: ActivityRequest) -> dict[str, Any]:
     """Failures of the target's monitoring signal in `window` and in `baseline`. Optional `hostName`: ARM's
     defaultHostName of the target when the orchestrator knows it (else `{app}[-{slot}].azurewebsites.net`)."""
     target = parse_target(request["target"])
@@ -169,7 +170,7 @@ def audit_workspace(target: Target) -> str | None:
     return clients.settings().log_analytics_workspace_id or target.monitoring.workspace_id
 
 
-def check_adoption(request: dict[str, Any]) -> dict[str, Any]:
+def check_adoption(request: ActivityRequest) -> dict[str, Any]:
     """Which of the target's consumers successfully read exactly `secretId` between `since` and `until`.
     `readers` is a lower bound: with `error` set (partial result, query refused) it holds what was seen."""
     target = parse_target(request["target"])

@@ -14,13 +14,14 @@ from activities import probe as probing
 from activities.events_publish import with_step_events
 from activities.secret_versions import SecretVersions
 from rotation import naming
+from rotation.contracts import ActivityRequest
 from rotation.policy import parse_target
 from rotation.redaction import SafeError
 
 log = logging.getLogger("keyrotation.activities.verify")
 
 
-def verify_new_key(request: dict[str, Any]) -> dict[str, Any]:
+def verify_new_key(request: ActivityRequest) -> dict[str, Any]:
     """`{"rotationId", "target", "version", "events"?}` -> `{"verified", "attempts", "lastStatus"}`;
     `events` (NewKeyAvailable) are published only once the target accepted the stored version. Read-only, so a
     re-run is safe; no probe configured -> verified with 0 attempts (nothing is read)."""

@@ -20,6 +20,7 @@ from devhost.http_triggers import presented_key
 from devhost.invoke import Invoker
 from devhost.keys import HostKeys
 from devhost.timers import TimerRunner, to_timer_request
+from devhost.worker.protos import protos
 
 log = logging.getLogger("devhost.admin")
 MANUAL_REASON = "This function was programmatically called via the host APIs."
@@ -61,10 +62,7 @@ class AdminApi:
             return to_timer_request(self.timers.manual_payload(fn))
         if fn.trigger_type == "eventGridTrigger":
             return to_trigger_value(json.loads(text))
-        if fn.trigger_type == "activityTrigger":
-            with contextlib.suppress(ValueError):
-                return json.loads(text)
-        return text
+        return protos.TypedData(string=text)  # the host passes the input text; the worker's converter decodes it
 
     async def run_function(self, request: web.Request) -> web.Response:
         denied = self._denied(request)

@@ -1,59 +1,68 @@
-"""Loads a v2-programming-model function app the way the Python worker does.
+"""Loads a v2-programming-model function app through Azure's Python worker runtime, as the host does.
 
-The worker imports ``function_app.py`` from the app root, finds the ``FunctionApp`` instance and calls
-``get_functions()`` exactly once (a second call raises ``ValueError``), so the result is cached here.
+The host learns an app's functions only from the worker: worker init indexes ``function_app.py``
+(importing it, calling ``get_functions()`` once, validating every binding), then the functions-metadata
+response lists each function with its id and raw bindings (function.json shaped). Everything devhost
+knows about a function (trigger, route, schedule, auth level, the durable client parameter) comes from
+those raw bindings, and every call goes back through the worker by function id.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
+from devhost.worker.runtime import WorkerRuntime, raw_bindings
 
 TRIGGER_TYPES = ("httpTrigger", "timerTrigger", "eventGridTrigger", "orchestrationTrigger", "activityTrigger")
 
 
 @dataclass(frozen=True)
 class FunctionInfo:
-    """What the host needs to know to drive one function."""
+    """What the host needs to know to drive one function: the worker's metadata, read as the host reads it."""
 
     name: str
+    function_id: str
     trigger_type: str
-    trigger: Any  # the azure.functions trigger object: .route, .methods, .auth_level, .schedule ...
-    trigger_param: str  # the keyword the trigger payload is passed under
-    bindings: tuple[Any, ...]
-    user_function: Callable[..., Any]
-    is_async: bool
-    durable_client_param: str | None = None  # keyword for the durable client binding, if any
-    function_json: str = ""
+    trigger: dict[str, Any]  # the trigger's raw binding: route, methods, authLevel, schedule, ...
+    trigger_param: str  # the binding name the trigger payload is passed under
+    bindings: tuple[dict[str, Any], ...]
+    durable_client_param: str | None = None  # binding name of the durable client input, if any
 
     @property
     def route(self) -> str:
-        return getattr(self.trigger, "route", None) or self.name
+        return str(self.trigger.get("route") or self.name)
 
     @property
     def methods(self) -> list[str]:
-        methods = getattr(self.trigger, "methods", None)
+        methods = self.trigger.get("methods")
         if not methods:
             return ["GET", "POST"]
-        return [str(getattr(m, "value", m)).upper() for m in methods]
+        return [str(m).upper() for m in methods]
 
     @property
     def auth_level(self) -> str:
-        level = getattr(self.trigger, "auth_level", None)
-        return str(getattr(level, "value", level) or "FUNCTION").upper()
+        return str(self.trigger.get("authLevel") or "FUNCTION").upper()
+
+    @property
+    def schedule(self) -> str:
+        return str(self.trigger.get("schedule") or "")
+
+    @property
+    def run_on_startup(self) -> bool:
+        return bool(self.trigger.get("runOnStartup"))
+
+    @property
+    def use_monitor(self) -> bool | None:
+        value = self.trigger.get("useMonitor")
+        return None if value is None else bool(value)
 
 
 @dataclass
 class LoadedApp:
     root: Path
-    app: Any
+    worker: WorkerRuntime
     functions: dict[str, FunctionInfo] = field(default_factory=dict)
 
     def by_trigger(self, trigger_type: str) -> list[FunctionInfo]:
@@ -67,48 +76,40 @@ class LoadedApp:
         lowered = name.lower()
         return next((f for n, f in self.functions.items() if n.lower() == lowered), None)
 
-
-def _find_app(module: Any) -> Any:
-    for value in vars(module).values():
-        if isinstance(value, func.FunctionRegister):
-            return value
-    raise LookupError(f"{module.__file__} defines no FunctionApp instance")
+    def close(self) -> None:
+        self.worker.close()
 
 
-def _describe(fn: Any) -> FunctionInfo:
-    trigger = fn.get_trigger()
-    bindings = tuple(fn.get_bindings())
-    client = next((b.name for b in bindings if b.type == "durableClient"), None)
-    user = fn.get_user_function()
+def describe(metadata: Any) -> FunctionInfo:
+    """One function from its RpcFunctionMetadata."""
+    bindings = tuple(raw_bindings(metadata))
+    trigger = next((b for b in bindings if str(b.get("type", "")).endswith("Trigger")), None)
+    if trigger is None:
+        raise LookupError(f"function {metadata.name} has no trigger binding")
+    client = next((b["name"] for b in bindings if b.get("type") == "durableClient"), None)
     return FunctionInfo(
-        name=fn.get_function_name(),
-        trigger_type=trigger.type,
+        name=metadata.name,
+        function_id=metadata.function_id,
+        trigger_type=str(trigger["type"]),
         trigger=trigger,
-        trigger_param=trigger.name,
+        trigger_param=str(trigger["name"]),
         bindings=bindings,
-        user_function=user,
-        is_async=inspect.iscoroutinefunction(user),
         durable_client_param=client,
-        function_json=fn.get_function_json(),
     )
 
 
-def load_app(root: str | Path = ".", module_name: str = "function_app") -> LoadedApp:
-    """Import ``<root>/function_app.py`` with ``root`` on sys.path, as the worker does."""
+def load_app(root: str | Path = ".") -> LoadedApp:
+    """Start the worker on ``<root>`` and read the app's functions from its metadata."""
     root = Path(root).resolve()
-    script = root / f"{module_name}.py"
-    if not script.is_file():
-        raise FileNotFoundError(f"no {module_name}.py in {root}")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    spec = importlib.util.spec_from_file_location(module_name, script)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    app = _find_app(module)
-    loaded = LoadedApp(root=root, app=app)
-    for fn in app.get_functions():  # once only: a second call raises ValueError
-        info = _describe(fn)
-        loaded.functions[info.name] = info
+    if not (root / "function_app.py").is_file():
+        raise FileNotFoundError(f"no function_app.py in {root}")
+    worker = WorkerRuntime(root)
+    loaded = LoadedApp(root=root, worker=worker)
+    try:
+        for metadata in worker.start():
+            info = describe(metadata)
+            loaded.functions[info.name] = info
+    except BaseException:
+        worker.close()
+        raise
     return loaded

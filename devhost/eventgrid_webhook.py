@@ -3,7 +3,7 @@
 Mirrors the extension: the ``eventgrid_extension`` system key is required; ``aeg-event-type``
 selects the subscription handshake, a notification (one invocation per event) or unsubscribe. Event
 Grid schema arrays, structured CloudEvents (single or batch) and binary-mode CloudEvents are
-accepted. Each event is turned into ``func.EventGridEvent`` / ``func.CloudEvent`` by the SDK's own
+accepted. Each event is turned into ``func.EventGridEvent`` / ``func.CloudEvent`` by the worker runtime's own
 converter, as the Python worker does.
 """
 
@@ -14,13 +14,12 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from azure.functions import meta
-from azure.functions.eventgrid import EventGridEventInConverter
 
 from devhost.app_loader import LoadedApp
 from devhost.http_triggers import presented_key
 from devhost.invoke import Invoker
 from devhost.keys import HostKeys
+from devhost.worker.protos import protos
 
 log = logging.getLogger("devhost.eventgrid")
 SYSTEM_KEY = "eventgrid_extension"
@@ -28,8 +27,9 @@ VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 
 def to_trigger_value(event: dict[str, Any]) -> Any:
-    """One event as the function receives it (``func.CloudEvent`` when it has ``specversion``)."""
-    return EventGridEventInConverter.decode(meta.Datum(json.dumps(event), "json"), trigger_metadata=None)
+    """One event on the wire (``TypedData.json``); the worker's converter makes ``func.CloudEvent`` of an
+    event with ``specversion``, ``func.EventGridEvent`` of any other."""
+    return protos.TypedData(json=json.dumps(event))
 
 
 def _binary_cloud_event(request: web.Request, body: bytes) -> dict[str, Any]:

@@ -1,15 +1,19 @@
-"""HTTP triggers: route matching, method and key checks, ``func.HttpRequest`` in, ``func.HttpResponse`` out.
+"""HTTP triggers: route matching, method and key checks, then the request to the worker as ``RpcHttp``.
 
-An unhandled exception in a function becomes a 500 with an empty body, as on the real host: the
-message might hold a secret (invariant I1), so it is neither returned nor logged.
+The request goes out as the host builds it for a worker with the RpcHttpBodyOnly and RawHttpBodyBytes
+capabilities (the Python runtime declares both): lower-cased headers, non-empty query values, route
+parameters, the body as bytes (azure-functions-host, ``RpcMessageConversionExtensions.ToRpcHttp``).
+The worker's ``RpcHttp`` answer becomes the response. An unhandled exception in a function becomes a
+500 with an empty body, as on the real host: the message might hold a secret (invariant I1), so it is
+neither returned nor logged.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-import azure.functions as func
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -17,6 +21,7 @@ from devhost.app_loader import FunctionInfo, LoadedApp
 from devhost.invoke import Invoker
 from devhost.keys import HostKeys
 from devhost.routes import RouteTemplate, compile_route, precedence_key
+from devhost.worker.protos import protos
 
 log = logging.getLogger("devhost.host")
 
@@ -43,21 +48,47 @@ def authorized(level: str, keys: HostKeys, request: web.Request) -> bool:
     return keys.is_function_key(key)  # FUNCTION (and anything unknown fails closed the same way)
 
 
-def _to_aiohttp(result: object) -> web.Response:
-    if result is None:
+def to_rpc_http(request: web.Request, body: bytes, route_params: dict[str, str]) -> Any:
+    """The trigger payload the host sends for this request."""
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():  # repeated headers are joined, as the host does
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    http = protos.RpcHttp(
+        method=request.method,
+        url=str(request.url),
+        headers=headers,
+        query={k: v for k in request.query if (v := request.query.getone(k))},
+        params=route_params,
+    )
+    if body:
+        http.body.bytes = body
+        http.rawBody.bytes = body
+    return protos.TypedData(http=http)
+
+
+def to_aiohttp(value: Any | None) -> web.Response:
+    """The worker's return value (``TypedData``) as the response the host sends."""
+    kind = value.WhichOneof("data") if value is not None else None
+    if kind is None:
         return web.Response(status=204)
-    if isinstance(result, str):
-        return web.Response(status=200, body=result.encode(), content_type="text/plain", charset="utf-8")
-    if not isinstance(result, func.HttpResponse):
-        raise TypeError(f"HTTP function returned {type(result).__name__}, expected func.HttpResponse or str")
+    if kind in ("string", "json"):
+        text = getattr(value, kind)
+        return web.Response(status=200, body=text.encode(), content_type="text/plain", charset="utf-8")
+    if kind != "http":
+        raise TypeError(f"HTTP function returned TypedData.{kind}, expected an HTTP response")
+    http = value.http
     headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in result.headers.items():
+    for name, header in http.headers.items():
         if name.lower() not in _HOP_BY_HOP:
-            headers.add(name, value)
-    body = result.get_body()
-    if "Content-Type" not in headers and body:
-        headers["Content-Type"] = f"{result.mimetype}; charset={result.charset}"
-    return web.Response(status=result.status_code, body=body, headers=headers)
+            headers.add(name, header)
+    for cookie in http.cookies:
+        headers.add("Set-Cookie", f"{cookie.name}={cookie.value}")
+    body_kind = http.body.WhichOneof("data")
+    body = getattr(http.body, body_kind) if body_kind else b""
+    if isinstance(body, str):
+        body = body.encode()
+    return web.Response(status=int(http.status_code or 200), body=body, headers=headers)
 
 
 class HttpTriggerRouter:
@@ -103,24 +134,14 @@ class HttpTriggerRouter:
         if not authorized(fn.auth_level, self.keys, request):
             return web.Response(status=401)
         body = await request.read()
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():  # repeated headers are joined, as the host does
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        http_request = func.HttpRequest(
-            method=request.method,
-            url=str(request.url),
-            headers=headers,
-            params={k: request.query.getone(k) for k in request.query},
-            route_params=route_params,
-            body=body,
-        )
         try:
-            result = await self.invoker.call(fn, http_request, reason=f"HTTP {request.method} {request.path}")
+            result = await self.invoker.call(
+                fn, to_rpc_http(request, body, route_params), reason=f"HTTP {request.method} {request.path}"
+            )
         except Exception:  # the invoker logged name + type; the client learns nothing more
             return web.Response(status=500)
         try:
-            return _to_aiohttp(result)
-        except TypeError:
-            log.error("Function '%s' returned %s, not func.HttpResponse", fn.name, type(result).__name__)
+            return to_aiohttp(result.return_value)
+        except (TypeError, ValueError):
+            log.error("Function '%s' returned something that is not an HTTP response", fn.name)
             return web.Response(status=500)

@@ -1,93 +1,71 @@
-"""Calling a user function the way the Python worker does, with the host's Executing/Executed logs.
+"""Invoking a function through the worker, with the host's Executing/Executed logs.
 
-Sync functions run in a thread pool (the worker's sync executor), async ones on the loop. Failures
-are logged with the function name and exception type only: exception text may carry a secret (I1).
+The caller hands over the trigger payload as the host would put it on the wire (a ``TypedData``); the
+worker runtime converts it, calls the function and encodes its return value. Failures are logged with
+the function name and exception type only: exception text may carry a secret (I1).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
-import inspect
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from devhost.app_loader import FunctionInfo
+from devhost.app_loader import FunctionInfo, LoadedApp
+from devhost.worker.protos import protos
+from devhost.worker.runtime import Invocation
 
 log = logging.getLogger("devhost.host")
 
 
-class InvocationContext:
-    """What the worker passes to a parameter named ``context`` (a duck-typed ``func.Context``)."""
+class FunctionFailed(Exception):
+    """The worker reported a failed invocation; ``invocation`` holds what it said."""
 
-    def __init__(self, function_name: str, function_directory: str) -> None:
-        self.invocation_id = str(uuid.uuid4())
-        self.function_name = function_name
-        self.function_directory = function_directory
-        self.thread_local_storage = threading.local()
-        self.trace_context = None
-        self.retry_context = None
+    def __init__(self, invocation: Invocation) -> None:
+        super().__init__(invocation.host_error)
+        self.invocation = invocation
 
 
-def _wants_context(fn: FunctionInfo) -> bool:
-    if fn.trigger_param == "context":
-        return False
-    target = getattr(fn.user_function, "client_function", fn.user_function)
-    try:
-        return "context" in inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
+def error_type(invocation: Invocation) -> str:
+    """The exception's type name, from the worker's "<Type>: <message>" (never the message itself)."""
+    return invocation.exception_message.split(":", 1)[0].strip() or "Exception"
+
+
+def inputs_for(fn: FunctionInfo, trigger: Any, client_binding: str | None) -> list[tuple[str, Any]]:
+    """The invocation's input bindings: the trigger, and the durable client's JSON when the function has one."""
+    inputs = [(fn.trigger_param, trigger)]
+    if fn.durable_client_param:
+        if client_binding is None:
+            raise RuntimeError(f"function '{fn.name}' needs a durable client, but the durable engine is not running")
+        inputs.append((fn.durable_client_param, protos.TypedData(string=client_binding)))
+    return inputs
 
 
 class Invoker:
-    """Runs user functions; ``client_binding`` yields the durable client JSON when one is needed."""
+    """Runs functions through the worker; ``client_binding`` yields the durable client JSON when needed."""
 
-    def __init__(self, app_root: str, client_binding: Callable[[], str] | None = None, max_workers: int = 16) -> None:
-        self._app_root = app_root
+    def __init__(self, loaded: LoadedApp, client_binding: Callable[[], str] | None = None) -> None:
+        self._loaded = loaded
         self._client_binding = client_binding
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="worker")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: the worker belongs to the loaded app."""
 
-    async def call(self, fn: FunctionInfo, trigger_value: Any, reason: str) -> Any:
-        """Invoke ``fn`` with its trigger payload; re-raises the user's exception after logging it."""
-        kwargs: dict[str, Any] = {fn.trigger_param: trigger_value}
-        context = InvocationContext(fn.name, str(self._app_root))
-        if fn.durable_client_param:
-            if self._client_binding is None:
-                log.error("Function '%s' needs a durable client, but the durable engine is not running", fn.name)
-                raise RuntimeError("durable client binding unavailable")
-            kwargs[fn.durable_client_param] = self._client_binding()
-        if _wants_context(fn):
-            kwargs["context"] = context
-        log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", fn.name, reason, context.invocation_id)
-        started = time.perf_counter()
+    async def call(self, fn: FunctionInfo, trigger: Any, reason: str) -> Invocation:
+        """Invoke ``fn``; raises FunctionFailed (after logging name and type) when the function raised."""
+        binding = self._client_binding() if (fn.durable_client_param and self._client_binding) else None
         try:
-            if fn.is_async:
-                result = await fn.user_function(**kwargs)
-            else:
-                loop = asyncio.get_running_loop()
-                call = functools.partial(contextvars.copy_context().run, fn.user_function, **kwargs)
-                result = await loop.run_in_executor(self._pool, call)
-                if inspect.isawaitable(result):
-                    result = await result
-        except Exception as exc:
-            elapsed = (time.perf_counter() - started) * 1000
-            log.error(
-                "Executed 'Functions.%s' (Failed, Id=%s, Duration=%.0fms): %s",
-                fn.name,
-                context.invocation_id,
-                elapsed,
-                type(exc).__name__,
-            )
+            inputs = inputs_for(fn, trigger, binding)
+        except RuntimeError:
+            log.error("Function '%s' needs a durable client, but the durable engine is not running", fn.name)
             raise
+        started = time.perf_counter()
+        log.info("Executing 'Functions.%s' (Reason='%s')", fn.name, reason)
+        result = await self._loaded.worker.invoke(fn.function_id, inputs)
         elapsed = (time.perf_counter() - started) * 1000
-        log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%.0fms)", fn.name, context.invocation_id, elapsed)
+        if not result.succeeded:
+            log.error("Executed 'Functions.%s' (Failed, Duration=%.0fms): %s", fn.name, elapsed, error_type(result))
+            raise FunctionFailed(result)
+        log.info("Executed 'Functions.%s' (Succeeded, Duration=%.0fms)", fn.name, elapsed)
         return result

@@ -31,6 +31,7 @@ from devhost.keys import HostKeys, load_or_create_host_keys, write_private
 from devhost.ncrontab import ScheduleError
 from devhost.settings import HostConfig, apply_app_settings
 from devhost.timers import RealClock, TimerRunner
+from devhost.worker.runtime import WorkerInitError
 
 log = logging.getLogger("devhost")
 MAX_REQUEST_BODY = 100 * 1024 * 1024  # the Functions host's own limit; the app enforces tighter caps
@@ -63,6 +64,7 @@ class _Running:
     timers: TimerRunner | None = None
     admin: AdminApi | None = None
     invoker: Invoker | None = None
+    loaded: LoadedApp | None = None
     sock: socket.socket | None = None
 
 
@@ -172,15 +174,16 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
         loaded = load_app(opts.app_dir)
     except FileNotFoundError as exc:
         raise StartupError(str(exc)) from None
-    except Exception as exc:
+    except WorkerInitError as exc:
         # The worker reports an indexing failure and loads no function; its message (e.g. every
         # problem of an invalid rotation policy) is what the operator needs, not a traceback.
-        raise StartupError(f"function_app.py failed to load: {type(exc).__name__}: {exc}") from None
+        raise StartupError(f"function_app.py failed to load: {exc.worker_message}") from None
     _log_functions(loaded, host_url, config.route_prefix)
     engine = running.engine = _make_engine(loaded, opts, config)
     durable_key = keys.system_keys[DURABLE_SYSTEM_KEY]
     binding = (lambda: engine.client_binding_json(host_url, durable_key)) if engine else None
-    invoker = running.invoker = Invoker(str(loaded.root), binding)
+    running.loaded = loaded
+    invoker = running.invoker = Invoker(loaded, binding)
     clock = engine.clock if engine else RealClock()
     if engine is None and opts.clock == "virtual":
         log.warning("No durable engine: timers run on the real clock")
@@ -224,6 +227,8 @@ async def _stop(running: _Running) -> None:
             log.error("Stopping the %s failed: %s", name, type(exc).__name__)
     if running.invoker:
         running.invoker.close()
+    if running.loaded:
+        running.loaded.close()
     if running.sock and running.runner is None:  # never handed to a site
         running.sock.close()
 

@@ -17,13 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from azure.functions import meta
-from azure.functions.timer import TimerRequestConverter
-
 from devhost.app_loader import FunctionInfo
 from devhost.invoke import Invoker
 from devhost.keys import write_private
 from devhost.ncrontab import CronSchedule, IntervalSchedule, ScheduleError, parse_schedule
+from devhost.worker.protos import protos
 
 log = logging.getLogger("devhost.timers")
 NEVER = "0001-01-01T00:00:00"
@@ -56,8 +54,8 @@ def timer_payload(past_due: bool, last: datetime | None, nxt: datetime, updated:
 
 
 def to_timer_request(payload: str) -> Any:
-    """Decode the payload with the SDK's own converter, as the worker does."""
-    return TimerRequestConverter.decode(meta.Datum(payload, "json"), trigger_metadata=None)
+    """The trigger payload on the wire (``TypedData.json``); the worker's converter makes the TimerRequest."""
+    return protos.TypedData(json=payload)
 
 
 @dataclass
@@ -73,13 +71,13 @@ def load_timers(functions: list[FunctionInfo]) -> list[TimerState]:
     """Parse every timer schedule up front so a bad schedule or missing setting stops startup."""
     timers = []
     for fn in functions:
-        raw = getattr(fn.trigger, "schedule", None) or ""
+        raw = fn.schedule
         try:
             schedule = parse_schedule(raw)
             schedule.next_after(datetime.now(UTC))  # "0 0 0 31 FEB *" parses but never fires
         except ScheduleError as exc:
             raise ScheduleError(f"timer function '{fn.name}': {exc}") from None
-        monitor = getattr(fn.trigger, "use_monitor", None)
+        monitor = fn.use_monitor
         timers.append(TimerState(fn, schedule, monitor is not False))
     return timers
 
@@ -131,7 +129,7 @@ class TimerRunner:
                     timer.last = None if record.get("Last") == NEVER else datetime.fromisoformat(record["Last"])
                     if stored_next <= natural:  # a later stored value means the schedule changed
                         timer.next = stored_next
-            if getattr(timer.fn.trigger, "run_on_startup", False):
+            if timer.fn.run_on_startup:
                 timer.next = now
         self._save_status()
         for timer in self.timers.values():

@@ -8,12 +8,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import azure.functions as func
 import pytest
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from devhost.app_loader import load_app
-from devhost.durable.episode import PROTOCOL
+from devhost.durable.episode import PROTOCOL, call_orchestrator
 from devhost.durable.events import EventType, parse_time
 from devhost.durable.replay import replay_actions
 from tests.devhost_durable_harness import DURABLE_APP, MASTER_KEY, SYSTEM_KEY, durable_host, run
@@ -91,7 +90,8 @@ def test_replaying_the_stored_history_through_the_entry_point_reproduces_the_act
             return host.engine.get_history(instance_id), instance_id
 
     history, instance_id = run(scenario())
-    orchestrator = load_app(DURABLE_APP).get("fanout")
+    app = load_app(DURABLE_APP)
+    orchestrator = app.get("fanout")
     assert orchestrator is not None
     payload = {
         "history": [{**e, "IsPlayed": True} for e in history],
@@ -101,7 +101,9 @@ def test_replaying_the_stored_history_through_the_entry_point_reproduces_the_act
         "parentInstanceId": None,
         **PROTOCOL,
     }
-    state = json.loads(orchestrator.user_function(context=func.OrchestrationContext(json.dumps(payload))))
+    state, error = call_orchestrator(app, orchestrator, json.dumps(payload))  # through the worker runtime
+    app.close()
+    assert error is None
     assert state["isDone"] is True and state["output"] == [2, 4, 6]
     (when_all,) = state["actions"][0]
     assert when_all["actionType"] == 12
@@ -139,8 +141,12 @@ def test_retried_activity_has_the_real_hosts_history_shape(tmp_path: Path) -> No
                 (E.EXECUTION_COMPLETED, None),
             ]
             failure = next(e for e in raw if e["EventType"] == E.TASK_FAILED)
-            assert failure["Reason"] == "Activity function 'flaky' failed: flaky attempt 1 failed"
-            assert json.loads(failure["Details"]) == {"ClassName": "ValueError", "Message": "flaky attempt 1 failed"}
+            # As the Durable extension reports a worker's failure: its prefix, then the host's RpcException text.
+            host_error = "Result: Failure\nException: ValueError: flaky attempt 1 failed\nStack: "
+            assert failure["Reason"].startswith(f"Activity function 'flaky' failed: {host_error}")
+            details = json.loads(failure["Details"])
+            assert details["ClassName"] == "Microsoft.Azure.WebJobs.Script.Workers.Rpc.RpcException"
+            assert details["Message"].startswith(host_error)
             # the back-off is the first retry interval (60 s), measured on the orchestration's clock
             created = next(e for e in raw if e["EventType"] == E.TIMER_CREATED)
             failed_episode_start = raw[raw.index(failure) - 1]
@@ -166,9 +172,12 @@ def test_exhausted_retries_surface_only_what_the_activity_raised(tmp_path: Path)
                 (E.EXECUTION_COMPLETED, None),
             ]
             seen = status.output["failed"]
-            assert seen.startswith("Activity function 'flaky' failed: flaky attempt 2 failed \n ")
+            assert seen.startswith(
+                "Activity function 'flaky' failed: Result: Failure\nException: ValueError: flaky attempt 2 failed\n"
+            )
             assert "input-marker-7f3a" not in seen  # nothing of the activity's input is added (I1)
-            assert "Traceback" not in seen and "File " not in seen
+            # The worker adds its stack trace (file, line and source text; never a local's value), as on Azure.
+            assert "\nStack: Traceback (most recent call last):" in seen
 
     run(scenario())
 

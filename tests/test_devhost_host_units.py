@@ -9,11 +9,13 @@ import os
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from azure.functions import meta
+from azure.functions.timer import TimerRequestConverter
 
+from devhost.app_loader import FunctionInfo
 from devhost.easy_auth import (
     InvalidToken,
     issue_token,
@@ -182,11 +184,13 @@ class RecordingInvoker:
         self.calls: list[Any] = []
 
     async def call(self, fn: Any, value: Any, reason: str) -> None:
-        self.calls.append(value)
+        """Records what the function would receive: the worker's own converter applied to the wire payload."""
+        self.calls.append(TimerRequestConverter.decode(meta.Datum(value.json, "json"), trigger_metadata=None))
 
 
-def timer_function(schedule: str, name: str = "tick") -> Any:
-    return SimpleNamespace(name=name, trigger=SimpleNamespace(schedule=schedule, use_monitor=None, run_on_startup=None))
+def timer_function(schedule: str, name: str = "tick") -> FunctionInfo:
+    trigger = {"type": "timerTrigger", "name": "timer", "direction": "IN", "schedule": schedule}
+    return FunctionInfo(name, f"id-{name}", "timerTrigger", trigger, "timer", (trigger,))
 
 
 async def _settle(runner: TimerRunner, calls: list[Any], count: int) -> None:

@@ -1,21 +1,23 @@
-"""Runs one activity function the way the Python worker does, in a worker thread.
+"""Runs one activity function through the worker, from one of the engine's activity threads.
 
-Input: the action's JSON text, decoded by the SDK's own ``ActivityTriggerConverter`` and passed as the
-keyword named by the trigger. Output: the converter's JSON encoding, which becomes TaskCompleted.Result.
-Failures are reported exactly as raised (I1: nothing is added — no input, no stack, no locals).
+Input: the action's JSON text as ``TypedData.json``; the worker runtime's ``ActivityTriggerConverter``
+decodes it for the keyword named by the trigger and encodes the return value, which becomes
+TaskCompleted.Result. A failure is reported as the Durable extension reports it
+(azure-functions-durable-extension, ``src/WebJobs.Extensions.DurableTask/Listener/TaskActivityShim.cs``):
+Reason ``Activity function '<name>' failed: <the host's RpcException message>``, Details the serialized
+exception. Nothing is added to what the worker said (I1: no input, no locals).
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 from dataclasses import dataclass
 
-from azure.functions import meta
-from azure.functions.durable_functions import ActivityTriggerConverter
+from devhost.app_loader import FunctionInfo, LoadedApp
+from devhost.invoke import error_type
+from devhost.worker.protos import protos
 
-from devhost.app_loader import FunctionInfo
+RPC_EXCEPTION = "Microsoft.Azure.WebJobs.Script.Workers.Rpc.RpcException"
 
 
 @dataclass(frozen=True)
@@ -27,39 +29,22 @@ class ActivityOutcome:
     error_type: str = ""  # for logs (never the message: it could carry a value)
 
 
-def exception_type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
-def failure(activity_name: str, message: str, type_name: str) -> ActivityOutcome:
+def failure(activity_name: str, message: str, type_name: str, class_name: str | None = None) -> ActivityOutcome:
     return ActivityOutcome(
         succeeded=False,
         reason=f"Activity function '{activity_name}' failed: {message}",
-        details=json.dumps({"ClassName": type_name, "Message": message}),
+        details=json.dumps({"ClassName": class_name or type_name, "Message": message}),
         error_type=type_name,
     )
 
 
-def run_activity(info: FunctionInfo | None, name: str, input_text: str | None) -> ActivityOutcome:
+def run_activity(app: LoadedApp, info: FunctionInfo | None, name: str, input_text: str | None) -> ActivityOutcome:
     if info is None or info.trigger_type != "activityTrigger":
         return failure(name, f"Activity function '{name}' does not exist.", "FunctionFailedException")
-    try:
-        value = (
-            ActivityTriggerConverter.decode(meta.Datum(input_text, "json"), trigger_metadata=None)
-            if input_text is not None
-            else None
-        )
-        returned = info.user_function(**{info.trigger_param: value})
-        if inspect.isawaitable(returned):
-            # Async activities run to completion on this worker thread's own loop, so a slow or
-            # blocking one never stalls the host's loop (which serves the HTTP API and emulators).
-            returned = asyncio.run(_await(returned))
-        encoded = ActivityTriggerConverter.encode(returned, expected_type=None)
-    except Exception as exc:
-        return failure(info.name, str(exc) or type(exc).__name__, exception_type_name(exc))
-    return ActivityOutcome(succeeded=True, result=encoded.value)
-
-
-async def _await(awaitable: object) -> object:
-    return await awaitable  # type: ignore[misc]
+    data = protos.TypedData(json=input_text if input_text is not None else "null")
+    answer = app.worker.invoke_sync(info.function_id, [(info.trigger_param, data)])
+    if not answer.succeeded:
+        return failure(info.name, answer.host_error, error_type(answer), RPC_EXCEPTION)
+    value = answer.return_value
+    kind = value.WhichOneof("data") if value is not None else None
+    return ActivityOutcome(succeeded=True, result=getattr(value, kind) if kind in ("json", "string") else "null")

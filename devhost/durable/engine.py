@@ -461,7 +461,9 @@ class DurableEngine:
             info = self.app.get(work.name)
             assert self._loop is not None
             started = time.monotonic()
-            outcome = await self._loop.run_in_executor(self._activity_pool, run_activity, info, work.name, work.input)
+            outcome = await self._loop.run_in_executor(
+                self._activity_pool, run_activity, self.app, info, work.name, work.input
+            )
             elapsed = time.monotonic() - started
             now = self.clock.now()
             store = self._db

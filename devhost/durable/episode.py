@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import azure.functions as func
-
-from devhost.app_loader import LoadedApp
+from devhost.app_loader import FunctionInfo, LoadedApp
 from devhost.durable import events as ev
 from devhost.durable.events import TERMINAL_STATUSES, OrchestrationStatus
 from devhost.durable.replay import ReplayError, replay_actions
 from devhost.durable.store import Instance, Message
+from devhost.worker.protos import protos
 
 log = logging.getLogger("devhost.durable.engine")
 
@@ -167,7 +166,7 @@ def _invoke(
             "parentInstanceId": instance.parent_instance_id,
             **PROTOCOL,
         }
-        state, error = call_orchestrator(info.user_function, json.dumps(payload))
+        state, error = call_orchestrator(app, info, json.dumps(payload))
     if "customStatus" in state:
         result.instance_fields["custom_status"] = json.dumps(state["customStatus"])
     outcome = None
@@ -198,12 +197,13 @@ def _invoke(
     return result
 
 
-def call_orchestrator(user_function: Any, payload_json: str) -> tuple[dict[str, Any], str | None]:
-    """Run the SDK entry point; return (state, error). The SDK raises on an orchestrator exception."""
-    try:
-        text = user_function(context=func.OrchestrationContext(payload_json))
-    except Exception as exc:
-        message = str(exc)
+def call_orchestrator(app: LoadedApp, info: FunctionInfo, payload_json: str) -> tuple[dict[str, Any], str | None]:
+    """Run the orchestrator through the worker; return (state, error). The SDK's entry point raises on an
+    orchestrator exception with its state after ``$OutOfProcData$:``, which the worker reports as the
+    failed invocation's message."""
+    answer = app.worker.invoke_sync(info.function_id, [(info.trigger_param, protos.TypedData(string=payload_json))])
+    if not answer.succeeded:
+        message = answer.exception_message
         if OUT_OF_PROC_LABEL in message:
             head, data = message.split(OUT_OF_PROC_LABEL, 1)
             try:
@@ -211,9 +211,11 @@ def call_orchestrator(user_function: Any, payload_json: str) -> tuple[dict[str, 
             except ValueError:
                 state = {}
             return state, state.get("error") or head
-        return {}, message or type(exc).__name__
-    state = json.loads(text) if isinstance(text, str) else dict(text or {})
-    return state, None
+        return {}, message or "orchestrator failed"
+    value = answer.return_value
+    kind = value.WhichOneof("data") if value is not None else None
+    text = getattr(value, kind) if kind in ("json", "string") else "{}"
+    return dict(json.loads(text) or {}), None
 
 
 def _fail(result: EpisodeResult, instance: Instance, error: str, now: datetime) -> EpisodeResult:

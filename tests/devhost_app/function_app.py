@@ -51,7 +51,7 @@ def hello(name: str) -> str:
 
 
 @app.activity_trigger(input_name="spec")
-def flaky(spec: dict[str, Any]) -> str:
+def flaky(spec: dict) -> str:
     """Fails ``spec['fail_times']`` times (counted in a file per ``spec['key']``), then succeeds."""
     counter = _state_dir() / f"flaky-{spec['key']}.count"
     attempts = int(counter.read_text()) + 1 if counter.exists() else 1
@@ -62,7 +62,7 @@ def flaky(spec: dict[str, Any]) -> str:
 
 
 @app.activity_trigger(input_name="step")
-def record(step: dict[str, Any]) -> int:
+def record(step: dict) -> int:
     """Logs its execution, optionally sleeps (so a test can kill the host mid-activity)."""
     _log_execution(f"{step['run']} {step['index']}")
     if step.get("sleep"):

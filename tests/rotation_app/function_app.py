@@ -53,7 +53,7 @@ def _scripted(name: str, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _activity(name: str) -> None:
-    def run(request: dict[str, Any]) -> dict[str, Any]:
+    def run(request: dict) -> dict[str, Any]:  # a bare class: the worker refuses dict[str, Any] here
         return _scripted(name, request)
 
     run.__name__ = name
