@@ -13,6 +13,7 @@ from activities.due_targets import find_due_targets
 from activities.events_publish import publish_events
 from activities.provision import provision_new_key
 from activities.revoke import compensate_rotation, revoke_old_keys
+from activities.rotation_starts import rotation_progress, start_rotation
 from activities.telemetry import check_adoption, count_auth_failures
 from activities.verify import verify_new_key
 
@@ -33,3 +34,8 @@ ACTIVITIES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
 
 for activity in ACTIVITIES:
     bp.activity_trigger(input_name="request")(activity)
+
+# The scheduler's starts and progress reads go through the durable client (activities may take one).
+CLIENT_ACTIVITIES = (start_rotation, rotation_progress)
+for activity_with_client in CLIENT_ACTIVITIES:
+    bp.activity_trigger(input_name="request")(bp.durable_client_input(client_name="client")(activity_with_client))

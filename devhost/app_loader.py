@@ -9,6 +9,7 @@ those raw bindings, and every call goes back through the worker by function id.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ class LoadedApp:
     root: Path
     worker: WorkerRuntime
     functions: dict[str, FunctionInfo] = field(default_factory=dict)
+    # The durable client binding's JSON, for any function with a durableClient input (set by the host
+    # once the durable engine listens; activities may take one too).
+    client_binding: Callable[[], str] | None = None
 
     def by_trigger(self, trigger_type: str) -> list[FunctionInfo]:
         return [f for f in self.functions.values() if f.trigger_type == trigger_type]

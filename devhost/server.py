@@ -183,6 +183,7 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
     durable_key = keys.system_keys[DURABLE_SYSTEM_KEY]
     binding = (lambda: engine.client_binding_json(host_url, durable_key)) if engine else None
     running.loaded = loaded
+    loaded.client_binding = binding
     invoker = running.invoker = Invoker(loaded, binding)
     clock = engine.clock if engine else RealClock()
     if engine is None and opts.clock == "virtual":

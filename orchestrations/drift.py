@@ -15,10 +15,9 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from orchestrations.retry import PUBLISH_STEP, QUERY_STEP
+from orchestrations.retry import PUBLISH_STEP, QUERY_STEP, step_error
 from rotation import naming
 from rotation.durations import as_utc, format_timestamp
-from rotation.redaction import safe_error_message
 
 MISSING_REASON = "drift: key missing"
 SUMMARY_FIELDS = ("targetId", "outcome", "keyName", "version", "repairOf", "reason")
@@ -52,7 +51,7 @@ def check(
             },
         )
     except Exception as exc:
-        summary["driftError"] = f"drift check failed: {safe_error_message(exc)}"
+        summary["driftError"] = f"drift check failed: {step_error(exc)}"
         return []
     found = [e for e in checked.get("drift") or [] if isinstance(e, dict)]
     summary["drift"] = [{k: e[k] for k in SUMMARY_FIELDS if e.get(k) is not None} for e in found]
@@ -61,7 +60,7 @@ def check(
         try:
             yield context.call_activity_with_retry("publish_events", PUBLISH_STEP, {"events": unpublished})
         except Exception as exc:
-            summary["driftError"] = f"DriftDetected not published: {safe_error_message(exc)}"
+            summary["driftError"] = f"DriftDetected not published: {step_error(exc)}"
     return [e for e in found if e.get("outcome") == "missing" and isinstance(e.get("target"), dict)]
 
 

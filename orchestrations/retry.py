@@ -20,6 +20,8 @@ from rotation.redaction import MAX_ERROR_MESSAGE, redact
 # How the host words a failed activity (Reason of TaskFailed), around the activity's own message.
 _ACTIVITY_FAILED = re.compile(r"^(?:Exception: )?Activity function '[^']*' failed:\s*")
 _OUT_OF_PROC = re.compile(r"^\s*Exception: ", re.MULTILINE)
+# The Python worker reports "<Type>: <message>" (azure_functions_runtime utils/tracing.serialize_exception).
+_WORKER_TYPE = re.compile(r"^\w+: ")
 
 QUERY_ATTEMPTS = 3  # reads and queries: a failure is reported (gate holds, adoption unknown), not fatal
 VERIFY_ATTEMPTS = 2  # the probe already retries inside the activity; one more attempt covers a crash
@@ -51,7 +53,7 @@ def step_error(exc: BaseException) -> str:
     text = _ACTIVITY_FAILED.sub("", raw.strip(), count=1)
     if text.startswith("Result: Failure"):  # an out-of-process worker's report: its "Exception:" line
         found = _OUT_OF_PROC.search(text)
-        text = text[found.end() :] if found else text
+        text = _WORKER_TYPE.sub("", text[found.end() :], count=1) if found else text
     first = text.strip().splitlines()[0].strip() if text.strip() else type(exc).__name__
     first = redact(first)
     return first if len(first) <= MAX_ERROR_MESSAGE else first[: MAX_ERROR_MESSAGE - 3] + "..."

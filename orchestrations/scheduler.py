@@ -1,10 +1,16 @@
 """The scheduler: one instance per timer tick, fanning out one rotation per due target.
 
-Concurrency is bounded (a sliding window of sub-orchestrations); one target's failure never stops the
-others; a target whose rotation instance is still running is skipped (the instance-exists rule makes
-the sub-orchestration fail rather than start a second rotation: invariant I3). Before the fan-out, one
-drift check (orchestrations/drift.py) repairs keys changed behind the rotation's back and queues the
-targets whose key is gone.
+Rotations are started by an activity (`start_rotation`), never as sub-orchestrations: the Durable Task
+Framework drops a start onto a running instance id without telling the parent, so a tick waiting on
+`rotation-<target>` while that target's rotation ran (held, or started by the API) would never end.
+`start_rotation` starts the target's singleton instance only if nothing runs there, and otherwise reports
+the target as in flight; the tick then follows what it started by reading the instances
+(`rotation_progress`) on a durable timer that starts fast and backs off (POLL_INTERVALS), so the tick
+always completes and lists every target as completed, failed, aborted, superseded, in flight or skipped.
+Concurrency is bounded (at most `maxConcurrency` started rotations in progress); one target's failure
+never stops the others; I3 holds because the instance id is the target's. Before the fan-out, one drift
+check (orchestrations/drift.py) repairs keys changed behind the rotation's back and queues the targets
+whose key is gone.
 
 Stuck rotations (rotation/stuck.py) come in the input as `stuck` (the timer trigger looked at every
 target's instance): each is rotated now, whether due or not, by a rotation that abandons the stuck one as
@@ -20,12 +26,11 @@ from typing import Any
 import azure.durable_functions as df
 
 from orchestrations import drift
-from orchestrations.retry import QUERY_STEP
+from orchestrations.retry import KEY_STEP, QUERY_STEP, step_error
 from rotation import naming
 from rotation import stuck as stuck_rotations
 from rotation.durations import format_timestamp
 from rotation.identity import SCHEDULE_ACTOR
-from rotation.redaction import safe_error_message
 
 bp = df.Blueprint()
 
@@ -33,6 +38,16 @@ DEFAULT_CONCURRENCY = 8
 UNREADABLE_READS = 2
 UNREADABLE_PAUSE = timedelta(seconds=30)
 MAX_CONCURRENCY = 64
+# How long the tick waits between reads of the rotations it started: fast at first (a failed or quick
+# rotation frees its slot soon), then every 6 hours, so a 30-day overlap costs about 125 reads, not thousands.
+POLL_INTERVALS = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(hours=1),
+    timedelta(hours=6),
+)
+OUTCOME_BUCKETS = {"completed": "completed", "aborted": "aborted", "superseded": "superseded"}
 
 
 def concurrency(value: Any) -> int:
@@ -120,7 +135,7 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
     try:
         found = yield context.call_activity_with_retry("find_due_targets", QUERY_STEP, {"now": format_timestamp(now)})
     except Exception as exc:
-        summary["error"] = f"could not find due targets: {safe_error_message(exc)}"
+        summary["error"] = f"could not find due targets: {step_error(exc)}"
         context.set_custom_status({"stage": "failed", **summary})
         return summary
     found = yield from read_unreadable_again(context, found, now)
@@ -132,32 +147,72 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
     summary["due"] = [item["targetId"] for item in queue]
     summary["notDue"] = len(found.get("notDue") or [])
     summary["skipped"] = [{"targetId": s["targetId"], "reason": s.get("reason")} for s in found.get("skipped") or []]
-    running: list[tuple[str, Any]] = []
-    while queue or running:
-        while queue and len(running) < window:
+    summary["inFlight"] = []
+    started: dict[str, str] = {}  # targetId -> the rotation id this tick started there
+    polls = 0
+    while queue or started:
+        while queue and len(started) < window:
             item = queue.pop(0)
             rotation_id = naming.rotation_id(item["targetId"], item.get("mode", "scheduled"), now)
-            task = context.call_sub_orchestrator(
-                "rotation_orchestrator",
-                rotation_input(item, rotation_id, tick),
-                naming.rotation_instance_id(item["targetId"]),
+            begun = yield from start_one(context, item, rotation_id, tick, summary)
+            if begun:
+                started[item["targetId"]] = rotation_id
+                polls = 0  # something new runs: look again soon
+        if not started:
+            continue
+        context.set_custom_status({"stage": "rotating", "running": sorted(started), "queued": len(queue)})
+        pause = POLL_INTERVALS[min(polls, len(POLL_INTERVALS) - 1)]
+        yield context.create_timer(context.current_utc_datetime + pause)
+        polls += 1
+        try:
+            progress = yield context.call_activity_with_retry(
+                "rotation_progress",
+                QUERY_STEP,
+                {"rotations": [{"targetId": t, "rotationId": r} for t, r in sorted(started.items())]},
             )
-            running.append((item["targetId"], task))
-        context.set_custom_status({"stage": "rotating", "running": [t for t, _ in running], "queued": len(queue)})
-        finished = yield context.task_any([task for _, task in running])
-        target_id = next(t for t, task in running if task is finished)
-        running = [(t, task) for t, task in running if task is not finished]
-        result = finished.result
-        if isinstance(result, BaseException):
-            message = safe_error_message(result)
-            bucket = "skipped" if "already exists" in message else "failed"
-            reason = "a rotation of this target is already running" if bucket == "skipped" else message
-            summary[bucket].append({"targetId": target_id, "reason": reason})
-        else:
-            outcome = result.get("outcome") if isinstance(result, dict) else None
-            bucket = {"completed": "completed", "aborted": "aborted", "superseded": "superseded"}.get(
-                str(outcome), "failed"
-            )
-            summary[bucket].append({"targetId": target_id, "rotationId": result.get("rotationId"), "outcome": outcome})
+        except Exception:
+            progress = {}  # could not read them this time: read again after the next pause
+        for entry in progress.get("rotations") or []:
+            if entry.get("state") == "running" or entry.get("targetId") not in started:
+                continue
+            del started[entry["targetId"]]
+            polls = 0
+            settle(summary, entry)
     context.set_custom_status({"stage": "done"})
     return summary
+
+
+def start_one(
+    context: df.DurableOrchestrationContext, item: dict[str, Any], rotation_id: str, tick: str, summary: dict[str, Any]
+) -> Generator[Any, Any, bool]:
+    """Start one target's rotation; False when it did not start (in flight, or the start failed), with the
+    target already entered in the summary."""
+    request = {"targetId": item["targetId"], "input": rotation_input(item, rotation_id, tick)}
+    try:
+        answer = yield context.call_activity_with_retry("start_rotation", KEY_STEP, request)
+    except Exception as exc:
+        summary["failed"].append({"targetId": item["targetId"], "reason": f"not started: {step_error(exc)}"})
+        return False
+    if answer.get("started"):
+        return True
+    summary["inFlight"].append({"targetId": item["targetId"], **(answer.get("inFlight") or {})})
+    return False
+
+
+def settle(summary: dict[str, Any], entry: dict[str, Any]) -> None:
+    """One started rotation that is no longer running, into its bucket."""
+    target_id, rotation_id, state = entry["targetId"], entry.get("rotationId"), entry.get("state")
+    if state == "replaced":
+        # An emergency took the instance over, or another start won the race for it: either way the
+        # target's rotation is that one now, not ours.
+        summary["superseded"].append({"targetId": target_id, "rotationId": rotation_id, "by": entry.get("by")})
+        return
+    if state == "gone":
+        summary["failed"].append({"targetId": target_id, "rotationId": rotation_id, "reason": "instance purged"})
+        return
+    outcome = entry.get("outcome")
+    bucket = OUTCOME_BUCKETS.get(str(outcome), "failed") if entry.get("runtime") == "Completed" else "failed"
+    record = {"targetId": target_id, "rotationId": rotation_id, "outcome": outcome}
+    if entry.get("runtime") != "Completed":
+        record["reason"] = f"rotation instance {str(entry.get('runtime')).lower()}"
+    summary[bucket].append(record)

@@ -154,7 +154,7 @@ def test_a_give_up_reason_is_the_activitys_message_without_the_hosts_wrapping() 
         "Activity function 'publish_events' failed:  Result: Failure\nException: SafeError: publish 2 event(s)"
         " to the topic: throttled\nStack:   File x"
     )
-    assert step_error(worker) == "SafeError: publish 2 event(s) to the topic: throttled"
+    assert step_error(worker) == "publish 2 event(s) to the topic: throttled"  # the type name dropped too
     long = Exception("Activity function 'x' failed: " + "a" * 400)
     assert len(step_error(long)) == 300 and step_error(long).endswith("...")
     assert KEY_SHAPED not in step_error(Exception(f"Activity function 'x' failed: bad {KEY_SHAPED}"))

@@ -298,6 +298,37 @@ def test_a_failed_sub_orchestration_fails_the_parents_task(tmp_path: Path) -> No
     run(scenario())
 
 
+def test_a_sub_orchestration_started_onto_a_running_instance_is_dropped_and_the_parent_never_hears(
+    tmp_path: Path,
+) -> None:
+    """DTFx swallows a second ExecutionStarted for an instance that has one (TaskOrchestrationDispatcher,
+    ReconcileMessagesWithState): the running instance goes on untouched and the parent's task never
+    completes, neither with a result nor with a failure. A parent must never wait on such a start."""
+
+    async def scenario() -> None:
+        async with durable_host(tmp_path) as host:
+            await host.client.start_new("waiter", "busy", None)
+            await host.wait_for("busy", statuses={"Running"})
+            await host.client.start_new("parent_onto", "late-parent", "busy")
+            await host.wait_for("late-parent", statuses={"Running"})
+            await host.engine.wait_for_idle()
+            parent = host.engine.get_history("late-parent")
+            assert [e for e in parent if e["EventType"] == E.SUB_ORCHESTRATION_INSTANCE_CREATED]
+            assert not [
+                e
+                for e in parent
+                if e["EventType"] in (E.SUB_ORCHESTRATION_INSTANCE_COMPLETED, E.SUB_ORCHESTRATION_INSTANCE_FAILED)
+            ]
+            busy = host.engine.get_history("busy")
+            assert [e["EventType"] for e in busy].count(E.EXECUTION_STARTED) == 1  # the duplicate never landed
+            assert (await host.client.get_status("late-parent")).runtime_status.name == "Running"
+            await host.client.raise_event("busy", "Go", "done")
+            assert (await host.wait_for("busy")).runtime_status.name == "Completed"
+            assert (await host.client.get_status("late-parent")).runtime_status.name == "Running"  # still never told
+
+    run(scenario())
+
+
 def test_calling_an_activity_the_app_lacks_fails_the_orchestration(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with durable_host(tmp_path) as host:

@@ -280,6 +280,45 @@ def test_scheduler_fans_out_and_one_failure_does_not_stop_the_others(run: Script
     assert [f["targetId"] for f in summary["failed"]] == ["demo-reports-export"]
 
 
+def test_a_tick_completes_and_lists_a_held_target_as_in_flight(run: Scripted) -> None:
+    """Under the framework's duplicate-start rule (a start onto a running instance id is dropped and its
+    parent never told), a tick must not wait on the held target: it reports it in flight, rotates the
+    others, and completes; the held rotation is untouched and still decides its own fate."""
+    run.use(
+        count_auth_failures=[{"failures": 50, "baseline": 2, "error": None}, {"failures": 0, "baseline": 0}],
+        find_due_targets=[
+            {
+                "due": [
+                    {"targetId": "demo-orders", "reason": "interval-elapsed", "target": local_target("demo-orders")},
+                    {
+                        "targetId": "demo-reports-export",
+                        "reason": "interval-elapsed",
+                        "target": local_target("demo-reports-export"),
+                    },
+                ],
+                "notDue": [],
+                "skipped": [],
+            }
+        ],
+    )
+    instance = run.start()
+    held = run.durable.wait(instance, stage="held")
+    run.durable.start(
+        "scheduler_orchestrator", "scheduler-held", {"tick": "2026-11-22T03:00:00.000Z", "maxConcurrency": 2}
+    )
+    summary = run.durable.wait("scheduler-held", timeout=90)["output"]
+    assert summary["inFlight"] == [
+        {"targetId": "demo-orders", "rotationId": held["input"]["rotationId"], "stage": "held", "runtime": "Running"}
+    ]
+    assert [c["targetId"] for c in summary["completed"]] == ["demo-reports-export"]
+    assert summary["failed"] == [] and summary["superseded"] == []
+    # The tick's start onto the held instance never happened: one execution, the held rotation's own, which
+    # went on to end by its own rule (here the hold deadline, passed while the other target's overlap ran).
+    final = run.durable.wait(instance)
+    assert final["input"]["rotationId"] == held["input"]["rotationId"]
+    assert [e["EventType"] for e in run.durable.history(instance)].count(0) == 1  # ExecutionStarted
+
+
 def emergency_input(rotation_id: str = "demo-orders-20261122t040000z-e") -> dict[str, Any]:
     return {
         "rotationId": rotation_id,

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from devhost.app_loader import FunctionInfo, LoadedApp
-from devhost.invoke import error_type
+from devhost.invoke import error_type, inputs_for
 from devhost.worker.protos import protos
 
 RPC_EXCEPTION = "Microsoft.Azure.WebJobs.Script.Workers.Rpc.RpcException"
@@ -42,7 +42,11 @@ def run_activity(app: LoadedApp, info: FunctionInfo | None, name: str, input_tex
     if info is None or info.trigger_type != "activityTrigger":
         return failure(name, f"Activity function '{name}' does not exist.", "FunctionFailedException")
     data = protos.TypedData(json=input_text if input_text is not None else "null")
-    answer = app.worker.invoke_sync(info.function_id, [(info.trigger_param, data)])
+    try:
+        inputs = inputs_for(info, data, app.client_binding() if app.client_binding else None)
+    except RuntimeError as exc:
+        return failure(info.name, str(exc), "InvalidOperationException")
+    answer = app.worker.invoke_sync(info.function_id, inputs)
     if not answer.succeeded:
         return failure(info.name, answer.host_error, error_type(answer), RPC_EXCEPTION)
     value = answer.return_value

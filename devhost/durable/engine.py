@@ -432,12 +432,15 @@ class DurableEngine:
             for child in result.children:
                 existing = store.get_instance(child.instance.instance_id)
                 if existing is not None and existing.status in RUNNING_STATUSES:
-                    reason = f"An Orchestration instance with the status {existing.status} already exists."
-                    store.add_message(
+                    # DTFx drops a second ExecutionStarted for an instance that has one ("dupe execution
+                    # started event, swallow this one": DurableTask.Core TaskOrchestrationDispatcher,
+                    # ReconcileMessagesWithState). Nothing reaches the parent: its task never completes.
+                    log.warning(
+                        "Sub-orchestration %s of %s dropped: instance %s is %s (duplicate ExecutionStarted)",
+                        child.instance.name,
                         instance_id,
-                        loaded.execution_id,
-                        "event",
-                        ev.sub_orchestration_failed(now, child.parent_task_id, reason, json.dumps({"Message": reason})),
+                        child.instance.instance_id,
+                        existing.status,
                     )
                     continue
                 store.put_instance(child.instance)

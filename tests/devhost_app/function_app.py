@@ -209,3 +209,9 @@ def waiter(context: df.DurableOrchestrationContext):
     """Waits forever for "Go" (for terminate and instance-exists tests)."""
     payload = yield context.wait_for_external_event("Go")
     return payload
+
+
+@app.orchestration_trigger(context_name="context")
+def parent_onto(context: df.DurableOrchestrationContext):
+    """Starts a "waiter" sub-orchestration onto the instance id it is given (duplicate-start tests)."""
+    return (yield context.call_sub_orchestrator("waiter", None, context.get_input()))

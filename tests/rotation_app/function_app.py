@@ -17,6 +17,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
+from activities.rotation_starts import rotation_progress, start_rotation
 from orchestrations.rotation import bp as rotation_lifecycle
 from orchestrations.scheduler import bp as scheduler
 
@@ -73,3 +74,7 @@ for _name in (
     "count_auth_failures",
 ):
     _activity(_name)
+
+# The scheduler's start and progress activities are the real ones: they only talk to the durable engine.
+for _real in (start_rotation, rotation_progress):
+    app.activity_trigger(input_name="request")(app.durable_client_input(client_name="client")(_real))

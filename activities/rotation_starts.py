@@ -1,0 +1,111 @@
+"""The scheduler's hands on rotation instances: start one unless the target's is running, and read how the
+ones it started are doing.
+
+Why not a sub-orchestration: the Durable Task Framework silently drops a second ExecutionStarted for an
+instance that already has one (DurableTask.Core, TaskOrchestrationDispatcher.ReconcileMessagesWithState),
+so a tick that called `rotation-<target>` as a sub-orchestration while that instance ran (held, started by
+the API or by near-expiry) would wait forever for an answer that never comes. Here the tick never waits on
+a start: `start_rotation` reads the instance and starts it only if nothing runs there; if another start
+wins a race for the same id (the check is not atomic on Azure Storage, and the loser's ExecutionStarted
+is dropped), `rotation_progress` sees another rotation id on the instance and reports the target as in
+flight. Only one rotation ever runs per target (I3): the singleton instance id decides, not this code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.durable_functions as df
+
+from rotation import naming
+from rotation.contracts import ActivityRequest
+
+ORCHESTRATOR = "rotation_orchestrator"
+RUNNING = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _status_of(status: Any) -> dict[str, Any] | None:
+    """What the scheduler needs of an instance: None when there is none."""
+    runtime = getattr(getattr(status, "runtime_status", None), "name", None) if status else None
+    if runtime is None:
+        return None
+    return {
+        "runtime": runtime,
+        "rotationId": _as_dict(status.input_).get("rotationId"),
+        "stage": _as_dict(status.custom_status).get("stage"),
+        "output": _as_dict(status.output),
+    }
+
+
+def in_flight(target_id: str, found: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "started": False,
+        "targetId": target_id,
+        "inFlight": {"rotationId": found.get("rotationId"), "stage": found.get("stage"), "runtime": found["runtime"]},
+    }
+
+
+async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrationClient) -> dict[str, Any]:
+    """Start the rotation `request["input"]` on `rotation-<targetId>` unless one runs there. Idempotent: run
+    again after a crash, it finds its own rotation running and says it started it."""
+    rotation = request["input"]
+    target_id = str(request["targetId"])
+    instance = naming.rotation_instance_id(target_id)
+    found = _status_of(await client.get_status(instance, show_input=True))
+    if found is not None and found["runtime"] in RUNNING:
+        if found["rotationId"] == rotation["rotationId"]:
+            return {"started": True, "targetId": target_id}  # ours, started by an earlier attempt
+        return in_flight(target_id, found)
+    try:
+        await client.start_new(ORCHESTRATOR, instance, rotation)
+    except Exception:
+        # Refused because another start won the race: that rotation owns the target now.
+        now = _status_of(await client.get_status(instance, show_input=True))
+        if now is not None and now["runtime"] in RUNNING and now["rotationId"] != rotation["rotationId"]:
+            return in_flight(target_id, now)
+        raise
+    return {"started": True, "targetId": target_id}
+
+
+async def rotation_progress(request: ActivityRequest, client: df.DurableOrchestrationClient) -> dict[str, Any]:
+    """For each started rotation (`{"targetId", "rotationId"}`): running, ended (with its output), or
+    replaced (the instance holds another rotation: it superseded ours, or won a start race)."""
+    out: list[dict[str, Any]] = []
+    for item in request.get("rotations") or []:
+        target_id, rotation_id = str(item["targetId"]), str(item["rotationId"])
+        found = _status_of(await client.get_status(naming.rotation_instance_id(target_id), show_input=True))
+        if found is None:
+            out.append({"targetId": target_id, "rotationId": rotation_id, "state": "gone"})
+        elif found["rotationId"] != rotation_id:
+            out.append(
+                {
+                    "targetId": target_id,
+                    "rotationId": rotation_id,
+                    "state": "replaced",
+                    "by": found["rotationId"],
+                    "byRunning": found["runtime"] in RUNNING,
+                }
+            )
+        elif found["runtime"] in RUNNING:
+            out.append({"targetId": target_id, "rotationId": rotation_id, "state": "running", "stage": found["stage"]})
+        else:
+            out.append(
+                {
+                    "targetId": target_id,
+                    "rotationId": rotation_id,
+                    "state": "ended",
+                    "runtime": found["runtime"],
+                    "outcome": found["output"].get("outcome"),
+                }
+            )
+    return {"rotations": out}
