@@ -16,9 +16,8 @@ from aiohttp import web
 
 from devhost.app_loader import FunctionInfo, LoadedApp
 from devhost.eventgrid_webhook import to_trigger_value
-from devhost.http_triggers import presented_key
 from devhost.invoke import Invoker
-from devhost.keys import HostKeys
+from devhost.keys import HostKeys, presented_key
 from devhost.timers import TimerRunner, to_timer_request
 from devhost.worker.protos import protos
 

@@ -16,9 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from devhost.app_loader import LoadedApp
-from devhost.http_triggers import presented_key
 from devhost.invoke import Invoker
-from devhost.keys import HostKeys
+from devhost.keys import HostKeys, presented_key
 from devhost.worker.protos import protos
 
 log = logging.getLogger("devhost.eventgrid")

@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 
 from devhost.app_loader import FunctionInfo, LoadedApp
 from devhost.invoke import Invoker
-from devhost.keys import HostKeys
+from devhost.keys import HostKeys, presented_key
 from devhost.routes import RouteTemplate, compile_route, precedence_key
 from devhost.worker.protos import protos
 
@@ -32,11 +32,6 @@ _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"
 class HttpFunction:
     info: FunctionInfo
     route: RouteTemplate
-
-
-def presented_key(request: web.Request) -> str | None:
-    """The key a caller presents: ``code`` query parameter or ``x-functions-key`` header."""
-    return request.query.get("code") or request.headers.get("x-functions-key")
 
 
 def authorized(level: str, keys: HostKeys, request: web.Request) -> bool:

@@ -14,6 +14,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiohttp import web
+
 SYSTEM_KEY_NAMES = ("durabletask_extension", "eventgrid_extension")
 
 
@@ -77,3 +79,12 @@ def load_or_create_host_keys(state_dir: Path) -> HostKeys:
     if changed:
         write_private(path, json.dumps(data, indent=2))
     return HostKeys(data["masterKey"], dict(function_keys), dict(system_keys))
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The key a caller presents. The header wins: when ``x-functions-key`` is present the ``code`` query
+    parameter is not read at all (azure-functions-host, ``AuthorizationLevelAttribute`` /
+    ``AuthenticationLevelHandler``: "header takes precedence")."""
+    if "x-functions-key" in request.headers:
+        return request.headers.get("x-functions-key")
+    return request.query.get("code")

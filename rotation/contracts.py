@@ -11,9 +11,9 @@ annotation the worker refuses can never land again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    ActivityRequest: TypeAlias = dict[str, Any]
+    type ActivityRequest = dict[str, Any]
 else:
     ActivityRequest = dict  # what the worker's indexer sees (see above)

@@ -97,5 +97,5 @@ async def durable_host(
         await engine.stop()
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def run[T](coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)

@@ -70,6 +70,16 @@ def test_function_level_needs_a_function_or_master_key(host: Devhost) -> None:
     assert host.get("api/secured", params={"code": host.master_key}).status_code == 200
 
 
+def test_the_key_header_wins_over_the_code_parameter(host: Devhost) -> None:
+    """As the host reads keys: a present x-functions-key header is the key, whatever `code` says."""
+    wrong, right = {"x-functions-key": "wrong"}, {"code": host.function_key}
+    assert host.get("api/secured", headers=wrong, params=right).status_code == 401
+    assert (
+        host.get("api/secured", headers={"x-functions-key": host.function_key}, params={"code": "wrong"}).status_code
+        == 200
+    )
+
+
 def test_admin_level_needs_the_master_key(host: Devhost) -> None:
     assert host.get("api/admin-only", params={"code": host.function_key}).status_code == 401
     assert host.get("api/admin-only", headers={"x-functions-key": host.master_key}).status_code == 200

@@ -193,7 +193,7 @@ def test_function_app_baseline() -> None:
     assert site["identity"]["type"] == "UserAssigned"
     assert props["httpsOnly"] is True
     assert props["functionsRuntimeAdminIsolationEnabled"] is True
-    assert props["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.11"}
+    assert props["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.13"}
     assert props["functionAppConfig"]["deployment"]["storage"]["authentication"]["type"] == "UserAssignedIdentity"
     config = props["siteConfig"]
     assert config["minTlsVersion"] == "1.2" and config["ftpsState"] == "Disabled"

@@ -72,8 +72,11 @@ def test_rotation_terminated_in_overlap_is_abandoned_by_next_tick(tmp_path: Path
         assert final["runtimeStatus"] == "Completed" and final["output"]["outcome"] == "completed", final
         abandon = next(s for s in final["customStatus"]["steps"] if s["step"] == "abandon")
         assert stuck_id in abandon["detail"] and "kept (announced)" in abandon["detail"]
-        (scheduler,) = [i for i in stack.instances("scheduler-") if i["runtimeStatus"] == "Completed"] or [None]
-        assert scheduler is not None and [a["targetId"] for a in scheduler["output"]["abandoned"]] == ["demo-orders"]
+        # The tick learns the rotation ended at its next read of the instance (a durable timer away).
+        (tick,) = [i["instanceId"] for i in stack.instances("scheduler-")]
+        scheduler = wait_until(stack, tick, lambda s: s["runtimeStatus"] == "Completed")
+        assert [a["targetId"] for a in scheduler["output"]["abandoned"]] == ["demo-orders"]
+        assert "demo-orders" in [c["targetId"] for c in scheduler["output"]["completed"]]
 
         state = stack.control_json("state")
         keys = site_keys(state, orders)

@@ -27,6 +27,7 @@ from devhost.durable import events as ev
 from devhost.durable.clock import ClockError
 from devhost.durable.events import OrchestrationStatus
 from devhost.durable.store import Instance
+from devhost.keys import presented_key
 
 if TYPE_CHECKING:
     from devhost.durable.engine import DurableEngine
@@ -151,7 +152,7 @@ class DurableHttpApi:
 
     def _system_key(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            supplied = request.query.get("code") or request.headers.get("x-functions-key")
+            supplied = presented_key(request)
             if not _keys_match(supplied, self.system_key, self.master_key):
                 return web.Response(status=401)
             return await handler(request)
@@ -160,7 +161,7 @@ class DurableHttpApi:
 
     def _master_key(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            supplied = request.headers.get("x-functions-key") or request.query.get("code")
+            supplied = presented_key(request)
             if not _keys_match(supplied, self.master_key):
                 return web.Response(status=401)
             return await handler(request)

@@ -1,4 +1,4 @@
-// The orchestrator: Flex Consumption, Python 3.11, user-assigned identity only, the App Service and
+// The orchestrator: Flex Consumption, Python 3.13, user-assigned identity only, the App Service and
 // Functions security baselines by default, Easy Auth (Entra ID) in front of every HTTP route.
 param name string
 param location string
@@ -81,7 +81,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.13'
       }
     }
     siteConfig: {
@@ -130,7 +130,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_65: applies to the web config, not to this authsettingsV2 resource; detailed IIS error pages are Windows App Service only (and would disclose more, not less)
   // checkov:skip=CKV_AZURE_66: applies to the web config, not to this authsettingsV2 resource; failed request tracing is Windows App Service only
   properties: {
-    // checkov:skip=CKV_AZURE_80: applies to the web config, not to this authsettingsV2 resource; the app is Python 3.11 (no dotnet framework)
+    // checkov:skip=CKV_AZURE_80: applies to the web config, not to this authsettingsV2 resource; the app is Python 3.13 (no dotnet framework)
     // checkov:skip=CKV_AZURE_88: applies to the web config, not to this authsettingsV2 resource; the app keeps no files: state is in Durable storage (identity-based), content in the Flex deployment container
     // checkov:skip=CKV_AZURE_222: applies to the web config, not to this authsettingsV2 resource; public access of the site: see the skip on the site
     platform: {

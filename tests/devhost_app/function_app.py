@@ -14,7 +14,6 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
