@@ -29,7 +29,7 @@ from orchestrations import drift
 from orchestrations.retry import KEY_STEP, QUERY_STEP, step_error
 from rotation import naming
 from rotation import stuck as stuck_rotations
-from rotation.durations import format_timestamp
+from rotation.durations import format_timestamp, parse_timestamp
 from rotation.identity import SCHEDULE_ACTOR
 
 bp = df.Blueprint()
@@ -47,6 +47,9 @@ POLL_INTERVALS = (
     timedelta(hours=1),
     timedelta(hours=6),
 )
+# Steps (starts, pauses, reads) one execution of a tick takes before it continues as new: about four
+# history events each, so an execution stays near 200 events however many targets the tick has.
+YIELDS_PER_EXECUTION = 40
 OUTCOME_BUCKETS = {"completed": "completed", "aborted": "aborted", "superseded": "superseded"}
 
 
@@ -121,9 +124,28 @@ def read_unreadable_again(
 @bp.orchestration_trigger(context_name="context")
 def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
     request = context.get_input() or {}
+    resumed = request.get("resume")
+    if isinstance(resumed, dict):
+        state = resumed  # a later execution of this tick (continue-as-new): the fan-out goes on
+    else:
+        found = yield from discover(context, request)
+        if "error" in found:
+            return found
+        state = found
+    window = concurrency(request.get("maxConcurrency", DEFAULT_CONCURRENCY))
+    finished = yield from fan_out(context, state, window)
+    if not finished:
+        context.continue_as_new({**request, "resume": state})
+        return dict(state["summary"])  # not the output: the next execution's is
+    context.set_custom_status({"stage": "done"})
+    return dict(state["summary"])
+
+
+def discover(context: df.DurableOrchestrationContext, request: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    """The tick's first execution: which targets to rotate (due, stuck, drifted), and the summary so far.
+    Returns the fan-out's state, or the summary with `error` when nothing can be known."""
     now = context.current_utc_datetime
     tick = str(request.get("tick") or format_timestamp(now))
-    window = concurrency(request.get("maxConcurrency", DEFAULT_CONCURRENCY))
     summary: dict[str, Any] = {
         "tick": tick,
         "completed": [],
@@ -148,22 +170,40 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
     summary["notDue"] = len(found.get("notDue") or [])
     summary["skipped"] = [{"targetId": s["targetId"], "reason": s.get("reason")} for s in found.get("skipped") or []]
     summary["inFlight"] = []
-    started: dict[str, str] = {}  # targetId -> the rotation id this tick started there
-    polls = 0
+    summary["executions"] = 1
+    # `startedAt` names every rotation of this tick (ids carry their start: the tick's time, whichever
+    # execution of the tick starts them); `started` maps targetId -> the rotation id this tick started.
+    return {"summary": summary, "queue": queue, "started": {}, "polls": 0, "startedAt": format_timestamp(now)}
+
+
+def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], window: int) -> Generator[Any, Any, bool]:
+    """Start rotations while fewer than `window` of ours are in progress; read the started ones after a
+    backing-off pause; settle those that ended. True when every target is settled; False when this
+    execution has done YIELDS_PER_EXECUTION steps: the caller continues as new, carrying `state`, so one
+    execution's history stays bounded whatever the number of targets."""
+    summary, queue, started = state["summary"], state["queue"], state["started"]
+    tick, stamp = summary["tick"], parse_timestamp(state["startedAt"])
+    steps = 0
     while queue or started:
-        while queue and len(started) < window:
+        if steps >= YIELDS_PER_EXECUTION:
+            summary["executions"] = int(summary.get("executions", 1)) + 1
+            return False
+        while queue and len(started) < window and steps < YIELDS_PER_EXECUTION:
             item = queue.pop(0)
-            rotation_id = naming.rotation_id(item["targetId"], item.get("mode", "scheduled"), now)
-            begun = yield from start_one(context, item, rotation_id, tick, summary)
-            if begun:
+            rotation_id = naming.rotation_id(item["targetId"], item.get("mode", "scheduled"), stamp)
+            steps += 1
+            if (yield from start_one(context, item, rotation_id, tick, summary)):
                 started[item["targetId"]] = rotation_id
-                polls = 0  # something new runs: look again soon
+                state["polls"] = 0  # something new runs: look again soon
         if not started:
             continue
-        context.set_custom_status({"stage": "rotating", "running": sorted(started), "queued": len(queue)})
-        pause = POLL_INTERVALS[min(polls, len(POLL_INTERVALS) - 1)]
+        context.set_custom_status(
+            {"stage": "rotating", "running": sorted(started), "queued": len(queue), "execution": summary["executions"]}
+        )
+        pause = POLL_INTERVALS[min(int(state["polls"]), len(POLL_INTERVALS) - 1)]
         yield context.create_timer(context.current_utc_datetime + pause)
-        polls += 1
+        state["polls"] = int(state["polls"]) + 1
+        steps += 2
         try:
             progress = yield context.call_activity_with_retry(
                 "rotation_progress",
@@ -176,10 +216,9 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
             if entry.get("state") == "running" or entry.get("targetId") not in started:
                 continue
             del started[entry["targetId"]]
-            polls = 0
+            state["polls"] = 0
             settle(summary, entry)
-    context.set_custom_status({"stage": "done"})
-    return summary
+    return True
 
 
 def start_one(

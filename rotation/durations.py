@@ -73,3 +73,8 @@ def as_utc(value: datetime) -> datetime:
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and a `Z`: what events, tags and statuses carry."""
     return as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(value: str) -> datetime:
+    """The inverse of format_timestamp (any RFC 3339 instant; naive ones are UTC)."""
+    return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))

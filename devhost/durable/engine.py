@@ -447,10 +447,12 @@ class DurableEngine:
                 store.add_message(child.instance.instance_id, child.instance.execution_id, "start", child.start_event)
         if result.ran:
             log.info(
-                "Orchestration %s (instance %s) episode: %s; scheduled %d activities, %d timers, %d sub-orchestrations",
+                "Orchestration %s (instance %s) episode: %s; replayed %d history events; "
+                "scheduled %d activities, %d timers, %d sub-orchestrations",
                 loaded.name,
                 instance_id,
                 result.outcome,
+                result.replayed,
                 len(result.activities),
                 sum(1 for m in result.messages if m.timer_id is not None),
                 len(result.children),

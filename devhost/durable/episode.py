@@ -65,6 +65,7 @@ class EpisodeResult:
     canceled_timers: list[int] = field(default_factory=list)
     clear_timers: bool = False
     outcome: str = ""  # for logs: a status or "running"
+    replayed: int = 0  # history events the orchestrator was given (what each replay costs)
 
 
 def is_orchestrator(app: LoadedApp, name: str) -> bool:
@@ -150,6 +151,7 @@ def _invoke(
     now: datetime,
 ) -> EpisodeResult:
     full = [*past, *new]
+    result.replayed = len(full)
     result.new_events = list(new)
     result.reset_history = not past
     info = app.get(instance.name)

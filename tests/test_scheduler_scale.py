@@ -1,0 +1,71 @@
+"""The scheduler at scale, with the real scheduler and its real start/progress activities over stand-in
+rotations (tests/scheduler_app): a tick of 200 targets keeps its concurrency window full, spans about
+the ideal virtual time, and no execution of it replays more than a fixed number of history events
+(continue-as-new carries the state), so replay cost per rotation does not grow with the number of targets.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from orchestrations.scheduler import YIELDS_PER_EXECUTION
+from tests.devhost_process import ROOT, running_devhost
+from tests.rotation_harness import Durable
+
+pytestmark = pytest.mark.slow
+
+APP = ROOT / "tests" / "scheduler_app"
+TARGETS, WINDOW, OVERLAP = 200, 8, 3600
+# Per execution: at most YIELDS_PER_EXECUTION steps of about four events each (task scheduled and
+# completed, the episode's started and completed markers), plus the execution's start and, in the first
+# execution, the discovery of due targets and drift.
+HISTORY_BOUND = 4 * YIELDS_PER_EXECUTION + 40
+EPISODE = re.compile(
+    r"Orchestration scheduler_orchestrator \(instance scale-tick\) episode: \w+; replayed (\d+) history"
+)
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_a_tick_of_200_targets_keeps_its_window_full_with_bounded_history(tmp_path: Path) -> None:
+    env = {
+        "SCHEDULER_TARGETS": str(TARGETS),
+        "SCHEDULER_OVERLAP_SECONDS": str(OVERLAP),
+        "DEVHOST_CLOCK_IDLE_GRACE": "0.1",  # the clock jumps sooner: nothing here races it
+    }
+    with running_devhost(tmp_path / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as host:
+        durable = Durable(host)
+        durable.start("scheduler_orchestrator", "scale-tick", {"tick": "2026-11-22T03:00:00.000Z", "maxConcurrency": 8})
+        status = durable.wait("scale-tick", timeout=240)
+        summary = status["output"]
+        spans = []
+        for item in summary["completed"]:
+            rotation = durable.status(f"rotation-{item['targetId']}")
+            spans.append((_at(rotation["createdTime"]), _at(rotation["lastUpdatedTime"])))
+        log = (tmp_path / "host" / "logs" / "host.log").read_text()
+
+    assert status["runtimeStatus"] == "Completed"
+    assert len(summary["completed"]) == TARGETS and summary["failed"] == [] and summary["inFlight"] == []
+    assert summary["executions"] > 1  # it continued as new along the way, carrying the summary
+
+    replayed = [int(n) for n in EPISODE.findall(log)]
+    assert replayed and max(replayed) <= HISTORY_BOUND, (max(replayed), HISTORY_BOUND)
+
+    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    span = (end - start).total_seconds()
+    ideal = math.ceil(TARGETS / WINDOW) * OVERLAP
+    in_flight = sum((e - s).total_seconds() for s, e in spans) / span
+    print(
+        f"\nscheduler at N={TARGETS}, window {WINDOW}: virtual span {span / 3600:.1f} h (ideal {ideal / 3600:.0f} h), "
+        f"mean in flight {in_flight:.1f}, executions {summary['executions']}, "
+        f"max replayed history {max(replayed)} events (bound {HISTORY_BOUND})"
+    )
+    assert span <= 2 * ideal
+    assert in_flight >= 6
