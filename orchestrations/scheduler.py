@@ -5,7 +5,8 @@ Framework drops a start onto a running instance id without telling the parent, s
 `rotation-<target>` while that target's rotation ran (held, or started by the API) would never end.
 `start_rotation` starts the target's singleton instance only if nothing runs there, and otherwise reports
 the target as in flight; the tick then follows what it started by reading the instances
-(`rotation_progress`) on a durable timer that starts fast and backs off (POLL_INTERVALS), so the tick
+(`rotation_progress`) on durable timers: soon after a start, then at the earliest expected end (overlap and
+watch from the policy), then backing off (EARLY_POLLS, LATE_POLLS), so the tick
 always completes and lists every target as completed, failed, aborted, superseded, in flight or skipped.
 Concurrency is bounded (at most `maxConcurrency` started rotations in progress); one target's failure
 never stops the others; I3 holds because the instance id is the target's. Before the fan-out, one drift
@@ -29,7 +30,7 @@ from orchestrations import drift
 from orchestrations.retry import KEY_STEP, QUERY_STEP, step_error
 from rotation import naming
 from rotation import stuck as stuck_rotations
-from rotation.durations import format_timestamp, parse_timestamp
+from rotation.durations import format_timestamp, parse_duration, parse_timestamp
 from rotation.identity import SCHEDULE_ACTOR
 
 bp = df.Blueprint()
@@ -38,15 +39,13 @@ DEFAULT_CONCURRENCY = 8
 UNREADABLE_READS = 2
 UNREADABLE_PAUSE = timedelta(seconds=30)
 MAX_CONCURRENCY = 64
-# How long the tick waits between reads of the rotations it started: fast at first (a failed or quick
-# rotation frees its slot soon), then every 6 hours, so a 30-day overlap costs about 125 reads, not thousands.
-POLL_INTERVALS = (
-    timedelta(seconds=30),
-    timedelta(minutes=2),
-    timedelta(minutes=10),
-    timedelta(hours=1),
-    timedelta(hours=6),
-)
+# When the tick reads the rotations it started: soon after a start (a rotation that fails early frees its
+# slot), then when the earliest of them is expected to end (its overlap and watch from the policy, plus a
+# minute), then backing off for rotations that run late (held, extended): so a slot frees about when its
+# rotation ends, and a 30-day overlap costs a few reads, not thousands.
+EARLY_POLLS = (timedelta(seconds=30), timedelta(minutes=2))
+LATE_POLLS = (timedelta(minutes=10), timedelta(hours=1), timedelta(hours=6))
+EXPECTED_END_MARGIN = timedelta(minutes=1)
 # Steps (starts, pauses, reads) one execution of a tick takes before it continues as new: about four
 # history events each, so an execution stays near 200 events however many targets the tick has.
 YIELDS_PER_EXECUTION = 40
@@ -173,7 +172,15 @@ def discover(context: df.DurableOrchestrationContext, request: dict[str, Any]) -
     summary["executions"] = 1
     # `startedAt` names every rotation of this tick (ids carry their start: the tick's time, whichever
     # execution of the tick starts them); `started` maps targetId -> the rotation id this tick started.
-    return {"summary": summary, "queue": queue, "started": {}, "polls": 0, "startedAt": format_timestamp(now)}
+    return {
+        "summary": summary,
+        "queue": queue,
+        "started": {},
+        "expectedEnd": {},
+        "polls": 0,
+        "late": 0,
+        "startedAt": format_timestamp(now),
+    }
 
 
 def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], window: int) -> Generator[Any, Any, bool]:
@@ -194,14 +201,14 @@ def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], wind
             steps += 1
             if (yield from start_one(context, item, rotation_id, tick, summary)):
                 started[item["targetId"]] = rotation_id
-                state["polls"] = 0  # something new runs: look again soon
+                state.setdefault("expectedEnd", {})[item["targetId"]] = expected_end(item, context.current_utc_datetime)
+                state["polls"] = state["late"] = 0  # something new runs: look again soon
         if not started:
             continue
         context.set_custom_status(
             {"stage": "rotating", "running": sorted(started), "queued": len(queue), "execution": summary["executions"]}
         )
-        pause = POLL_INTERVALS[min(int(state["polls"]), len(POLL_INTERVALS) - 1)]
-        yield context.create_timer(context.current_utc_datetime + pause)
+        yield context.create_timer(context.current_utc_datetime + next_pause(state, context.current_utc_datetime))
         state["polls"] = int(state["polls"]) + 1
         steps += 2
         try:
@@ -216,9 +223,35 @@ def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], wind
             if entry.get("state") == "running" or entry.get("targetId") not in started:
                 continue
             del started[entry["targetId"]]
-            state["polls"] = 0
+            state.get("expectedEnd", {}).pop(entry["targetId"], None)
+            state["polls"] = state["late"] = 0
             settle(summary, entry)
     return True
+
+
+def expected_end(item: dict[str, Any], now: datetime) -> str | None:
+    """When a rotation started now should end if nothing holds it: its overlap and post-revocation watch."""
+    target = item.get("target") or {}
+    try:
+        overlap = parse_duration(str(target.get("overlap") or "PT0S"))
+        watch = parse_duration(str((target.get("monitoring") or {}).get("watch") or "PT0S"))
+    except ValueError:
+        return None
+    return format_timestamp(now + overlap + watch)
+
+
+def next_pause(state: dict[str, Any], now: datetime) -> timedelta:
+    polls = int(state.get("polls", 0))
+    if polls < len(EARLY_POLLS):
+        return EARLY_POLLS[polls]
+    upcoming = [
+        end for end in map(parse_timestamp, filter(None, (state.get("expectedEnd") or {}).values())) if end > now
+    ]
+    if upcoming:
+        return min(min(upcoming) - now + EXPECTED_END_MARGIN, LATE_POLLS[-1])
+    late = int(state.get("late", 0))
+    state["late"] = late + 1
+    return LATE_POLLS[min(late, len(LATE_POLLS) - 1)]
 
 
 def start_one(

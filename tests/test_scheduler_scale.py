@@ -67,5 +67,5 @@ def test_a_tick_of_200_targets_keeps_its_window_full_with_bounded_history(tmp_pa
         f"mean in flight {in_flight:.1f}, executions {summary['executions']}, "
         f"max replayed history {max(replayed)} events (bound {HISTORY_BOUND})"
     )
-    assert span <= 2 * ideal
+    assert span <= 1.5 * ideal  # a slot frees about when its rotation ends: at its expected end, read then
     assert in_flight >= 6

@@ -36,6 +36,8 @@ class DemoStack:
     process: subprocess.Popen[bytes] | None = None
     endpoints: dict[str, Any] = field(default_factory=dict)
     seen: dict[str, str] = field(default_factory=dict)  # each distinct devhost response text -> where first seen
+    policy: str = POLICY  # the rotation policy file the app loads
+    extra_env: dict[str, str] = field(default_factory=dict)  # app settings on top (e.g. ROTATION_MAX_CONCURRENCY)
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -65,7 +67,7 @@ class DemoStack:
         ]
 
     def environment(self) -> dict[str, str]:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "ROTATION_POLICY_PATH": POLICY}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "ROTATION_POLICY_PATH": self.policy, **self.extra_env}
         env.setdefault("ROTATION_SCHEDULE", "0 0 3 * * *")  # the timer's %setting%; never fires (--no-timers)
         # The clock jumps after this much idle real time: long enough for the demo's 50 ms polling to see a
         # stage it must act on (overlap, held) before a jump ends it, even on a loaded machine.

@@ -27,8 +27,13 @@ for _real in (start_rotation, rotation_progress):
 @app.activity_trigger(input_name="request")
 def find_due_targets(request: dict) -> dict[str, Any]:
     count = int(os.environ.get("SCHEDULER_TARGETS", "10"))
+    overlap = f"PT{int(os.environ.get('SCHEDULER_OVERLAP_SECONDS', '3600'))}S"
     due = [
-        {"targetId": f"scale-{i:04d}", "reason": "interval-elapsed", "target": {"id": f"scale-{i:04d}"}}
+        {
+            "targetId": f"scale-{i:04d}",
+            "reason": "interval-elapsed",
+            "target": {"id": f"scale-{i:04d}", "overlap": overlap, "monitoring": {"watch": "PT0S"}},
+        }
         for i in range(count)
     ]
     return {"due": due, "notDue": [], "skipped": []}

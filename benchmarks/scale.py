@@ -1,0 +1,207 @@
+"""One scheduled tick over N generated targets on the local stack (real app, real activities, emulators),
+on the virtual clock, and what it cost.
+
+Generates a policy of N host-key targets (one emulated function app each, probe on, no consumers, the
+given overlap), seeds the apps and their operator keys, fires the timer once and waits for the tick to
+finish. Prints: wall time, rotations/s, devhost CPU per rotation (devhost serves the emulators in the
+same process, so this is app + worker + stand-ins), mean and peak rotations in flight and the tick's
+virtual span against the ideal (ceil(N / concurrency) x overlap), requests per key per service, history
+events per rotation and per tick execution, peak RSS and the state folder's size.
+
+    .venv/bin/python -m benchmarks.scale --targets 100 [--concurrency 8] [--overlap PT1H] [--keep DIR]
+    make bench-scale N=100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rotation.durations import parse_duration  # noqa: E402
+from rotation.policy import load_policy  # noqa: E402
+from tools.demo_seed import create_operator_keys, seed_sites  # noqa: E402
+from tools.demo_stack import DemoStack  # noqa: E402
+
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+TICK_EPISODE = re.compile(
+    r"Orchestration scheduler_orchestrator \(instance (\S+)\) episode: \w+; replayed (\d+) history"
+)
+
+
+def policy_document(count: int, overlap: str) -> dict[str, Any]:
+    local = json.loads((ROOT / "config" / "rotation-policy.local.json").read_text())
+    targets = [
+        {
+            "id": f"scale-{i:04d}",
+            "functionApp": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/keyrotation-scale/providers/"
+            f"Microsoft.Web/sites/scale-app-{i:04d}",
+            "keyScope": {"kind": "host"},
+            "baseKeyName": "client",
+            "keyVault": {"secretName": f"scale-{i:04d}-key"},
+            "overlap": overlap,
+            "probe": {
+                "baseUrl": f"%ARM_ENDPOINT%/_targets/scale-app-{i:04d}.azurewebsites.net",
+                "path": "/api/ping",
+                "expectStatus": [200],
+            },
+        }
+        for i in range(count)
+    ]
+    return {"$schema": local["$schema"], "version": 1, "defaults": local["defaults"], "targets": targets}
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1024 / 1024
+
+
+def in_flight(spans: list[tuple[datetime, datetime]]) -> tuple[float, int, float]:
+    """Mean and peak rotations in flight over the tick's virtual span, and that span in seconds."""
+    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    span = max((end - start).total_seconds(), 1e-9)
+    mean = sum((e - s).total_seconds() for s, e in spans) / span
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    peak = level = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return mean, peak, span
+
+
+def wait_for_tick(stack: DemoStack, timeout: float, count: int) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        ticks = stack.instances("scheduler-")
+        done = [t for t in ticks if t.get("runtimeStatus") in ("Completed", "Failed", "Terminated")]
+        if done:
+            status = stack.status(done[0]["instanceId"])
+            assert status is not None
+            return status
+        if ticks:
+            custom = (stack.status(ticks[0]["instanceId"]) or {}).get("customStatus") or {}
+            line = f"  running {len(custom.get('running') or [])}, queued {custom.get('queued', '?')} of {count}"
+            if line != last:
+                print(line, flush=True)
+                last = line
+        time.sleep(1.0)
+    raise TimeoutError(f"the tick did not finish within {timeout:.0f} s: {stack.tail()}")
+
+
+def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float) -> dict[str, Any]:
+    policy_file = state / "policy.json"
+    state.mkdir(parents=True, exist_ok=True)
+    policy_file.write_text(json.dumps(policy_document(count, overlap)))
+    stack = DemoStack(
+        state / "stack",
+        policy=str(policy_file),
+        # The clock jumps after 0.1 s of idle real time (the demo waits longer so it can act between jumps).
+        extra_env={"ROTATION_MAX_CONCURRENCY": str(concurrency), "DEVHOST_CLOCK_IDLE_GRACE": "0.1"},
+    )
+    stack.start()
+    try:
+        env = {"KEY_VAULT_URL": stack.emulator["keyVault"], **stack.app_settings("x")}
+        targets = list(load_policy(policy_file, env))
+        print(f"seeding {count} apps and their operator keys ...", flush=True)
+        seed_sites(stack, targets)
+        create_operator_keys(stack, targets)
+        assert stack.process is not None
+        pid = stack.process.pid
+        seq0 = max((int(r["seq"]) for r in stack.control_json("requests")["value"]), default=0)
+        cpu0, wall0 = proc_cpu_seconds(pid), time.monotonic()
+        print(f"tick over {count} targets, concurrency {concurrency}, overlap {overlap} ...", flush=True)
+        if stack.run_function("rotation_timer") != 202:
+            raise RuntimeError("the timer did not start")
+        tick = wait_for_tick(stack, timeout, count)
+        wall, cpu = time.monotonic() - wall0, proc_cpu_seconds(pid) - cpu0
+        summary = tick.get("output") or {}
+        completed = summary.get("completed") or []
+        spans, histories = [], []
+        for item in completed:
+            status = stack.status(f"rotation-{item['targetId']}") or {}
+            spans.append((_at(status["createdTime"]), _at(status["lastUpdatedTime"])))
+            path = f"/admin/devhost/durable/instances/rotation-{item['targetId']}/history"
+            histories.append(len(stack.admin("GET", path).json()))
+        requests_by_service = Counter(
+            r["service"] for r in stack.control_json(f"requests?since={seq0}")["value"] if r.get("service")
+        )
+        replayed = [int(n) for _, n in TICK_EPISODE.findall(stack.host_log.read_text(errors="replace"))]
+        rss = peak_rss_mb(pid)
+    finally:
+        stack.stop()
+    mean, peak, span = in_flight(spans) if spans else (0.0, 0, 0.0)
+    ideal = math.ceil(count / concurrency) * parse_duration(overlap).total_seconds()
+    rotated = max(len(completed), 1)
+    return {
+        "targets": count,
+        "concurrency": concurrency,
+        "completed": len(completed),
+        "failed": len(summary.get("failed") or []),
+        "wall_s": round(wall, 1),
+        "rotations_per_s": round(len(completed) / wall, 2) if wall else None,
+        "cpu_per_rotation_s": round(cpu / rotated, 3),
+        "mean_in_flight": round(mean, 1),
+        "peak_in_flight": peak,
+        "virtual_span_h": round(span / 3600, 1),
+        "ideal_span_h": round(ideal / 3600, 1),
+        "requests_per_key": {k: round(v / rotated, 1) for k, v in sorted(requests_by_service.items())},
+        "history_per_rotation": round(statistics.mean(histories), 1) if histories else None,
+        "tick_executions": summary.get("executions"),
+        "tick_max_replayed_history": max(replayed) if replayed else None,
+        "peak_rss_mb": round(rss, 1),
+        "state_mb": round(folder_mb(state / "stack"), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--overlap", default="PT1H")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--keep", type=Path, help="state folder to use and keep (default: a temporary one)")
+    args = parser.parse_args(argv)
+    state = args.keep or Path(tempfile.mkdtemp(prefix="scale-"))
+    try:
+        figures = run(args.targets, args.concurrency, args.overlap, state, args.timeout)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(state, ignore_errors=True)
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key.ljust(width)}  {value}")
+    return 0 if figures["completed"] == args.targets else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
