@@ -7,7 +7,7 @@ BASE_PYTHON = $(shell PYTHON="$(PYTHON)" tools/find_python.sh)
 STATE ?= .devhost
 PORT ?= 7071
 
-.PHONY: setup test test-faults lint serve demo clean
+.PHONY: setup test test-faults lint serve demo bench-scale clean
 
 # The stamp names the Python version: a .venv left by an older Python is rebuilt, not reused.
 $(VENV)/.installed-3.13: requirements.txt requirements-dev.txt
@@ -27,6 +27,12 @@ N ?= 200
 SEED ?= $(shell date +%s)
 test-faults: setup
 	$(PY) -m tools.fault_campaign --schedules $(N) --seed $(SEED)
+
+# One scheduled tick over N generated targets on the local stack, and what it cost (benchmarks/scale.py).
+CONCURRENCY ?= 8
+OVERLAP ?= PT1H
+bench-scale: setup
+	$(PY) -m benchmarks.scale --targets $(N) --concurrency $(CONCURRENCY) --overlap $(OVERLAP)
 
 # checkov lives in its own virtualenv (infra/requirements-lint.txt says why).
 INFRA_LINT := $(VENV)/infra-lint

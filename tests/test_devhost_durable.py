@@ -429,6 +429,22 @@ def test_terminated_parent_leaves_a_running_child_running(tmp_path: Path) -> Non
     run(scenario())
 
 
+def test_a_terminated_child_fails_its_parents_task_with_the_reason(tmp_path: Path) -> None:
+    """DTFx sends SubOrchestrationInstanceFailed to the parent of a terminated child (TaskOrchestrationDispatcher
+    .ProcessWorkflowCompletedTaskDecision); the Python SDK raises it in the parent as the task's failure."""
+
+    async def scenario() -> None:
+        async with durable_host(tmp_path) as host:
+            await host.client.start_new("parent_of_waiter", "p2", None)
+            await host.wait_for("p2-child", {"Running"})
+            await host.client.terminate("p2-child", "stopped by the operator")
+            assert (await host.wait_for("p2-child")).runtime_status.name == "Terminated"
+            parent = await host.wait_for("p2")
+            assert parent.runtime_status.name == "Failed" and "stopped by the operator" in str(parent.output)
+
+    run(scenario())
+
+
 def test_unknown_orchestrator_is_a_400_the_client_reports(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with durable_host(tmp_path) as host:

@@ -137,8 +137,20 @@ def _terminate(
     }
     result.clear_timers = True
     result.outcome = "Terminated"
-    # As on Azure: a running sub-orchestration is not terminated with its parent, and a terminated
-    # sub-orchestration does not notify its parent.
+    # As DTFx does: a running sub-orchestration is not terminated with its parent (children run on), and a
+    # terminated sub-orchestration fails its parent's task with the termination reason
+    # (DurableTask.Core TaskOrchestrationDispatcher.ProcessWorkflowCompletedTaskDecision: a Failed or
+    # Terminated child sends SubOrchestrationInstanceFailedEvent to its parent).
+    if instance.parent_instance_id is not None and instance.parent_task_id is not None:
+        text = "" if reason is None else str(reason)
+        result.messages.append(
+            Outgoing(
+                instance.parent_instance_id,
+                instance.parent_execution_id,
+                "event",
+                ev.sub_orchestration_failed(now, instance.parent_task_id, text, json.dumps({"Message": text})),
+            )
+        )
     return result
 
 
