@@ -13,25 +13,15 @@ flight. Only one rotation ever runs per target (I3): the singleton instance id d
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import azure.durable_functions as df
 
 from rotation import naming
-from rotation.contracts import ActivityRequest
+from rotation.contracts import RUNNING_STATUSES, ActivityRequest, json_object
 
 ORCHESTRATOR = "rotation_orchestrator"
-RUNNING = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
+RUNNING = RUNNING_STATUSES
 
 
 def _status_of(status: Any) -> dict[str, Any] | None:
@@ -41,9 +31,9 @@ def _status_of(status: Any) -> dict[str, Any] | None:
         return None
     return {
         "runtime": runtime,
-        "rotationId": _as_dict(status.input_).get("rotationId"),
-        "stage": _as_dict(status.custom_status).get("stage"),
-        "output": _as_dict(status.output),
+        "rotationId": json_object(status.input_).get("rotationId"),
+        "stage": json_object(status.custom_status).get("stage"),
+        "output": json_object(status.output),
     }
 
 

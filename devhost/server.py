@@ -31,7 +31,7 @@ from devhost.keys import HostKeys, load_or_create_host_keys, write_private
 from devhost.ncrontab import ScheduleError
 from devhost.settings import HostConfig, apply_app_settings
 from devhost.timers import RealClock, TimerRunner
-from devhost.worker.runtime import WorkerInitError
+from devhost.worker.runtime import WorkerInitError, runtime_version
 
 log = logging.getLogger("devhost")
 MAX_REQUEST_BODY = 100 * 1024 * 1024  # the Functions host's own limit; the app enforces tighter caps
@@ -129,6 +129,7 @@ def endpoints_document(
         "rpcBaseUrl": f"{host_url}/durabletask/",
         "durableWebhookBaseUrl": f"{host_url}/runtime/webhooks/durabletask",
         "routePrefix": config.route_prefix,
+        "workerRuntime": f"azure-functions-runtime {runtime_version()}",
         "taskHub": config.hub_name,
         "masterKey": keys.master_key,
         "functionKeys": keys.function_keys,
@@ -148,7 +149,12 @@ def endpoints_document(
 
 def _log_functions(loaded: LoadedApp, host_url: str, route_prefix: str) -> None:
     """Like Core Tools: one line per function, with the URL for HTTP triggers."""
-    log.info("Loaded %d functions from %s", len(loaded.functions), loaded.root)
+    log.info(
+        "Loaded %d functions from %s through azure-functions-runtime %s",
+        len(loaded.functions),
+        loaded.root,
+        runtime_version(),
+    )
     prefix = f"/{route_prefix}" if route_prefix else ""
     for fn in sorted(loaded.functions.values(), key=lambda f: f.name):
         if fn.trigger_type == "httpTrigger":

@@ -14,7 +14,6 @@ acknowledgements arrive as external events and cost no polling. Measured: tests/
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Generator
@@ -29,6 +28,7 @@ from orchestrations.predecessor import Predecessor
 from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP, for_target, step_error
 from orchestrations.status import RotationStatus
 from rotation import events, naming
+from rotation.contracts import json_object
 from rotation.durations import DurationError, format_duration, format_timestamp, parse_duration
 from rotation.identity import Actor
 from rotation.policy import MASTER_KEY_NAME, Target, parse_target
@@ -73,12 +73,7 @@ class Superseded(BaseException):
 
 def event_payload(value: Any) -> dict[str, Any]:
     """The Python client double-encodes raise_event data, so payloads arrive as JSON text."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
+    return json_object(value)
 
 
 def actor_from(payload: dict[str, Any], fallback: str) -> Actor:

@@ -11,9 +11,24 @@ annotation the worker refuses can never land again.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     type ActivityRequest = dict[str, Any]
 else:
     ActivityRequest = dict  # what the worker's indexer sees (see above)
+
+# The Durable runtime statuses in which an instance still owns its id (a start onto it is refused or dropped).
+RUNNING_STATUSES = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """A Durable payload as a dict: inputs, outputs, custom statuses and event data arrive as JSON text or
+    already decoded (the Python client double-encodes); anything that is not an object is empty."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}

@@ -8,25 +8,16 @@ output never carry one (invariant I1).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from rotation import stuck
+from rotation.contracts import RUNNING_STATUSES, json_object
 from rotation.durations import format_timestamp
 from rotation.policy import Target
 
-RUNNING = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
+RUNNING = RUNNING_STATUSES
 
 
 def _stamp(value: Any) -> str | None:
@@ -55,9 +46,9 @@ class Snapshot:
         return Snapshot(
             instance_id=str(status.instance_id),
             runtime=status.runtime_status.name,
-            custom=_as_dict(status.custom_status),
-            output=status.output if not isinstance(status.output, str) else _as_dict(status.output) or status.output,
-            input=_as_dict(status.input_),
+            custom=json_object(status.custom_status),
+            output=status.output if not isinstance(status.output, str) else json_object(status.output) or status.output,
+            input=json_object(status.input_),
             created=_stamp(status.created_time),
             updated=_stamp(status.last_updated_time),
         )
