@@ -9,6 +9,11 @@ a start: `start_rotation` reads the instance and starts it only if nothing runs 
 wins a race for the same id (the check is not atomic on Azure Storage, and the loser's ExecutionStarted
 is dropped), `rotation_progress` sees another rotation id on the instance and reports the target as in
 flight. Only one rotation ever runs per target (I3): the singleton instance id decides, not this code.
+
+The scheduler names targets by id; `start_rotation` takes the target's definition from the deployed
+policy when it starts it, so the tick's state (carried across continue-as-new) stays small however many
+targets it has, and a target edited or removed since the tick began is started as the policy now says,
+or not at all.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import azure.durable_functions as df
 
 from rotation import naming
 from rotation.contracts import RUNNING_STATUSES, ActivityRequest, json_object
+from rotation.policy import current_policy
 
 ORCHESTRATOR = "rotation_orchestrator"
 RUNNING = RUNNING_STATUSES
@@ -48,8 +54,11 @@ def in_flight(target_id: str, found: dict[str, Any]) -> dict[str, Any]:
 async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrationClient) -> dict[str, Any]:
     """Start the rotation `request["input"]` on `rotation-<targetId>` unless one runs there. Idempotent: run
     again after a crash, it finds its own rotation running and says it started it."""
-    rotation = request["input"]
     target_id = str(request["targetId"])
+    target = current_policy().target(target_id)
+    if target is None:
+        return {"started": False, "targetId": target_id, "notInPolicy": True}
+    rotation = {**request["input"], "target": target.to_json()}
     instance = naming.rotation_instance_id(target_id)
     found = _status_of(await client.get_status(instance, show_input=True))
     if found is not None and found["runtime"] in RUNNING:

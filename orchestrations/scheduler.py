@@ -60,10 +60,10 @@ def concurrency(value: Any) -> int:
 
 
 def rotation_input(item: dict[str, Any], rotation_id: str, tick: str) -> dict[str, Any]:
+    """The rotation's input without its target: start_rotation adds the target from the deployed policy."""
     request = {
         "rotationId": rotation_id,
         "mode": item.get("mode", "scheduled"),
-        "target": item["target"],
         "actor": SCHEDULE_ACTOR.to_json(),
         "reason": f"{item.get('reason', 'due')} (tick {tick})",
         "currentKeyName": item.get("currentKeyName"),
@@ -170,6 +170,8 @@ def discover(context: df.DurableOrchestrationContext, request: dict[str, Any]) -
     summary["skipped"] = [{"targetId": s["targetId"], "reason": s.get("reason")} for s in found.get("skipped") or []]
     summary["inFlight"] = []
     summary["executions"] = 1
+    now_text = format_timestamp(now)
+    queue = [queued(item) for item in queue]
     # `startedAt` names every rotation of this tick (ids carry their start: the tick's time, whichever
     # execution of the tick starts them); `started` maps targetId -> the rotation id this tick started.
     return {
@@ -179,7 +181,7 @@ def discover(context: df.DurableOrchestrationContext, request: dict[str, Any]) -
         "expectedEnd": {},
         "polls": 0,
         "late": 0,
-        "startedAt": format_timestamp(now),
+        "startedAt": now_text,
     }
 
 
@@ -229,15 +231,28 @@ def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], wind
     return True
 
 
-def expected_end(item: dict[str, Any], now: datetime) -> str | None:
-    """When a rotation started now should end if nothing holds it: its overlap and post-revocation watch."""
+QUEUED_FIELDS = ("targetId", "mode", "reason", "currentKeyName", "replaces")
+
+
+def queued(item: dict[str, Any]) -> dict[str, Any]:
+    """What the tick keeps of a due target until it starts it: the id and why, and how long its rotation
+    should take; not the target's definition (start_rotation reads it from the policy), so the state that
+    every execution carries stays small."""
+    kept = {k: item[k] for k in QUEUED_FIELDS if item.get(k) is not None}
     target = item.get("target") or {}
     try:
         overlap = parse_duration(str(target.get("overlap") or "PT0S"))
         watch = parse_duration(str((target.get("monitoring") or {}).get("watch") or "PT0S"))
     except ValueError:
-        return None
-    return format_timestamp(now + overlap + watch)
+        return kept
+    kept["expectedSeconds"] = int((overlap + watch).total_seconds())
+    return kept
+
+
+def expected_end(item: dict[str, Any], now: datetime) -> str | None:
+    """When a rotation started now should end if nothing holds it: its overlap and post-revocation watch."""
+    seconds = item.get("expectedSeconds")
+    return format_timestamp(now + timedelta(seconds=int(seconds))) if seconds is not None else None
 
 
 def next_pause(state: dict[str, Any], now: datetime) -> timedelta:
@@ -267,6 +282,9 @@ def start_one(
         return False
     if answer.get("started"):
         return True
+    if answer.get("notInPolicy"):
+        summary["failed"].append({"targetId": item["targetId"], "reason": "not started: no longer in the policy"})
+        return False
     summary["inFlight"].append({"targetId": item["targetId"], **(answer.get("inFlight") or {})})
     return False
 

@@ -17,6 +17,8 @@ PLACEHOLDER_ENV = {
     "LOG_ANALYTICS_WORKSPACE_ID": "00000000-0000-0000-0000-0000000000aa",
     "ARM_ENDPOINT": "https://127.0.0.1:9",
 }
+# App settings for a scripted app whose real start_rotation reads targets from the deployed policy.
+SCRIPTED_POLICY_ENV = {"ROTATION_POLICY_PATH": str(LOCAL_POLICY), **PLACEHOLDER_ENV}
 
 
 def local_target(target_id: str, env: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.devhost_process import ROOT, Devhost, running_devhost
-from tests.rotation_harness import Durable, local_target, read_calls
+from tests.rotation_harness import SCRIPTED_POLICY_ENV, Durable, local_target, read_calls
 
 APP = ROOT / "tests" / "rotation_app"
 ORDERS_CONSUMERS = ("00000000-0000-0000-0000-00000000c001", "00000000-0000-0000-0000-00000000c002")
@@ -81,7 +81,12 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devhost, Pa
     state = tmp_path_factory.mktemp("lifecycle")
     script, calls = state / "script.json", state / "calls.jsonl"
     script.write_text("{}")
-    env = {"ROTATION_SCRIPT": str(script), "ROTATION_CALLS": str(calls), "DEVHOST_CLOCK_IDLE_GRACE": "0.6"}
+    env = {
+        "ROTATION_SCRIPT": str(script),
+        "ROTATION_CALLS": str(calls),
+        "DEVHOST_CLOCK_IDLE_GRACE": "0.6",
+        **SCRIPTED_POLICY_ENV,
+    }
     with running_devhost(state / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as devhost:
         yield devhost, script, calls
 

@@ -6,6 +6,7 @@ the ideal virtual time, and no execution of it replays more than a fixed number 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import datetime
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.scale import policy_document
 from orchestrations.scheduler import YIELDS_PER_EXECUTION
 from tests.devhost_process import ROOT, running_devhost
-from tests.rotation_harness import Durable
+from tests.rotation_harness import PLACEHOLDER_ENV, Durable
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +37,11 @@ def _at(value: str) -> datetime:
 
 
 def test_a_tick_of_200_targets_keeps_its_window_full_with_bounded_history(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(policy_document(TARGETS, f"PT{OVERLAP}S")))
     env = {
+        **PLACEHOLDER_ENV,
+        "ROTATION_POLICY_PATH": str(policy),
         "SCHEDULER_TARGETS": str(TARGETS),
         "SCHEDULER_OVERLAP_SECONDS": str(OVERLAP),
         "DEVHOST_CLOCK_IDLE_GRACE": "0.1",  # the clock jumps sooner: nothing here races it
