@@ -7,8 +7,8 @@ so a tick that called `rotation-<target>` as a sub-orchestration while that inst
 the API or by near-expiry) would wait forever for an answer that never comes. Here the tick never waits on
 a start: `start_rotation` reads the instance and starts it only if nothing runs there; if another start
 wins a race for the same id (the check is not atomic on Azure Storage, and the loser's ExecutionStarted
-is dropped), `rotation_progress` sees another rotation id on the instance and reports the target as in
-flight. Only one rotation ever runs per target (I3): the singleton instance id decides, not this code.
+is dropped), `rotation_progress` later sees another rotation id on the instance and the tick reports its
+own as superseded. Only one rotation ever runs per target (I3): the singleton instance id decides, not this code.
 
 The scheduler names targets by id; `start_rotation` takes the target's definition from the deployed
 policy when it starts it, so the tick's state (carried across continue-as-new) stays small however many
@@ -24,6 +24,7 @@ import azure.durable_functions as df
 
 from rotation import naming
 from rotation.contracts import RUNNING_STATUSES, ActivityRequest, json_object
+from rotation.durations import format_timestamp
 from rotation.policy import current_policy
 
 ORCHESTRATOR = "rotation_orchestrator"
@@ -51,9 +52,21 @@ def in_flight(target_id: str, found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _started_after(found: dict[str, Any], stamp: str | None) -> bool:
+    """Whether the instance's rotation began after the tick did (another tick or the API got there first)."""
+    if not stamp or not found.get("rotationId"):
+        return False
+    try:
+        began = naming.parse_rotation_id(str(found["rotationId"])).started_at
+    except naming.NamingError:
+        return False
+    return format_timestamp(began) > stamp
+
+
 async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrationClient) -> dict[str, Any]:
     """Start the rotation `request["input"]` on `rotation-<targetId>` unless one runs there. Idempotent: run
-    again after a crash, it finds its own rotation running and says it started it."""
+    again after a crash, it finds its own rotation (running or already ended) and says it started it. A
+    target rotated since the tick began (`request["since"]`: a later tick, the API) is not rotated again."""
     target_id = str(request["targetId"])
     target = current_policy().target(target_id)
     if target is None:
@@ -61,16 +74,20 @@ async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrati
     rotation = {**request["input"], "target": target.to_json()}
     instance = naming.rotation_instance_id(target_id)
     found = _status_of(await client.get_status(instance, show_input=True))
+    if found is not None and found["rotationId"] == rotation["rotationId"]:
+        return {"started": True, "targetId": target_id}  # ours, started by an earlier attempt
     if found is not None and found["runtime"] in RUNNING:
-        if found["rotationId"] == rotation["rotationId"]:
-            return {"started": True, "targetId": target_id}  # ours, started by an earlier attempt
         return in_flight(target_id, found)
+    if found is not None and _started_after(found, request.get("since")):
+        return {"started": False, "targetId": target_id, "rotatedSince": found["rotationId"]}
     try:
         await client.start_new(ORCHESTRATOR, instance, rotation)
     except Exception:
         # Refused because another start won the race: that rotation owns the target now.
         now = _status_of(await client.get_status(instance, show_input=True))
-        if now is not None and now["runtime"] in RUNNING and now["rotationId"] != rotation["rotationId"]:
+        if now is not None and now["rotationId"] == rotation["rotationId"]:
+            return {"started": True, "targetId": target_id}
+        if now is not None and now["runtime"] in RUNNING:
             return in_flight(target_id, now)
         raise
     return {"started": True, "targetId": target_id}
@@ -82,7 +99,10 @@ async def rotation_progress(request: ActivityRequest, client: df.DurableOrchestr
     out: list[dict[str, Any]] = []
     for item in request.get("rotations") or []:
         target_id, rotation_id = str(item["targetId"]), str(item["rotationId"])
-        found = _status_of(await client.get_status(naming.rotation_instance_id(target_id), show_input=True))
+        instance = naming.rotation_instance_id(target_id)
+        found = _status_of(await client.get_status(instance, show_input=True))
+        if found is None:  # a failed read looks the same as no instance: read once more before saying so
+            found = _status_of(await client.get_status(instance, show_input=True))
         if found is None:
             out.append({"targetId": target_id, "rotationId": rotation_id, "state": "gone"})
         elif found["rotationId"] != rotation_id:
@@ -92,7 +112,6 @@ async def rotation_progress(request: ActivityRequest, client: df.DurableOrchestr
                     "rotationId": rotation_id,
                     "state": "replaced",
                     "by": found["rotationId"],
-                    "byRunning": found["runtime"] in RUNNING,
                 }
             )
         elif found["runtime"] in RUNNING:

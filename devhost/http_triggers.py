@@ -46,20 +46,42 @@ def authorized(level: str, keys: HostKeys, request: web.Request) -> bool:
 def to_rpc_http(request: web.Request, body: bytes, route_params: dict[str, str]) -> Any:
     """The trigger payload the host sends for this request."""
     headers: dict[str, str] = {}
-    for name, value in request.headers.items():  # repeated headers are joined, as the host does
+    for name, value in request.headers.items():  # repeated headers are joined with "," (StringValues)
         key = name.lower()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    query = {k: ",".join(request.query.getall(k)) for k in dict.fromkeys(request.query)}
     http = protos.RpcHttp(
         method=request.method,
         url=str(request.url),
         headers=headers,
-        query={k: v for k in request.query if (v := request.query.getone(k))},
+        query={k: v for k, v in query.items() if v},  # empty values are left out, as the host does
         params=route_params,
     )
     if body:
         http.body.bytes = body
         http.rawBody.bytes = body
     return protos.TypedData(http=http)
+
+
+def set_cookie(cookie: Any) -> str:
+    """An RpcHttpCookie as the Set-Cookie header the host writes for it."""
+    parts = [f"{cookie.name}={cookie.value}"]
+    if cookie.HasField("domain"):
+        parts.append(f"Domain={cookie.domain.value}")
+    if cookie.HasField("path"):
+        parts.append(f"Path={cookie.path.value}")
+    if cookie.HasField("expires"):
+        parts.append(f"Expires={cookie.expires.value.ToDatetime().strftime('%a, %d %b %Y %H:%M:%S GMT')}")
+    if cookie.HasField("max_age"):
+        parts.append(f"Max-Age={int(cookie.max_age.value)}")
+    if cookie.HasField("secure") and cookie.secure.value:
+        parts.append("Secure")
+    if cookie.HasField("http_only") and cookie.http_only.value:
+        parts.append("HttpOnly")
+    same_site = {1: "Lax", 2: "Strict", 3: "None"}.get(cookie.same_site)
+    if same_site:
+        parts.append(f"SameSite={same_site}")
+    return "; ".join(parts)
 
 
 def to_aiohttp(value: Any | None) -> web.Response:
@@ -78,7 +100,7 @@ def to_aiohttp(value: Any | None) -> web.Response:
         if name.lower() not in _HOP_BY_HOP:
             headers.add(name, header)
     for cookie in http.cookies:
-        headers.add("Set-Cookie", f"{cookie.name}={cookie.value}")
+        headers.add("Set-Cookie", set_cookie(cookie))
     body_kind = http.body.WhichOneof("data")
     body = getattr(http.body, body_kind) if body_kind else b""
     if isinstance(body, str):

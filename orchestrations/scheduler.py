@@ -49,6 +49,7 @@ EXPECTED_END_MARGIN = timedelta(minutes=1)
 # Steps (starts, pauses, reads) one execution of a tick takes before it continues as new: about four
 # history events each, so an execution stays near 200 events however many targets the tick has.
 YIELDS_PER_EXECUTION = 40
+START_ATTEMPTS = 5  # KEY_STEP's attempts: what a failed start costs the step budget
 OUTCOME_BUCKETS = {"completed": "completed", "aborted": "aborted", "superseded": "superseded"}
 
 
@@ -201,10 +202,13 @@ def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], wind
             item = queue.pop(0)
             rotation_id = naming.rotation_id(item["targetId"], item.get("mode", "scheduled"), stamp)
             steps += 1
-            if (yield from start_one(context, item, rotation_id, tick, summary)):
+            failures = len(summary["failed"])
+            if (yield from start_one(context, item, rotation_id, tick, state["startedAt"], summary)):
                 started[item["targetId"]] = rotation_id
                 state.setdefault("expectedEnd", {})[item["targetId"]] = expected_end(item, context.current_utc_datetime)
                 state["polls"] = state["late"] = 0  # something new runs: look again soon
+            elif len(summary["failed"]) > failures:
+                steps += START_ATTEMPTS  # a start that failed took its retries (about four events each)
         if not started:
             continue
         context.set_custom_status(
@@ -256,25 +260,29 @@ def expected_end(item: dict[str, Any], now: datetime) -> str | None:
 
 
 def next_pause(state: dict[str, Any], now: datetime) -> timedelta:
+    """Soon after a start; then backing off, but never past the earliest expected end still ahead."""
     polls = int(state.get("polls", 0))
     if polls < len(EARLY_POLLS):
         return EARLY_POLLS[polls]
-    upcoming = [
-        end for end in map(parse_timestamp, filter(None, (state.get("expectedEnd") or {}).values())) if end > now
-    ]
-    if upcoming:
-        return min(min(upcoming) - now + EXPECTED_END_MARGIN, LATE_POLLS[-1])
     late = int(state.get("late", 0))
     state["late"] = late + 1
-    return LATE_POLLS[min(late, len(LATE_POLLS) - 1)]
+    backoff = LATE_POLLS[min(late, len(LATE_POLLS) - 1)]
+    ends = [parse_timestamp(end) for end in (state.get("expectedEnd") or {}).values() if end]
+    upcoming = [end - now + EXPECTED_END_MARGIN for end in ends if end > now]
+    return min([backoff, *upcoming])
 
 
 def start_one(
-    context: df.DurableOrchestrationContext, item: dict[str, Any], rotation_id: str, tick: str, summary: dict[str, Any]
+    context: df.DurableOrchestrationContext,
+    item: dict[str, Any],
+    rotation_id: str,
+    tick: str,
+    since: str,
+    summary: dict[str, Any],
 ) -> Generator[Any, Any, bool]:
     """Start one target's rotation; False when it did not start (in flight, or the start failed), with the
     target already entered in the summary."""
-    request = {"targetId": item["targetId"], "input": rotation_input(item, rotation_id, tick)}
+    request = {"targetId": item["targetId"], "input": rotation_input(item, rotation_id, tick), "since": since}
     try:
         answer = yield context.call_activity_with_retry("start_rotation", KEY_STEP, request)
     except Exception as exc:
@@ -284,6 +292,10 @@ def start_one(
         return True
     if answer.get("notInPolicy"):
         summary["failed"].append({"targetId": item["targetId"], "reason": "not started: no longer in the policy"})
+        return False
+    if answer.get("rotatedSince"):
+        reason = f"rotated since this tick began ({answer['rotatedSince']})"
+        summary["skipped"].append({"targetId": item["targetId"], "reason": reason})
         return False
     summary["inFlight"].append({"targetId": item["targetId"], **(answer.get("inFlight") or {})})
     return False

@@ -104,8 +104,11 @@ class WorkerRuntime:
         """Worker init (which indexes the app), functions metadata, then a function load per function."""
         self._claim_process()
         self._thread.start()
-        if str(self.app_dir) not in sys.path:
-            sys.path.insert(0, str(self.app_dir))  # the proxy worker puts the app root on sys.path
+        # The proxy worker puts the app root first on sys.path: `function_app` must be this app's, not
+        # one of an app loaded earlier in this process.
+        if str(self.app_dir) in sys.path:
+            sys.path.remove(str(self.app_dir))
+        sys.path.insert(0, str(self.app_dir))
         runtime.start_threadpool_executor()
         init = self._request(
             "WorkerInitRequest",
@@ -167,12 +170,21 @@ class WorkerRuntime:
         return _answer(future.result())
 
     def close(self) -> None:
-        if type(self)._active is self:
+        """Stop the worker: invocations still running on its loop are cancelled (their callers get a
+        CancelledError instead of waiting forever); the runtime's thread pool, which is global, is stopped
+        only by the worker that owns it now."""
+        owner = type(self)._active is self
+        if owner:
             type(self)._active = None
-        runtime.stop_threadpool_executor()
+            runtime.stop_threadpool_executor()
         if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop.call_soon_threadsafe(self._cancel_all_and_stop)
             self._thread.join(timeout=5)
+
+    def _cancel_all_and_stop(self) -> None:
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.call_soon(self._loop.stop)
 
 
 def _answer(response: Any) -> Invocation:
