@@ -267,3 +267,35 @@ def test_timer_with_missing_setting_names_function_and_setting(tmp_path: Path, m
             RecordingInvoker(),
             tmp_path,
         )  # type: ignore[arg-type]
+
+
+def test_the_http_request_goes_to_the_worker_as_the_host_builds_it() -> None:
+    """Repeated query values joined with ",", empty ones left out, header names lower-cased, the body as
+    bytes (azure-functions-host RpcMessageConversionExtensions.ToRpcHttp)."""
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict
+
+    from devhost.http_triggers import to_rpc_http
+
+    headers = CIMultiDict([("X-Trace", "a"), ("x-trace", "b"), ("Content-Type", "application/json")])
+    request = make_mocked_request("POST", "/api/items/7?tag=x&tag=y&empty=", headers=headers)
+    http = to_rpc_http(request, b'{"a": 1}', {"id": "7"}).http
+    assert dict(http.query) == {"tag": "x,y"}
+    assert http.headers["x-trace"] == "a,b" and http.headers["content-type"] == "application/json"
+    assert dict(http.params) == {"id": "7"} and http.body.bytes == b'{"a": 1}' and http.method == "POST"
+
+
+def test_a_response_cookie_keeps_its_attributes() -> None:
+    from devhost.http_triggers import set_cookie
+    from devhost.worker.protos import protos
+
+    cookie = protos.RpcHttpCookie(
+        name="session",
+        value="opaque",
+        path=protos.NullableString(value="/api"),
+        secure=protos.NullableBool(value=True),
+        http_only=protos.NullableBool(value=True),
+        same_site=protos.RpcHttpCookie.Strict,
+        max_age=protos.NullableDouble(value=60),
+    )
+    assert set_cookie(cookie) == "session=opaque; Path=/api; Max-Age=60; Secure; HttpOnly; SameSite=Strict"
