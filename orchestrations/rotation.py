@@ -143,6 +143,7 @@ class RotationRun:
         self.current_key_name = request.current_key_name
         self.pending_events: list[dict[str, Any]] = []
         self.waiters: dict[str, Any] = {}
+        self.supersede_waiters: list[Any] = []
 
     # -- helpers --------------------------------------------------------------------------------
     @property
@@ -183,10 +184,27 @@ class RotationRun:
 
     def waiter(self, name: str) -> Any:
         """One pending waiter per event name, reused until it fires, so no stale waiters pile up."""
+        if name == SUPERSEDE_EVENT:
+            return self.supersede_waiter()
         task = self.waiters.get(name)
         if task is None or task.is_completed:
             task = self.waiters[name] = self.ctx.wait_for_external_event(name)
         return task
+
+    def supersede_waiter(self) -> Any:
+        """A fresh `Supersede` waiter for every race. The SDK leaves a task already yielded in one
+        task_any out of the actions of the next (`CompoundTask.__init__` skips `_is_scheduled` children),
+        so a reused waiter could never end a later race: an emergency arriving after the first wake point
+        of an overlap, or while held, waited for the next timer. Every waiter made is kept: the SDK hands
+        an event to the newest open waiter, which is the current race's, or — between races — the last
+        one made, and `takeover()` finds it either way."""
+        task = self.ctx.wait_for_external_event(SUPERSEDE_EVENT)
+        self.supersede_waiters.append(task)
+        return task
+
+    def takeover(self) -> Any | None:
+        """The Supersede waiter that fired, if one did."""
+        return next((w for w in self.supersede_waiters if w.is_completed), None)
 
     def overlap(self) -> timedelta:
         if self.target.is_master_key:
@@ -234,9 +252,10 @@ class RotationRun:
                 return
 
     def superseded_by(self, winner: Any) -> None:
-        waiter = self.waiters.get(SUPERSEDE_EVENT)
-        if waiter is not None and winner is waiter:
-            raise Superseded(event_payload(waiter.result))
+        """After any race: an emergency that arrived takes over now, whichever task won."""
+        fired = winner if any(winner is w for w in self.supersede_waiters) else self.takeover()
+        if fired is not None:
+            raise Superseded(event_payload(fired.result))
 
     # -- the lifecycle --------------------------------------------------------------------------
     def run(self) -> Orchestration:
@@ -245,9 +264,9 @@ class RotationRun:
         except Superseded as signal:
             output = yield from self.supersede(signal.payload)
             return self.hand_over(signal.payload, output)
-        waiter = self.waiters.get(SUPERSEDE_EVENT)
-        if waiter is not None and waiter.is_completed:  # arrived as this rotation ended: it still takes over
-            return self.hand_over(event_payload(waiter.result), output)
+        fired = self.takeover()
+        if fired is not None:  # arrived as this rotation ended: it still takes over
+            return self.hand_over(event_payload(fired.result), output)
         return output
 
     def hand_over(self, payload: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:

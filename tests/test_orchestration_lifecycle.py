@@ -7,6 +7,7 @@ the activities are scripted so each branch (holds, acks, compensation, failures)
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -355,6 +356,69 @@ def test_an_emergency_takes_over_a_waiting_rotation_at_once(run: Scripted, stage
     assert types[first_end + 1 :] == ["RotationStarted", "NewKeyAvailable", "OldKeyRevoked", "RotationCompleted"]
     revoke = run.calls("revoke_old_keys")
     assert len(revoke) == 1 and revoke[0]["request"]["revokeKeyNames"] is None  # only the emergency revoked
+
+
+def test_an_emergency_late_in_an_overlap_takes_over_without_waiting_for_the_next_wake_point(run: Scripted) -> None:
+    """Past the overlap's first wake point (an adoption check) the rotation races a new timer against
+    Supersede; the SDK leaves a waiter already yielded in one task_any out of the next, so a reused
+    waiter let the emergency wait for the next wake point, hours later. The clock stands still here:
+    only a take-over at once passes."""
+    run.use(check_adoption=[{"readers": [], "error": None}])
+    instance = run.start()
+    run.durable.wait(instance, stage="overlap")
+    run.durable.clock(autoAdvance=False)
+    run.durable.clock(advanceBy=17 * 3600)  # past the first adoption check of the two-day overlap
+    deadline = time.monotonic() + 20
+    while not run.calls("check_adoption") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.calls("check_adoption"), "the overlap never reached its first wake point"
+    time.sleep(0.5)  # back in its wait, racing the next wake point against Supersede
+    successor = emergency_input()
+    run.durable.raise_event(
+        instance, "Supersede", {"rotationId": successor["rotationId"], "actor": successor["actor"], "next": successor}
+    )
+    deadline = time.monotonic() + 15
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = run.durable.status(instance)
+        if (status.get("input") or {}).get("rotationId") == successor["rotationId"]:
+            break
+        time.sleep(0.05)
+    assert (status.get("input") or {}).get("rotationId") == successor["rotationId"], status.get("customStatus")
+    run.durable.clock(autoAdvance=True)
+    final = run.durable.wait(instance)
+    assert final["output"]["mode"] == "emergency" and final["output"]["outcome"] == "completed"
+
+
+def test_an_emergency_takes_over_a_held_rotation_after_an_earlier_decision_at_once(run: Scripted) -> None:
+    """Held, an approver's malformed extend is ignored and the hold waits again: that second race hears
+    Supersede too, with the clock standing still."""
+    run.use(count_auth_failures=[{"failures": 50, "baseline": 2, "error": None}])
+    instance = run.start()
+    run.durable.wait(instance, stage="held")
+    run.durable.clock(autoAdvance=False)
+    run.durable.raise_event(instance, "Extend", {"actor": APPROVER, "by": "soon"})
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        steps = (run.durable.status(instance).get("customStatus") or {}).get("steps") or []
+        if any(s["step"] == "hold" and s["status"] == "ignored" for s in steps):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # waiting again for a decision
+    successor = emergency_input("demo-orders-20261122t040003z-e")
+    run.durable.raise_event(
+        instance, "Supersede", {"rotationId": successor["rotationId"], "actor": successor["actor"], "next": successor}
+    )
+    deadline = time.monotonic() + 15
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = run.durable.status(instance)
+        if (status.get("input") or {}).get("rotationId") == successor["rotationId"]:
+            break
+        time.sleep(0.05)
+    assert (status.get("input") or {}).get("rotationId") == successor["rotationId"], status.get("customStatus")
+    run.durable.clock(autoAdvance=True)
+    assert run.durable.wait(instance)["output"]["outcome"] == "completed"
 
 
 def test_an_emergency_waits_for_a_busy_step_then_takes_over(run: Scripted) -> None:
