@@ -183,7 +183,8 @@ class RotationRun:
         return pending
 
     def waiter(self, name: str) -> Any:
-        """One pending waiter per event name, reused until it fires, so no stale waiters pile up."""
+        """One pending waiter per event name, reused until it fires, so no stale waiters pile up; but a
+        fresh one for every race for `Supersede` (see supersede_waiter)."""
         if name == SUPERSEDE_EVENT:
             return self.supersede_waiter()
         task = self.waiters.get(name)
@@ -195,7 +196,7 @@ class RotationRun:
         """A fresh `Supersede` waiter for every race. The SDK leaves a task already yielded in one
         task_any out of the actions of the next (`CompoundTask.__init__` skips `_is_scheduled` children),
         so a reused waiter could never end a later race: an emergency arriving after the first wake point
-        of an overlap, or while held, waited for the next timer. Every waiter made is kept: the SDK hands
+        of an overlap waited for the next timer, hours later. Every waiter made is kept: the SDK hands
         an event to the newest open waiter, which is the current race's, or — between races — the last
         one made, and `takeover()` finds it either way."""
         task = self.ctx.wait_for_external_event(SUPERSEDE_EVENT)
