@@ -28,7 +28,6 @@ from rotation.durations import format_timestamp
 from rotation.policy import current_policy
 
 ORCHESTRATOR = "rotation_orchestrator"
-RUNNING = RUNNING_STATUSES
 
 
 def _status_of(status: Any) -> dict[str, Any] | None:
@@ -76,7 +75,7 @@ async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrati
     found = _status_of(await client.get_status(instance, show_input=True))
     if found is not None and found["rotationId"] == rotation["rotationId"]:
         return {"started": True, "targetId": target_id}  # ours, started by an earlier attempt
-    if found is not None and found["runtime"] in RUNNING:
+    if found is not None and found["runtime"] in RUNNING_STATUSES:
         return in_flight(target_id, found)
     if found is not None and _started_after(found, request.get("since")):
         return {"started": False, "targetId": target_id, "rotatedSince": found["rotationId"]}
@@ -87,7 +86,7 @@ async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrati
         now = _status_of(await client.get_status(instance, show_input=True))
         if now is not None and now["rotationId"] == rotation["rotationId"]:
             return {"started": True, "targetId": target_id}
-        if now is not None and now["runtime"] in RUNNING:
+        if now is not None and now["runtime"] in RUNNING_STATUSES:
             return in_flight(target_id, now)
         raise
     return {"started": True, "targetId": target_id}
@@ -114,7 +113,7 @@ async def rotation_progress(request: ActivityRequest, client: df.DurableOrchestr
                     "by": found["rotationId"],
                 }
             )
-        elif found["runtime"] in RUNNING:
+        elif found["runtime"] in RUNNING_STATUSES:
             out.append({"targetId": target_id, "rotationId": rotation_id, "state": "running", "stage": found["stage"]})
         else:
             out.append(

@@ -16,8 +16,6 @@ from typing import Any
 
 from devhost.worker.runtime import WorkerRuntime, raw_bindings
 
-TRIGGER_TYPES = ("httpTrigger", "timerTrigger", "eventGridTrigger", "orchestrationTrigger", "activityTrigger")
-
 
 @dataclass(frozen=True)
 class FunctionInfo:

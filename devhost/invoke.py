@@ -37,6 +37,7 @@ def inputs_for(fn: FunctionInfo, trigger: Any, client_binding: str | None) -> li
     inputs = [(fn.trigger_param, trigger)]
     if fn.durable_client_param:
         if client_binding is None:
+            log.error("Function '%s' needs a durable client, but the durable engine is not running", fn.name)
             raise RuntimeError(f"function '{fn.name}' needs a durable client, but the durable engine is not running")
         inputs.append((fn.durable_client_param, protos.TypedData(string=client_binding)))
     return inputs
@@ -49,17 +50,10 @@ class Invoker:
         self._loaded = loaded
         self._client_binding = client_binding
 
-    def close(self) -> None:
-        """Nothing to release: the worker belongs to the loaded app."""
-
     async def call(self, fn: FunctionInfo, trigger: Any, reason: str) -> Invocation:
         """Invoke ``fn``; raises FunctionFailed (after logging name and type) when the function raised."""
         binding = self._client_binding() if (fn.durable_client_param and self._client_binding) else None
-        try:
-            inputs = inputs_for(fn, trigger, binding)
-        except RuntimeError:
-            log.error("Function '%s' needs a durable client, but the durable engine is not running", fn.name)
-            raise
+        inputs = inputs_for(fn, trigger, binding)  # RuntimeError (naming the function) without an engine
         started = time.perf_counter()
         log.info("Executing 'Functions.%s' (Reason='%s')", fn.name, reason)
         result = await self._loaded.worker.invoke(fn.function_id, inputs)

@@ -63,7 +63,6 @@ class _Running:
     runner: web.AppRunner | None = None
     timers: TimerRunner | None = None
     admin: AdminApi | None = None
-    invoker: Invoker | None = None
     loaded: LoadedApp | None = None
     sock: socket.socket | None = None
 
@@ -190,7 +189,7 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
     binding = (lambda: engine.client_binding_json(host_url, durable_key)) if engine else None
     running.loaded = loaded
     loaded.client_binding = binding
-    invoker = running.invoker = Invoker(loaded, binding)
+    invoker = Invoker(loaded, binding)
     clock = engine.clock if engine else RealClock()
     if engine is None and opts.clock == "virtual":
         log.warning("No durable engine: timers run on the real clock")
@@ -232,8 +231,6 @@ async def _stop(running: _Running) -> None:
             await asyncio.wait_for(step(), timeout=15)
         except Exception as exc:
             log.error("Stopping the %s failed: %s", name, type(exc).__name__)
-    if running.invoker:
-        running.invoker.close()
     if running.loaded:
         running.loaded.close()
     if running.sock and running.runner is None:  # never handed to a site

@@ -49,7 +49,7 @@ EXPECTED_END_MARGIN = timedelta(minutes=1)
 # Steps (starts, pauses, reads) one execution of a tick takes before it continues as new: about four
 # history events each, so an execution stays near 200 events however many targets the tick has.
 YIELDS_PER_EXECUTION = 40
-START_ATTEMPTS = 5  # KEY_STEP's attempts: what a failed start costs the step budget
+START_ATTEMPTS = KEY_STEP.max_number_of_attempts  # what a failed start costs the step budget
 OUTCOME_BUCKETS = {"completed": "completed", "aborted": "aborted", "superseded": "superseded"}
 
 
@@ -205,7 +205,7 @@ def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], wind
             failures = len(summary["failed"])
             if (yield from start_one(context, item, rotation_id, tick, state["startedAt"], summary)):
                 started[item["targetId"]] = rotation_id
-                state.setdefault("expectedEnd", {})[item["targetId"]] = expected_end(item, context.current_utc_datetime)
+                state["expectedEnd"][item["targetId"]] = expected_end(item, context.current_utc_datetime)
                 state["polls"] = state["late"] = 0  # something new runs: look again soon
             elif len(summary["failed"]) > failures:
                 steps += START_ATTEMPTS  # a start that failed took its retries (about four events each)
@@ -229,7 +229,7 @@ def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], wind
             if entry.get("state") == "running" or entry.get("targetId") not in started:
                 continue
             del started[entry["targetId"]]
-            state.get("expectedEnd", {}).pop(entry["targetId"], None)
+            state["expectedEnd"].pop(entry["targetId"], None)
             state["polls"] = state["late"] = 0
             settle(summary, entry)
     return True
@@ -261,13 +261,13 @@ def expected_end(item: dict[str, Any], now: datetime) -> str | None:
 
 def next_pause(state: dict[str, Any], now: datetime) -> timedelta:
     """Soon after a start; then backing off, but never past the earliest expected end still ahead."""
-    polls = int(state.get("polls", 0))
+    polls = int(state["polls"])
     if polls < len(EARLY_POLLS):
         return EARLY_POLLS[polls]
-    late = int(state.get("late", 0))
+    late = int(state["late"])
     state["late"] = late + 1
     backoff = LATE_POLLS[min(late, len(LATE_POLLS) - 1)]
-    ends = [parse_timestamp(end) for end in (state.get("expectedEnd") or {}).values() if end]
+    ends = [parse_timestamp(end) for end in state["expectedEnd"].values() if end]
     upcoming = [end - now + EXPECTED_END_MARGIN for end in ends if end > now]
     return min([backoff, *upcoming])
 

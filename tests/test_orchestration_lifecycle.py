@@ -335,6 +335,24 @@ def emergency_input(rotation_id: str = "demo-orders-20261122t040000z-e") -> dict
     }
 
 
+def supersede(run: Scripted, instance: str, successor: dict[str, Any]) -> None:
+    """The event the emergency API raises on the running rotation."""
+    payload = {"rotationId": successor["rotationId"], "actor": successor["actor"], "next": successor}
+    run.durable.raise_event(instance, "Supersede", payload)
+
+
+def taken_over(run: Scripted, instance: str, successor: dict[str, Any], timeout: float = 15) -> None:
+    """Until the instance runs as the successor (continued as new), without the clock having to move."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = run.durable.status(instance)
+        if (status.get("input") or {}).get("rotationId") == successor["rotationId"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not taken over by {successor['rotationId']}: {status.get('customStatus')}")
+
+
 @pytest.mark.parametrize("stage", ["overlap", "held"])
 def test_an_emergency_takes_over_a_waiting_rotation_at_once(run: Scripted, stage: str) -> None:
     quiet = {"failures": 0, "baseline": 0}
@@ -343,9 +361,7 @@ def test_an_emergency_takes_over_a_waiting_rotation_at_once(run: Scripted, stage
     instance = run.start()
     run.durable.wait(instance, stage=stage)
     successor = emergency_input()
-    run.durable.raise_event(
-        instance, "Supersede", {"rotationId": successor["rotationId"], "actor": successor["actor"], "next": successor}
-    )
+    supersede(run, instance, successor)
     status = run.durable.wait(instance)
     # The same instance continued as the emergency rotation: one rotation per target at any time (I3).
     assert status["output"]["rotationId"] == successor["rotationId"]
@@ -374,17 +390,8 @@ def test_an_emergency_late_in_an_overlap_takes_over_without_waiting_for_the_next
     assert run.calls("check_adoption"), "the overlap never reached its first wake point"
     time.sleep(0.5)  # back in its wait, racing the next wake point against Supersede
     successor = emergency_input()
-    run.durable.raise_event(
-        instance, "Supersede", {"rotationId": successor["rotationId"], "actor": successor["actor"], "next": successor}
-    )
-    deadline = time.monotonic() + 15
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = run.durable.status(instance)
-        if (status.get("input") or {}).get("rotationId") == successor["rotationId"]:
-            break
-        time.sleep(0.05)
-    assert (status.get("input") or {}).get("rotationId") == successor["rotationId"], status.get("customStatus")
+    supersede(run, instance, successor)
+    taken_over(run, instance, successor)
     run.durable.clock(autoAdvance=True)
     final = run.durable.wait(instance)
     assert final["output"]["mode"] == "emergency" and final["output"]["outcome"] == "completed"
@@ -406,17 +413,8 @@ def test_an_emergency_takes_over_a_held_rotation_after_an_earlier_decision_at_on
         time.sleep(0.05)
     time.sleep(0.5)  # waiting again for a decision
     successor = emergency_input("demo-orders-20261122t040003z-e")
-    run.durable.raise_event(
-        instance, "Supersede", {"rotationId": successor["rotationId"], "actor": successor["actor"], "next": successor}
-    )
-    deadline = time.monotonic() + 15
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = run.durable.status(instance)
-        if (status.get("input") or {}).get("rotationId") == successor["rotationId"]:
-            break
-        time.sleep(0.05)
-    assert (status.get("input") or {}).get("rotationId") == successor["rotationId"], status.get("customStatus")
+    supersede(run, instance, successor)
+    taken_over(run, instance, successor)
     run.durable.clock(autoAdvance=True)
     assert run.durable.wait(instance)["output"]["outcome"] == "completed"
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from benchmarks.scale import policy_document
+from benchmarks.scale import TICK_EPISODE, policy_document
 from orchestrations.scheduler import YIELDS_PER_EXECUTION
 from tests.devhost_process import ROOT, running_devhost
 from tests.rotation_harness import PLACEHOLDER_ENV, Durable
@@ -27,9 +26,6 @@ TARGETS, WINDOW, OVERLAP = 200, 8, 3600
 # completed, the episode's started and completed markers), plus the execution's start and, in the first
 # execution, the discovery of due targets and drift.
 HISTORY_BOUND = 4 * YIELDS_PER_EXECUTION + 40
-EPISODE = re.compile(
-    r"Orchestration scheduler_orchestrator \(instance scale-tick\) episode: \w+; replayed (\d+) history"
-)
 
 
 def _at(value: str) -> datetime:
@@ -61,7 +57,7 @@ def test_a_tick_of_200_targets_keeps_its_window_full_with_bounded_history(tmp_pa
     assert len(summary["completed"]) == TARGETS and summary["failed"] == [] and summary["inFlight"] == []
     assert summary["executions"] > 1  # it continued as new along the way, carrying the summary
 
-    replayed = [int(n) for n in EPISODE.findall(log)]
+    replayed = [int(n) for instance, n in TICK_EPISODE.findall(log) if instance == "scale-tick"]
     assert replayed and max(replayed) <= HISTORY_BOUND, (max(replayed), HISTORY_BOUND)
 
     start, end = min(s for s, _ in spans), max(e for _, e in spans)
