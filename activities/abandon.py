@@ -20,10 +20,10 @@ from activities import secret_versions
 from activities.events_publish import with_step_events
 from activities.revoke import compensate_rotation
 from activities.secret_versions import SecretVersions
+from activities.targets import target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
 from rotation.events import ROTATION_FAILED
-from rotation.policy import parse_target
 
 log = logging.getLogger("keyrotation.activities.abandon")
 
@@ -52,11 +52,12 @@ def _settled(cloud_events: list[dict[str, Any]], stuck: str, compensated: bool) 
 
 
 def abandon_rotation(request: ActivityRequest) -> dict[str, Any]:
-    """`{"rotationId", "target", "replaces": {rotationId, announced, version?, previousVersion?}, "events"?}`
+    """`{"rotationId", "targetId", "fingerprint", "replaces": {rotationId, announced, version?,
+    previousVersion?}, "events"?}`
     -> `{"abandoned", "compensated", "undone", "currentKeyName", "currentVersion"}`: names and version ids
     only. `events` (the stuck rotation's RotationFailed) are published once the undo succeeded; an undo
     that fails raises (the step is retried) and publishes nothing."""
-    target = parse_target(request["target"])
+    target = target_for(request)
     stuck = _stuck_rotation_id(request, target.id)
     replaces: dict[str, Any] = request["replaces"]
     undone: dict[str, Any] | None = None
@@ -65,7 +66,8 @@ def abandon_rotation(request: ActivityRequest) -> dict[str, Any]:
         undone = compensate_rotation(
             {
                 "rotationId": stuck,
-                "target": request["target"],
+                "targetId": request.get("targetId"),
+                "fingerprint": request.get("fingerprint"),
                 "keyName": None,
                 "version": replaces.get("version"),
                 "previousVersion": replaces.get("previousVersion"),

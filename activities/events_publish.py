@@ -127,8 +127,7 @@ def with_step_events(request: dict[str, Any], result: dict[str, Any]) -> dict[st
     step_events = request.get("events")
     if not step_events:
         return result
-    target = request.get("target")
-    calls = target.get("calls") if isinstance(target, dict) else None
+    calls = request.get("calls")
     try:
         return {**result, "published": publish_events({"events": step_events, "calls": calls})["published"]}
     except (SafeError, EventDataError) as exc:

@@ -26,9 +26,10 @@ from activities import secret_versions
 from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.secret_versions import SecretVersions, Version
+from activities.targets import TargetRefused, target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
-from rotation.policy import MASTER_KEY_NAME, Target, parse_target
+from rotation.policy import MASTER_KEY_NAME, Target
 from rotation.redaction import SafeError
 
 log = logging.getLogger("keyrotation.activities.provision")
@@ -53,11 +54,13 @@ def previous_version(versions: list[Version], rotation_id: str) -> Version | Non
 
 
 def provision_new_key(request: ActivityRequest) -> dict[str, Any]:
-    """`{"rotationId", "target", "keyName", "events"?}` -> names, version ids, accepted, probeAttempts. Never a
+    """`{"rotationId", "targetId", "fingerprint", "keyName", "events"?}` -> names, version ids, accepted,
+    probeAttempts. Never a
     value. `events` (RotationStarted) are published once the new key is stored."""
     rotation_id = request["rotationId"]
-    naming.parse_rotation_id(rotation_id)
-    target = parse_target(request["target"])
+    target = target_for(request)
+    if target.is_master_key and naming.parse_rotation_id(rotation_id).mode != "emergency":
+        raise TargetRefused(f"target {target.id}: the master key is renewed only by an emergency rotation")
     key_name = derived_key_name(target, rotation_id, request.get("keyName"))
     store = FunctionKeyStore(target)
     vault = SecretVersions(target)

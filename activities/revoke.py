@@ -28,10 +28,11 @@ from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.provision import derived_key_name, previous_version
 from activities.secret_versions import SecretVersions, Version
+from activities.targets import target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
 from rotation.events import OLD_KEY_REVOKED
-from rotation.policy import Target, parse_target
+from rotation.policy import Target
 
 log = logging.getLogger("keyrotation.activities.revoke")
 
@@ -141,12 +142,13 @@ def _settled(request: dict[str, Any], target: Target, deleted: list[str], disabl
 
 
 def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
-    """`{"rotationId"?, "target", "keepKeyName", "keepVersion", "revokeKeyNames", "revokeVersions", "sweep"?}`
+    """`{"rotationId"?, "targetId", "fingerprint", "keepKeyName", "keepVersion", "revokeKeyNames",
+    "revokeVersions", "sweep"?}`
     (null lists: emergency; `sweep`: the named ones and every other of the family) -> `{"deletedKeys",
     "disabledVersions"}`: the names now gone from the target and the versions now disabled (already-done
     ones included for explicit lists, so a re-run reports the same). `events` (OldKeyRevoked) are published
     with those lists once it is true."""
-    target = parse_target(request["target"])
+    target = target_for(request)
     keep_name, keep_version = request["keepKeyName"], request["keepVersion"]
     names, version_ids = request.get("revokeKeyNames"), request.get("revokeVersions")
     sweep = bool(request.get("sweep"))
@@ -194,7 +196,7 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
 
 
 def compensate_rotation(request: ActivityRequest) -> dict[str, Any]:
-    """`{"rotationId", "target", "keyName", "version", "previousVersion"}` -> `{"disabledVersion",
+    """`{"rotationId", "targetId", "fingerprint", "keyName", "version", "previousVersion"}` -> `{"disabledVersion",
     "restoredVersion", "deletedKey"}`. Undoes a rotation that failed before consumers were told: the previous
     version becomes current again, then every version this rotation stored is disabled (also when `version`
     is null: provision may have stored one before failing), then the new key is deleted.
@@ -203,7 +205,7 @@ def compensate_rotation(request: ActivityRequest) -> dict[str, Any]:
     target this changes nothing and says so in the log."""
     rotation_id = request["rotationId"]
     naming.parse_rotation_id(rotation_id)
-    target = parse_target(request["target"])
+    target = target_for(request)
     key_name = derived_key_name(target, rotation_id, request.get("keyName"))
     if target.is_master_key:
         log.warning("rotation %s renewed the master key of %s in place: nothing to compensate", rotation_id, target.id)

@@ -10,10 +10,12 @@ wins a race for the same id (the check is not atomic on Azure Storage, and the l
 is dropped), `rotation_progress` later sees another rotation id on the instance and the tick reports its
 own as superseded. Only one rotation ever runs per target (I3): the singleton instance id decides, not this code.
 
-The scheduler names targets by id; `start_rotation` takes the target's definition from the deployed
-policy when it starts it, so the tick's state (carried across continue-as-new) stays small however many
-targets it has, and a target edited or removed since the tick began is started as the policy now says,
-or not at all.
+The scheduler names targets by id; `start_rotation` writes and signs the rotation's input itself
+(rotation/inputs.py) from the deployed policy and the instance it reads: the tick's state (carried across
+continue-as-new) stays small however many targets it has, a target edited or removed since the tick began
+is started as the policy now says or not at all, and a scheduler started with a forged input can choose
+neither the target's definition nor the stuck rotation a start abandons (`replaces` comes from the
+instance, not from the tick).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from rotation import naming
+from rotation import naming, stuck
 from rotation.contracts import RUNNING_STATUSES, ActivityRequest, json_object
 from rotation.durations import format_timestamp
+from rotation.identity import SCHEDULE_ACTOR
+from rotation.inputs import rotation_input
 from rotation.policy import current_policy
 
 ORCHESTRATOR = "rotation_orchestrator"
@@ -35,11 +39,13 @@ def _status_of(status: Any) -> dict[str, Any] | None:
     runtime = getattr(getattr(status, "runtime_status", None), "name", None) if status else None
     if runtime is None:
         return None
+    given, custom = json_object(status.input_), json_object(status.custom_status)
     return {
         "runtime": runtime,
-        "rotationId": json_object(status.input_).get("rotationId"),
-        "stage": json_object(status.custom_status).get("stage"),
+        "rotationId": given.get("rotationId"),
+        "stage": custom.get("stage"),
         "output": json_object(status.output),
+        "replaces": stuck.predecessor(runtime, custom, given, status.output),
     }
 
 
@@ -68,17 +74,35 @@ async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrati
     target rotated since the tick began (`request["since"]`: a later tick, the API) is not rotated again."""
     target_id = str(request["targetId"])
     target = current_policy().target(target_id)
-    if target is None:
+    if target is None or not target.enabled:
         return {"started": False, "targetId": target_id, "notInPolicy": True}
-    rotation = {**request["input"], "target": target.to_json()}
+    wanted = request["input"]
     instance = naming.rotation_instance_id(target_id)
     found = _status_of(await client.get_status(instance, show_input=True))
-    if found is not None and found["rotationId"] == rotation["rotationId"]:
+    if found is not None and found["rotationId"] == wanted["rotationId"]:
         return {"started": True, "targetId": target_id}  # ours, started by an earlier attempt
     if found is not None and found["runtime"] in RUNNING_STATUSES:
         return in_flight(target_id, found)
     if found is not None and _started_after(found, request.get("since")):
         return {"started": False, "targetId": target_id, "rotatedSince": found["rotationId"]}
+    replaces = found["replaces"] if found is not None else None
+    mode = stuck.successor_mode(replaces, "scheduled")
+    try:
+        parts = naming.parse_rotation_id(str(wanted["rotationId"]))
+    except ValueError:
+        parts = None
+    if parts is None or parts.target_id != target_id or parts.mode != mode:
+        why = f"rotation id {wanted['rotationId']!r} is not a {mode} rotation of {target_id}"
+        return {"started": False, "targetId": target_id, "refused": why}
+    rotation = rotation_input(
+        target,
+        wanted["rotationId"],
+        mode,
+        SCHEDULE_ACTOR,
+        str(wanted.get("reason") or "due")[:200],
+        current_key_name=wanted.get("currentKeyName"),
+        replaces=replaces,
+    )
     try:
         await client.start_new(ORCHESTRATOR, instance, rotation)
     except Exception:

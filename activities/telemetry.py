@@ -20,9 +20,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from activities import clients
+from activities.targets import target_for
 from rotation.contracts import ActivityRequest
 from rotation.durations import as_utc, format_timestamp
-from rotation.policy import Monitoring, Target, parse_target
+from rotation.policy import Monitoring, Target
 from rotation.redaction import SafeError, redact, safe_error_message
 from rotation.signals import FAILURES_COLUMN, READER_COLUMN, adoption_query, failure_query
 
@@ -129,7 +130,7 @@ def _failure_scope(monitoring: Monitoring) -> tuple[str, str]:
 def count_auth_failures(request: ActivityRequest) -> dict[str, Any]:
     """Failures of the target's monitoring signal in `window` and in `baseline`. Optional `hostName`: ARM's
     defaultHostName of the target when the orchestrator knows it (else `{app}[-{slot}].azurewebsites.net`)."""
-    target = parse_target(request["target"])
+    target = target_for(request)
     window = parse_window(request.get("window"), "window")
     baseline = parse_window(request.get("baseline"), "baseline")
     query = failure_query(target, request.get("hostName"))
@@ -173,7 +174,7 @@ def audit_workspace(target: Target) -> str | None:
 def check_adoption(request: ActivityRequest) -> dict[str, Any]:
     """Which of the target's consumers successfully read exactly `secretId` between `since` and `until`.
     `readers` is a lower bound: with `error` set (partial result, query refused) it holds what was seen."""
-    target = parse_target(request["target"])
+    target = target_for(request)
     secret_id = request["secretId"]
     if not isinstance(secret_id, str) or not secret_id.lower().startswith(target.key_vault.secret_id().lower() + "/"):
         raise ValueError(f"secretId: must be a version of {target.key_vault.secret_id()}")

@@ -13,21 +13,21 @@ from typing import Any
 from activities import probe as probing
 from activities.events_publish import with_step_events
 from activities.secret_versions import SecretVersions
+from activities.targets import target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
-from rotation.policy import parse_target
 from rotation.redaction import SafeError
 
 log = logging.getLogger("keyrotation.activities.verify")
 
 
 def verify_new_key(request: ActivityRequest) -> dict[str, Any]:
-    """`{"rotationId", "target", "version", "events"?}` -> `{"verified", "attempts", "lastStatus"}`;
+    """`{"rotationId", "targetId", "fingerprint", "version", "events"?}` -> `{"verified", "attempts", "lastStatus"}`;
     `events` (NewKeyAvailable) are published only once the target accepted the stored version. Read-only, so a
     re-run is safe; no probe configured -> verified with 0 attempts (nothing is read)."""
     rotation_id = request["rotationId"]
     naming.parse_rotation_id(rotation_id)
-    target = parse_target(request["target"])
+    target = target_for(request)
     version = request.get("version")
     if not isinstance(version, str) or not version:
         raise ValueError("version: required (the Key Vault version provision stored)")

@@ -61,6 +61,9 @@ class RunningEmulator:
             "LOGS_ENDPOINT": self.url,
             "LOG_ANALYTICS_WORKSPACE_ID": self.state.workspace_id,
             "AZURE_TENANT_ID": self.state.tenant_id,
+            # On Azure a Key Vault reference the platform resolves (infra/modules/functionapp.bicep); here the
+            # value itself, one per state folder so a restarted stack still accepts what it signed.
+            "KEYROTATION_SIGNING_KEY": self.state.persistent_secret("app.signing_key"),
         }
 
     async def stop(self) -> None:

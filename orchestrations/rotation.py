@@ -14,6 +14,7 @@ acknowledgements arrive as external events and cost no polling. Measured: tests/
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Generator
@@ -27,10 +28,11 @@ from azure.durable_functions.models.Task import TaskState, TimerTask
 from orchestrations.predecessor import Predecessor
 from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP, for_target, step_error
 from orchestrations.status import RotationStatus
-from rotation import events, naming
+from rotation import events, naming, signing
 from rotation.contracts import json_object
 from rotation.durations import DurationError, format_duration, format_timestamp, parse_duration
 from rotation.identity import Actor
+from rotation.inputs import InputError, check_shape
 from rotation.policy import MASTER_KEY_NAME, Target, parse_target
 
 bp = df.Blueprint()
@@ -86,13 +88,16 @@ def actor_from(payload: dict[str, Any], fallback: str) -> Actor:
 
 @dataclass(frozen=True)
 class RotationRequest:
-    """The orchestration input: a frozen copy of the target's policy, so a policy edit mid-rotation
-    cannot change a running rotation (and the orchestrator never reads the file)."""
+    """The orchestration input (rotation/inputs.py: it names the target, signed by the app) with the
+    target the first step resolved from the deployed policy. The rotation keeps that definition's timing
+    (overlap, hold, consumers) to the end; every step looks the target up again and refuses to act once
+    the policy sends its keys elsewhere (`fingerprint`)."""
 
     rotation_id: str
     mode: naming.Mode
     target: Target
     target_json: dict[str, Any]
+    fingerprint: str
     actor: Actor
     reason: str | None
     overlap: timedelta | None  # an explicit overlap (emergency); None = the policy's
@@ -100,15 +105,16 @@ class RotationRequest:
     replaces: Predecessor | None = None  # a stuck rotation of this target, abandoned as step 0
 
     @staticmethod
-    def from_json(data: dict[str, Any]) -> RotationRequest:
+    def from_json(data: dict[str, Any], resolved: dict[str, Any]) -> RotationRequest:
         overlap = data.get("overlap")
-        target = parse_target(data["target"])
+        target = parse_target(resolved["target"])
         replaces = data.get("replaces")
         return RotationRequest(
             rotation_id=data["rotationId"],
             mode=data["mode"],
             target=target,
-            target_json=data["target"],
+            target_json=resolved["target"],
+            fingerprint=resolved["fingerprint"],
             actor=Actor.from_json(data["actor"]),
             reason=data.get("reason"),
             overlap=parse_duration(overlap) if overlap else None,
@@ -142,8 +148,8 @@ class RotationRun:
         self.provisioned: dict[str, Any] | None = None
         self.current_key_name = request.current_key_name
         self.pending_events: list[dict[str, Any]] = []
-        self.waiters: dict[str, Any] = {}
         self.supersede_waiters: list[Any] = []
+        self.successor: dict[str, Any] | None = None  # an authentic Supersede seen as the rotation ended
 
     # -- helpers --------------------------------------------------------------------------------
     @property
@@ -166,6 +172,16 @@ class RotationRun:
         self.status.stage = stage
         self.publish_status()
 
+    @property
+    def ref(self) -> dict[str, Any]:
+        """How every step request names the target: the id and fingerprint (the step resolves it from the
+        deployed policy, activities/targets.py), and the call budget the rotation started with."""
+        return {
+            "targetId": self.target.id,
+            "fingerprint": self.req.fingerprint,
+            "calls": self.req.target_json.get("calls"),
+        }
+
     def activity(self, name: str, retry: df.RetryOptions, request: dict[str, Any]) -> Any:
         """`retry` names the kind of step; its numbers come from the target's policy (`calls.step`)."""
         return self.ctx.call_activity_with_retry(name, for_target(retry, self.target), request)
@@ -182,37 +198,98 @@ class RotationRun:
         pending, self.pending_events = self.pending_events, []
         return pending
 
-    def waiter(self, name: str) -> Any:
-        """One pending waiter per event name, reused until it fires, so no stale waiters pile up; but a
-        fresh one for every race for `Supersede` (see supersede_waiter)."""
-        if name == SUPERSEDE_EVENT:
-            return self.supersede_waiter()
-        task = self.waiters.get(name)
-        if task is None or task.is_completed:
-            task = self.waiters[name] = self.ctx.wait_for_external_event(name)
-        return task
-
     def supersede_waiter(self) -> Any:
-        """A fresh `Supersede` waiter for every race. The SDK leaves a task already yielded in one
-        task_any out of the actions of the next (`CompoundTask.__init__` skips `_is_scheduled` children),
-        so a reused waiter could never end a later race: an emergency arriving after the first wake point
-        of an overlap waited for the next timer, hours later. Every waiter made is kept: the SDK hands
-        an event to the newest open waiter, which is the current race's, or — between races — the last
-        one made, and `takeover()` finds it either way."""
+        """A fresh `Supersede` waiter for every race (and fresh decision waiters in every hold race). The
+        SDK leaves a task already yielded in one task_any out of the actions of the next
+        (`CompoundTask.__init__` skips `_is_scheduled` children), so a reused waiter could never end a later
+        race: an emergency arriving after the first wake point of an overlap waited for the next timer,
+        hours later; an approval after an ignored extend was never heard. Every Supersede waiter made is
+        kept: the SDK hands an event to the newest open waiter, which is the current race's, or — between
+        races — the last one made, and `takeover()` finds it either way."""
         task = self.ctx.wait_for_external_event(SUPERSEDE_EVENT)
         self.supersede_waiters.append(task)
         return task
 
     def takeover(self) -> Any | None:
-        """The Supersede waiter that fired, if one did."""
+        """A Supersede waiter that fired and was not judged yet."""
         return next((w for w in self.supersede_waiters if w.is_completed), None)
+
+    def authentic(self, name: str, task: Any, expect: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The payload of an external event if the app signed it for this rotation (and it matches
+        `expect`), else None: whoever holds the Durable system key can raise events, only the app's API
+        can sign them (rotation/signing.py). Checked here, with no await: an activity would leave a window
+        with no waiter open, in which the SDK keeps only the last of several events (acks of two consumers
+        arriving together). The signing keys are a ring, so a key change never makes a replay decide
+        differently. An ignored event is noted in the timeline."""
+        self.consumed(task)
+        payload = event_payload(task.result)
+        why = signing.event_problem(self.req.rotation_id, name, payload, expect or {})
+        if why is None:
+            return payload
+        if not self.ctx.is_replaying:
+            log.warning("rotation %s ignored %s: %s", self.req.rotation_id, name, why)
+        self.status.step("event", "ignored", self.now, f"{name}: {why}")
+        self.publish_status()
+        return None
+
+    def consumed(self, task: Any) -> None:
+        """Deliver an event once. The Python SDK keeps an event raised while no waiter of its name is open
+        (`deferred_tasks`) and hands it to every later waiter of that name (`_add_to_open_tasks` never
+        removes it), so one forged event raised early would complete every fresh waiter at once: each race
+        would end immediately, judged again and again, and a real event could never be heard. Dropping it
+        once judged (deterministically, at the same point of every replay) gives the deliver-once
+        semantics of the Durable Task Framework's event buffer."""
+        deferred = getattr(self.ctx, "deferred_tasks", None)
+        if isinstance(deferred, dict):
+            deferred.pop(task.id, None)
+
+    def successor_of(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The emergency rotation an authentic Supersede hands this target to: the API's own signed input
+        for it (its first step checks that signature and resolves the target from the policy again)."""
+        successor = payload.get("next")
+        if not isinstance(successor, dict):
+            return None
+        rotation_id = successor.get("rotationId")
+        if (
+            successor.get("targetId") != self.target.id
+            or successor.get("mode") != "emergency"
+            or rotation_id == self.req.rotation_id
+            or payload.get("rotationId") != rotation_id
+        ):
+            return None
+        return successor
+
+    def takeover_payload(self) -> dict[str, Any] | None:
+        """The first authentic Supersede among those that fired (each is judged once), or None."""
+        while (fired := self.takeover()) is not None:
+            self.supersede_waiters.remove(fired)
+            payload = self.authentic(SUPERSEDE_EVENT, fired)
+            if payload is not None and self.successor_of(payload) is not None:
+                return payload
+        return None
+
+    def superseded_by(self) -> None:
+        """After any race: an authentic emergency that arrived takes over now, whichever task won."""
+        payload = self.takeover_payload()
+        if payload is not None:
+            raise Superseded(payload)
+
+    def sleep_until(self, fire_at: datetime) -> Orchestration:
+        """A durable wait that only an authentic emergency cuts short."""
+        while True:
+            timer = self.timer(fire_at)
+            winner = yield self.ctx.task_any([timer, self.supersede_waiter()])
+            if winner is timer:
+                return
+            timer.cancel()
+            self.superseded_by()
 
     def overlap(self) -> timedelta:
         if self.target.is_master_key:
             return timedelta(0)  # renewed in place: the old value is dead the moment the PUT returns
         if self.emergency:
             return min(self.req.overlap or timedelta(0), self.target.emergency_max_overlap)
-        return self.req.overlap or self.target.overlap
+        return self.target.overlap  # scheduled and on-demand rotations take the policy's overlap, nothing else
 
     def key_name(self) -> str:
         if self.target.is_master_key:
@@ -241,22 +318,27 @@ class RotationRun:
         request = self.publish_request(cloud_events)
         for attempt in range(1, retry.attempts + 1):
             task = self.ctx.call_activity("publish_events", request)
-            winner = yield self.ctx.task_any([task, self.waiter(SUPERSEDE_EVENT)])
-            if winner is not task or task.state is not TaskState.FAILED:
+            winner = yield self.ctx.task_any([task, self.supersede_waiter()])
+            if winner is not task:
+                self.successor = self.takeover_payload()
+                if self.successor is not None:
+                    return
+                with contextlib.suppress(Exception):  # a failed publish is judged below
+                    yield task  # the event was not the app's: wait for the publish alone
+            if task.state is not TaskState.FAILED:
                 return
             if attempt == retry.attempts:
                 raise task.result
-            pause = self.timer(self.now + retry.interval(attempt))
-            winner = yield self.ctx.task_any([pause, self.waiter(SUPERSEDE_EVENT)])
-            if winner is not pause:
+            resume_at = self.now + retry.interval(attempt)
+            while True:
+                pause = self.timer(resume_at)
+                winner = yield self.ctx.task_any([pause, self.supersede_waiter()])
+                if winner is pause:
+                    break
                 pause.cancel()
-                return
-
-    def superseded_by(self, winner: Any) -> None:
-        """After any race: an emergency that arrived takes over now, whichever task won."""
-        fired = winner if any(winner is w for w in self.supersede_waiters) else self.takeover()
-        if fired is not None:
-            raise Superseded(event_payload(fired.result))
+                self.successor = self.takeover_payload()
+                if self.successor is not None:
+                    return
 
     # -- the lifecycle --------------------------------------------------------------------------
     def run(self) -> Orchestration:
@@ -265,16 +347,17 @@ class RotationRun:
         except Superseded as signal:
             output = yield from self.supersede(signal.payload)
             return self.hand_over(signal.payload, output)
-        fired = self.takeover()
-        if fired is not None:  # arrived as this rotation ended: it still takes over
-            return self.hand_over(event_payload(fired.result), output)
+        successor = self.successor or (self.takeover_payload())
+        if successor is not None:  # arrived as this rotation ended: it still takes over
+            return self.hand_over(successor, output)
         return output
 
     def hand_over(self, payload: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
-        """Continue as the emergency rotation the Supersede event carries: the same instance id, so the
-        target never has two rotations (I3), and a scheduler waiting on this one waits on to the end."""
-        successor = payload.get("next")
-        if isinstance(successor, dict) and successor.get("mode") == "emergency" and successor.get("rotationId"):
+        """Continue as the emergency rotation an authentic Supersede names: the same instance id, so the
+        target never has two rotations (I3), and a scheduler waiting on this one waits on to the end. The
+        successor is the API's signed input, which names the target only; its first step checks it."""
+        successor = self.successor_of(payload)
+        if successor is not None:
             self.status.step("handover", "done", self.now, f"continues as {successor['rotationId']}")
             self.publish_status()
             self.ctx.continue_as_new(successor)
@@ -299,7 +382,7 @@ class RotationRun:
                 KEY_STEP,
                 {
                     "rotationId": self.req.rotation_id,
-                    "target": self.req.target_json,
+                    **self.ref,
                     "keyName": key_name,
                     "events": first_events,
                 },
@@ -342,7 +425,7 @@ class RotationRun:
                     VERIFY_STEP,
                     {
                         "rotationId": self.req.rotation_id,
-                        "target": self.req.target_json,
+                        **self.ref,
                         "version": provisioned["version"],
                         "events": [*self.take_pending(), announcement],
                     },
@@ -403,7 +486,7 @@ class RotationRun:
                 KEY_STEP,
                 {
                     "rotationId": self.req.rotation_id,
-                    "target": self.req.target_json,
+                    **self.ref,
                     "replaces": stuck.record,
                     "events": [failed_event],
                 },
@@ -444,8 +527,8 @@ class RotationRun:
         if not consumers:
             checks = []
         points = sorted({*boundaries, *checks})
-        # Our own ack waiter, not `self.waiter`: an ack that lands while we check adoption completes it,
-        # and must be counted at the top of the loop rather than thrown away.
+        # One ack waiter kept across races, not a fresh one per race: an ack that lands while we check
+        # adoption completes it, and must be counted at the top of the loop rather than thrown away.
         ack = self.ctx.wait_for_external_event(ACK_EVENT) if consumers else None
         while self.now < end:
             if ack is not None and ack.is_completed:
@@ -458,8 +541,8 @@ class RotationRun:
                 continue
             wake = min([end, *[t for t in points if t > self.now]])
             timer = self.timer(wake)
-            winner = yield self.ctx.task_any([timer, self.waiter(SUPERSEDE_EVENT), *([ack] if ack else [])])
-            self.superseded_by(winner)
+            winner = yield self.ctx.task_any([timer, self.supersede_waiter(), *([ack] if ack else [])])
+            self.superseded_by()
             if winner is not timer:
                 timer.cancel()
                 continue
@@ -476,9 +559,13 @@ class RotationRun:
         return "overlap elapsed"
 
     def record_ack(self, ack: Any, consumers: dict[str, str], adopted: set[str]) -> bool:
-        """Count an acknowledgement; False when it adds nobody (unknown, repeated, or a replay)."""
+        """Count an acknowledgement the app signed for this rotation; False when it adds nobody (unknown,
+        repeated, a replay, or not the app's)."""
         oid = str(event_payload(ack.result).get("objectId", "")).lower()
         if oid not in consumers or oid in adopted:
+            self.consumed(ack)
+            return False
+        if self.authentic(ACK_EVENT, ack) is None:
             return False
         adopted.add(oid)
         who = {"kind": "principal", "name": consumers[oid], "objectId": oid}
@@ -493,7 +580,7 @@ class RotationRun:
                 "check_adoption",
                 QUERY_STEP,
                 {
-                    "target": self.req.target_json,
+                    **self.ref,
                     "secretId": self.provisioned["secretId"],
                     "since": format_timestamp(since),
                     "until": format_timestamp(self.now),
@@ -519,7 +606,7 @@ class RotationRun:
                     "count_auth_failures",
                     QUERY_STEP,
                     {
-                        "target": self.req.target_json,
+                        **self.ref,
                         "window": {"start": format_timestamp(announced_at), "end": format_timestamp(window_end)},
                         "baseline": {"start": format_timestamp(baseline_start), "end": format_timestamp(self.started)},
                     },
@@ -581,18 +668,25 @@ class RotationRun:
             yield self.publish(held_event)
         except Exception as exc:
             self.status.step("hold", "failed", self.now, f"RotationHeld not published: {step_error(exc)}")
+        this_hold = {"heldAt": format_timestamp(held_at)}  # a decision names the hold it decides
         while True:
             timer = self.timer(deadline)
-            decisions = {name: self.waiter(name) for name in (APPROVE_EVENT, ABORT_EVENT, EXTEND_EVENT)}
-            winner = yield self.ctx.task_any([timer, self.waiter(SUPERSEDE_EVENT), *decisions.values()])
-            self.superseded_by(winner)
+            decisions = {
+                name: self.ctx.wait_for_external_event(name) for name in (APPROVE_EVENT, ABORT_EVENT, EXTEND_EVENT)
+            }
+            winner = yield self.ctx.task_any([timer, self.supersede_waiter(), *decisions.values()])
+            self.superseded_by()
             if winner is timer:
                 self.status.step("hold", default, self.now, "deadline passed: the policy's default action")
                 self.status.hold = None
                 return default
             timer.cancel()
-            name = next(n for n, task in decisions.items() if task is winner)
-            payload = event_payload(winner.result)
+            name = next((n for n, task in decisions.items() if task is winner), None)
+            if name is None:  # a Supersede the app did not sign
+                continue
+            payload = self.authentic(name, winner, this_hold)
+            if payload is None:
+                continue
             actor = actor_from(payload, "unknown")
             note = payload.get("reason") if isinstance(payload.get("reason"), str) else None
             if name == EXTEND_EVENT:
@@ -608,8 +702,7 @@ class RotationRun:
                 self.status.step("hold", "extended", self.now, detail, actor.to_json())
                 self.status.hold = None
                 self.enter("extended")
-                extension = self.ctx.create_timer(self.now + by)
-                self.superseded_by((yield self.ctx.task_any([extension, self.waiter(SUPERSEDE_EVENT)])))
+                yield from self.sleep_until(self.now + by)
                 return "extend"
             decision = "approve" if name == APPROVE_EVENT else "abort"
             outcome = "approved" if decision == "approve" else "aborted"
@@ -650,7 +743,7 @@ class RotationRun:
                 KEY_STEP,
                 {
                     "rotationId": self.req.rotation_id,
-                    "target": self.req.target_json,
+                    **self.ref,
                     "keepKeyName": self.status.key_name,
                     "keepVersion": self.provisioned["version"],
                     "revokeKeyNames": names,
@@ -694,15 +787,14 @@ class RotationRun:
         """A short post-revocation window: a failure spike is reported (RotationDegraded), never undone.
         Returns the events to publish with the completion."""
         self.enter("watching")
-        watch_timer = self.ctx.create_timer(revoked_at + watch)
-        self.superseded_by((yield self.ctx.task_any([watch_timer, self.waiter(SUPERSEDE_EVENT)])))
+        yield from self.sleep_until(revoked_at + watch)
         window_end = self.now
         try:
             counted = yield self.activity(
                 "count_auth_failures",
                 QUERY_STEP,
                 {
-                    "target": self.req.target_json,
+                    **self.ref,
                     "window": {"start": format_timestamp(revoked_at), "end": format_timestamp(window_end)},
                     "baseline": {
                         "start": format_timestamp(self.started - (window_end - revoked_at)),
@@ -792,7 +884,7 @@ class RotationRun:
                     KEY_STEP,
                     {
                         "rotationId": self.req.rotation_id,
-                        "target": self.req.target_json,
+                        **self.ref,
                         "keyName": self.status.key_name,
                         "version": self.status.version,
                         "previousVersion": self.status.previous_version,
@@ -820,10 +912,26 @@ class RotationRun:
         return self.output(outcome, error=error, compensated=compensated)
 
 
+def refused(context: df.DurableOrchestrationContext, data: Any, why: str) -> dict[str, Any]:
+    """End a rotation the app did not ask for, or one the policy forbids, before it touches anything."""
+    request = data if isinstance(data, dict) else {}
+    rotation_id = request.get("rotationId") if isinstance(request.get("rotationId"), str) else None
+    if not context.is_replaying:
+        log.error("refused rotation %s on instance %s: %s", rotation_id, context.instance_id, why)
+    context.set_custom_status({"rotationId": rotation_id, "stage": "refused", "error": why})
+    return {"rotationId": rotation_id, "outcome": "refused", "stage": "refused", "error": why}
+
+
 @bp.orchestration_trigger(context_name="context")
 def rotation_orchestrator(context: df.DurableOrchestrationContext) -> Orchestration:
-    data = context.get_input()
-    if not isinstance(data, dict):
-        raise ValueError("rotation_orchestrator: the input must be a rotation request object")
-    request = RotationRequest.from_json(data)
+    """Step 0 resolves the target the (signed) input names from the deployed policy; see rotation/inputs.py."""
+    data = json_object(context.get_input())
+    try:
+        check_shape(data, context.instance_id)
+    except InputError as exc:
+        return refused(context, data, str(exc))
+    resolved = yield context.call_activity_with_retry("resolve_target", KEY_STEP, {"input": data})
+    if resolved.get("refused"):
+        return refused(context, data, str(resolved["refused"]))
+    request = RotationRequest.from_json(data, resolved)
     return (yield from RotationRun(context, request).run())

@@ -61,7 +61,8 @@ def concurrency(value: Any) -> int:
 
 
 def rotation_input(item: dict[str, Any], rotation_id: str, tick: str) -> dict[str, Any]:
-    """The rotation's input without its target: start_rotation adds the target from the deployed policy."""
+    """What the tick asks of a rotation; start_rotation writes and signs the input from the deployed policy
+    and the instance (`replaces` there is taken from the instance, never from here)."""
     request = {
         "rotationId": rotation_id,
         "mode": item.get("mode", "scheduled"),
@@ -292,6 +293,9 @@ def start_one(
         return True
     if answer.get("notInPolicy"):
         summary["failed"].append({"targetId": item["targetId"], "reason": "not started: no longer in the policy"})
+        return False
+    if answer.get("refused"):
+        summary["failed"].append({"targetId": item["targetId"], "reason": f"not started: {answer['refused']}"})
         return False
     if answer.get("rotatedSince"):
         reason = f"rotated since this tick began ({answer['rotatedSince']})"

@@ -353,6 +353,24 @@ class Target:
             "slot": self.function_app.slot or "",
         }
 
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of where this target's keys and their values go: the app (and slot), the key scope, the
+        key name, the vault and secret, where and how the probe presents the new key. A rotation carries the
+        fingerprint it started with and every step refuses to act once the deployed policy says otherwise;
+        an edit of anything else (overlap, monitoring, consumers, budgets) leaves running rotations alone."""
+        probe = self.source.get("probe")
+        where = {
+            "id": self.id,
+            "functionApp": self.function_app.resource_id,
+            "keyScope": {"kind": self.key_scope.kind, "function": self.key_scope.function},
+            "allowMasterKey": self.allow_master_key,
+            "baseKeyName": self.base_key_name,
+            "keyVault": {"vaultUrl": self.key_vault.vault_url, "secretName": self.key_vault.secret_name},
+            "probe": {k: probe.get(k) for k in ("baseUrl", "path", "method")} if isinstance(probe, Mapping) else None,
+        }
+        return hashlib.sha256(json.dumps(where, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
     def to_json(self) -> dict[str, Any]:
         """The resolved, merged target in policy JSON form; parse_target() of it gives this target back.
         Safe to pass as orchestration input: a policy holds no secret values."""

@@ -32,6 +32,7 @@ SETTING_NAMES = (
     "ROTATION_POLICY_PATH",
     "ROTATION_SCHEDULE",
     "ROTATION_MAX_CONCURRENCY",
+    "KEYROTATION_SIGNING_KEY",  # read by rotation/signing.py
 )
 # Only meaningful on the local stack; a deployment never sets them.
 LOCAL_ONLY_SETTINGS = ("KEYROTATION_CA_BUNDLE", "KEYROTATION_LOCAL_IDENTITY")

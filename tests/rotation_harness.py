@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from rotation.policy import parse_policy
+from rotation import signing
+from rotation.identity import Actor
+from rotation.inputs import rotation_input
+from rotation.policy import parse_policy, parse_target
 from tests.devhost_process import ROOT, Devhost
 
 LOCAL_POLICY = ROOT / "config" / "rotation-policy.local.json"
@@ -17,8 +23,51 @@ PLACEHOLDER_ENV = {
     "LOG_ANALYTICS_WORKSPACE_ID": "00000000-0000-0000-0000-0000000000aa",
     "ARM_ENDPOINT": "https://127.0.0.1:9",
 }
+TEST_SIGNING_KEY = "scripted-stack-signing-key-" + "k" * 32
 # App settings for a scripted app whose real start_rotation reads targets from the deployed policy.
-SCRIPTED_POLICY_ENV = {"ROTATION_POLICY_PATH": str(LOCAL_POLICY), **PLACEHOLDER_ENV}
+SCRIPTED_POLICY_ENV = {
+    "ROTATION_POLICY_PATH": str(LOCAL_POLICY),
+    "KEYROTATION_SIGNING_KEY": TEST_SIGNING_KEY,
+    **PLACEHOLDER_ENV,
+}
+DECISIONS = ("Approve", "Abort", "Extend")
+_MTIMES = itertools.count(1)
+
+
+def scripted_env(state: Path) -> dict[str, str]:
+    """SCRIPTED_POLICY_ENV with a copy of the local policy the test may redeploy (`deploy_target`)."""
+    path = state / "rotation-policy.json"
+    shutil.copy(LOCAL_POLICY, path)
+    return {**SCRIPTED_POLICY_ENV, "ROTATION_POLICY_PATH": str(path)}
+
+
+def deploy_target(policy_path: Path, target: dict[str, Any]) -> None:
+    """Put `target` (policy JSON, merged) into the deployed policy in place of the target with its id, as a
+    redeploy would. The file's mtime moves forward each time, so the app reads it again."""
+    assert policy_path.resolve() != LOCAL_POLICY.resolve(), "the checked-in policy is never rewritten by a test"
+    document = json.loads(policy_path.read_text())
+    targets = [t for t in document["targets"] if t["id"] != target["id"]]
+    document["targets"] = [*targets, target]
+    policy_path.write_text(json.dumps(document, indent=1))
+    stamp = time.time_ns() + next(_MTIMES) * 1_000_000
+    os.utime(policy_path, ns=(stamp, stamp))
+
+
+def signed_input(payload: dict[str, Any], key: str = TEST_SIGNING_KEY) -> dict[str, Any]:
+    """A rotation input as the app's triggers write it, from the older test shape that carried the target's
+    JSON (`target`): the target by id and fingerprint, signed."""
+    target = parse_target(payload["target"])
+    return rotation_input(
+        target,
+        payload["rotationId"],
+        payload["mode"],
+        Actor.from_json(payload["actor"]),
+        payload.get("reason"),
+        overlap=payload.get("overlap"),
+        current_key_name=payload.get("currentKeyName"),
+        replaces=payload.get("replaces"),
+        key=key.encode(),
+    )
 
 
 def local_target(target_id: str, env: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -37,6 +86,14 @@ class Durable:
         self.code = {"code": host.system_key("durabletask_extension")}
 
     def start(self, orchestrator: str, instance_id: str, payload: Any) -> None:
+        """Start an orchestration. A rotation input that still carries its target's JSON is turned into
+        what the app writes: that definition is deployed into the host's policy file, and the input names
+        it and is signed (rotation/inputs.py)."""
+        if orchestrator == "rotation_orchestrator" and isinstance(payload, dict) and "target" in payload:
+            policy_path = Path(self.host.env["ROTATION_POLICY_PATH"])
+            if policy_path.resolve() != LOCAL_POLICY.resolve():
+                deploy_target(policy_path, payload["target"])
+            payload = signed_input(payload, self.host.env.get(signing.SIGNING_KEY_SETTING, TEST_SIGNING_KEY))
         response = self.host.post(
             f"/runtime/webhooks/durabletask/orchestrators/{orchestrator}/{instance_id}", params=self.code, json=payload
         )
@@ -56,7 +113,16 @@ class Durable:
         body = response.json()
         return body["history"] if isinstance(body, dict) else body
 
-    def raise_event(self, instance_id: str, name: str, payload: Any) -> None:
+    def raise_event(self, instance_id: str, name: str, payload: Any, *, sign: bool = True) -> None:
+        """Raise an event as the app's API does: signed for the rotation the instance runs now (and a
+        decision for its current hold). `sign=False` raises it as a holder of the Durable system key could."""
+        if sign:
+            custom = self.status(instance_id).get("customStatus") or {}
+            rotation_id = custom.get("rotationId") or (self.status(instance_id).get("input") or {}).get("rotationId")
+            if name in DECISIONS and "heldAt" not in payload:
+                payload = {**payload, "heldAt": (custom.get("hold") or {}).get("heldAt")}
+            key = self.host.env.get(signing.SIGNING_KEY_SETTING, TEST_SIGNING_KEY).encode()
+            payload = signing.sign_event(key, str(rotation_id), name, payload)
         response = self.host.post(
             f"/runtime/webhooks/durabletask/instances/{instance_id}/raiseEvent/{name}", params=self.code, json=payload
         )

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.devhost_process import ROOT, Devhost, running_devhost
-from tests.rotation_harness import SCRIPTED_POLICY_ENV, Durable, local_target, read_calls
+from tests.rotation_harness import Durable, local_target, read_calls, scripted_env, signed_input
 
 APP = ROOT / "tests" / "rotation_app"
 ORDERS_CONSUMERS = ("00000000-0000-0000-0000-00000000c001", "00000000-0000-0000-0000-00000000c002")
@@ -86,7 +86,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devhost, Pa
         "ROTATION_SCRIPT": str(script),
         "ROTATION_CALLS": str(calls),
         "DEVHOST_CLOCK_IDLE_GRACE": "0.6",
-        **SCRIPTED_POLICY_ENV,
+        **scripted_env(state),
     }
     with running_devhost(state / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as devhost:
         yield devhost, script, calls
@@ -337,7 +337,7 @@ def emergency_input(rotation_id: str = "demo-orders-20261122t040000z-e") -> dict
 
 def supersede(run: Scripted, instance: str, successor: dict[str, Any]) -> None:
     """The event the emergency API raises on the running rotation."""
-    payload = {"rotationId": successor["rotationId"], "actor": successor["actor"], "next": successor}
+    payload = {"rotationId": successor["rotationId"], "actor": successor["actor"], "next": signed_input(successor)}
     run.durable.raise_event(instance, "Supersede", payload)
 
 
@@ -424,7 +424,7 @@ def test_an_emergency_waits_for_a_busy_step_then_takes_over(run: Scripted) -> No
     instance = run.start()
     run.durable.wait(instance, stage="verifying")
     successor = emergency_input("demo-orders-20261122t040001z-e")
-    run.durable.raise_event(instance, "Supersede", {"rotationId": successor["rotationId"], "next": successor})
+    supersede(run, instance, successor)
     status = run.durable.wait(instance)
     assert status["output"]["rotationId"] == successor["rotationId"]
     assert status["output"]["outcome"] == "completed"
@@ -436,7 +436,7 @@ def test_an_emergency_during_a_failing_step_is_not_lost(run: Scripted) -> None:
     instance = run.start()
     run.durable.wait(instance, stage="verifying")
     successor = emergency_input("demo-orders-20261122t040002z-e")
-    run.durable.raise_event(instance, "Supersede", {"rotationId": successor["rotationId"], "next": successor})
+    supersede(run, instance, successor)
     run.use(verify_new_key=[{"verified": True, "attempts": 1, "lastStatus": 200}])  # ...the host recovers
     status = run.durable.wait(instance, timeout=60)
     # ...and still hands over: the event is heard at the rotation's last publish.

@@ -19,6 +19,7 @@ from rotation import naming
 from rotation.durations import DurationError, describe, format_duration, parse_duration
 from rotation.identity import ROLE_APPROVER, ROLE_CONSUMER, ROLE_READER, Caller
 from rotation.policy import Target
+from rotation.signing import sign_event, signing_key
 from triggers.api_http import (
     ApiError,
     Reply,
@@ -79,9 +80,11 @@ def require_stage(snap: Snapshot, stages: str | tuple[str, ...], action: str) ->
 async def raise_checked(
     client: df.DurableOrchestrationClient, snap: Snapshot, event: str, payload: dict[str, Any]
 ) -> None:
-    """Raise the event; an instance that ended between the check and the raise is a 409, not a 500."""
+    """Raise the event, signed for this rotation (rotation/signing.py: the orchestrator ignores what the app
+    did not sign); an instance that ended between the check and the raise is a 409, not a 500."""
+    signed = sign_event(signing_key(), str(snap.rotation_id), event, payload)
     try:
-        await client.raise_event(snap.instance_id, event, payload)
+        await client.raise_event(snap.instance_id, event, signed)
     except Exception:
         raise ApiError(409, "wrong_stage", "the rotation ended before the request reached it") from None
 
@@ -117,7 +120,8 @@ async def api_ack_rotation(req: func.HttpRequest, client: df.DurableOrchestratio
         # Only while the overlap listens: an event raised before its waiter exists is replayed to every
         # later waiter by the Durable SDK. A consumer that acks too early gets 409 and retries.
         require_stage(snap, "overlap", "an acknowledgement")
-        await raise_checked(client, snap, ACK_EVENT, {"objectId": caller.object_id, "name": caller.name})
+        payload = {"objectId": caller.object_id, "name": caller.name}
+        await raise_checked(client, snap, ACK_EVENT, payload)
         return decision_reply(snap, target, "ack")
 
     return await handle(req, "POST /rotations/{id}/ack", ROLE_CONSUMER, work)
@@ -142,6 +146,7 @@ async def decide(
         payload["by"] = format_duration(by)
     target, snap = await find_rotation(client, rotation_id)
     require_stage(snap, "held", f"{action} (a decision on a held rotation)")
+    payload["heldAt"] = snap.held_at  # binds the decision to this hold: never replayed onto a later one
     await raise_checked(client, snap, event, payload)
     return decision_reply(snap, target, action)
 

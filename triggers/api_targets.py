@@ -24,7 +24,9 @@ import azure.functions as func
 from rotation import naming
 from rotation.durations import DurationError, describe, format_duration, parse_duration
 from rotation.identity import ROLE_EMERGENCY, ROLE_OPERATOR, ROLE_READER, Caller
+from rotation.inputs import rotation_input
 from rotation.policy import Target
+from rotation.signing import sign_event, signing_key
 from rotation.stuck import summary
 from triggers.api_http import (
     ApiError,
@@ -86,23 +88,27 @@ async def start(client: df.DurableOrchestrationClient, target: Target, request: 
     return None
 
 
-def rotation_input(
-    target: Target, rotation_id: str, mode: str, caller: Caller, reason: str | None, previous: Snapshot | None
+def start_input(
+    target: Target,
+    rotation_id: str,
+    mode: naming.Mode,
+    caller: Caller,
+    reason: str | None,
+    previous: Snapshot | None,
+    overlap: timedelta | None = None,
 ) -> dict[str, Any]:
-    request: dict[str, Any] = {
-        "rotationId": rotation_id,
-        "mode": mode,
-        "target": target.to_json(),
-        "actor": caller.as_actor().to_json(),
-        "reason": reason,
-    }
+    """The signed input (rotation/inputs.py): the target by id, the caller, and what the instance says."""
     current, _ = previous.current_key() if previous else (None, None)
-    if current:
-        request["currentKeyName"] = current
-    replaces = previous.replaces() if previous else None
-    if replaces is not None:
-        request["replaces"] = replaces
-    return request
+    return rotation_input(
+        target,
+        rotation_id,
+        mode,
+        caller.as_actor(),
+        reason,
+        overlap=format_duration(overlap) if overlap is not None else None,
+        current_key_name=current,
+        replaces=previous.replaces() if previous else None,
+    )
 
 
 def replaced(request: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +169,7 @@ async def api_start_rotation(req: func.HttpRequest, client: df.DurableOrchestrat
         if previous is not None and previous.running:
             raise conflict_running(previous)
         rotation_id = await new_rotation_id(target.id, "on-demand", previous)
-        request = rotation_input(target, rotation_id, "on-demand", caller, reason, previous)
+        request = start_input(target, rotation_id, "on-demand", caller, reason, previous)
         winner = await start(client, target, request)
         if winner is not None:
             raise conflict_running(winner)
@@ -220,16 +226,19 @@ async def api_emergency_rotation(req: func.HttpRequest, client: df.DurableOrches
         previous = await snapshot(client, target.id)
         superseded = None
         rotation_id = await new_rotation_id(target.id, "emergency", previous)
-        request = rotation_input(target, rotation_id, "emergency", caller, reason, previous)
-        if overlap is not None:
-            request["overlap"] = format_duration(overlap)
+        request = start_input(target, rotation_id, "emergency", caller, reason, previous, overlap)
         if previous is not None and previous.running:
             if previous.mode == "emergency" and previous.rotation_id:
                 return accepted(previous.rotation_id, target.id, status=200, mode="emergency")
             superseded = previous.rotation_id
             # The running rotation ends itself and continues as this emergency (same instance id): never
             # two rotations of one target, and a scheduler waiting on it is not left hanging.
-            handover = {"rotationId": rotation_id, "actor": request["actor"], "reason": reason, "next": request}
+            handover = sign_event(
+                signing_key(),
+                str(previous.rotation_id),
+                SUPERSEDE_EVENT,
+                {"rotationId": rotation_id, "actor": request["actor"], "reason": reason, "next": request},
+            )
             try:
                 await client.raise_event(instance, SUPERSEDE_EVENT, handover)
                 snap = await wait_for_handover(client, instance, rotation_id)

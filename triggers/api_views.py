@@ -106,6 +106,13 @@ class Snapshot:
         return self.runtime.lower()
 
     @property
+    def held_at(self) -> str | None:
+        """When the current hold began (the custom status `hold.heldAt`): what a decision is signed for."""
+        hold = self.custom.get("hold")
+        value = hold.get("heldAt") if isinstance(hold, dict) else None
+        return value if isinstance(value, str) else None
+
+    @property
     def steps(self) -> list[dict[str, Any]]:
         steps = self.custom.get("steps")
         return steps if isinstance(steps, list) else []

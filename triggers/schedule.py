@@ -20,6 +20,7 @@ import azure.functions as func
 from rotation import naming
 from rotation.durations import format_timestamp
 from rotation.identity import NEAR_EXPIRY_ACTOR
+from rotation.inputs import rotation_input
 from rotation.policy import Policy, current_policy
 from rotation.stuck import successor_mode
 from triggers.api_views import Snapshot
@@ -152,15 +153,10 @@ async def secret_near_expiry(event: func.EventGridEvent, client: df.DurableOrche
     replaces = snap.replaces() if snap is not None else None
     mode = successor_mode(replaces, "scheduled")
     now = datetime.now(UTC).replace(microsecond=0)
-    request: dict[str, Any] = {
-        "rotationId": naming.rotation_id(target.id, mode, now),
-        "mode": mode,
-        "target": target.to_json(),
-        "actor": NEAR_EXPIRY_ACTOR.to_json(),
-        "reason": f"Key Vault reported version {data.get('Version')} of {secret_name} near expiry",
-    }
+    reason = f"Key Vault reported version {data.get('Version')} of {secret_name} near expiry"
+    rotation_id = naming.rotation_id(target.id, mode, now)
+    request = rotation_input(target, rotation_id, mode, NEAR_EXPIRY_ACTOR, reason, replaces=replaces)
     if replaces is not None:
-        request["replaces"] = replaces
         log.warning("Near-expiry of %s: rotation %s is stuck (%s); the new one abandons it", secret_name,
                     replaces["rotationId"], replaces["reason"])  # fmt: skip
     await client.start_new("rotation_orchestrator", instance_id, request)

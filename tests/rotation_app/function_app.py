@@ -18,6 +18,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities.rotation_starts import rotation_progress, start_rotation
+from activities.targets import resolve_target
 from orchestrations.rotation import bp as rotation_lifecycle
 from orchestrations.scheduler import bp as scheduler
 
@@ -74,6 +75,9 @@ for _name in (
     "count_auth_failures",
 ):
     _activity(_name)
+
+# A rotation's first step is the real one: it reads only the deployed policy.
+app.activity_trigger(input_name="request")(resolve_target)
 
 # The scheduler's start and progress activities are the real ones: they only talk to the durable engine.
 for _real in (start_rotation, rotation_progress):

@@ -1,0 +1,76 @@
+"""The input of `rotation_orchestrator`: it names a target, it never defines one.
+
+It carries the target id and the fingerprint of where the target's keys go (`Target.fingerprint`), who
+asked and why, and is signed by the app (rotation/signing.py). The rotation's first step
+(`activities/targets.py` `resolve_target`) checks the signature, looks the id up in the deployed policy
+and refuses a fingerprint that no longer matches; every later step looks it up again. So whoever can start
+an orchestration without going through the app's own triggers (the Durable system key, threat model 3.2
+and 3.6) cannot choose the app, the key, the vault or the probe host: only the policy does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rotation import naming, signing
+from rotation.identity import Actor
+from rotation.policy import Target
+
+INSTANCE_PREFIX = "rotation-"
+
+
+class InputError(ValueError):
+    """An orchestration input the app did not write or that does not fit its instance."""
+
+
+def rotation_input(
+    target: Target,
+    rotation_id: str,
+    mode: naming.Mode,
+    actor: Actor,
+    reason: str | None,
+    *,
+    overlap: str | None = None,
+    current_key_name: str | None = None,
+    replaces: Mapping[str, Any] | None = None,
+    key: bytes | None = None,
+) -> dict[str, Any]:
+    """The signed input of a rotation of `target` (the key from the app setting unless given)."""
+    request: dict[str, Any] = {
+        "rotationId": rotation_id,
+        "mode": mode,
+        "targetId": target.id,
+        "fingerprint": target.fingerprint,
+        "actor": actor.to_json(),
+        "reason": reason,
+    }
+    if overlap is not None:
+        request["overlap"] = overlap
+    if current_key_name:
+        request["currentKeyName"] = current_key_name
+    if replaces is not None:
+        request["replaces"] = dict(replaces)
+    return signing.sign_input(key if key is not None else signing.signing_key(), request)
+
+
+def check_shape(request: Any, instance_id: str) -> dict[str, Any]:
+    """What the orchestrator can check without I/O: the input is an object naming a rotation of the target
+    its instance id names, in the mode its rotation id says (a forged input on another instance id would
+    otherwise run a second rotation of the same target, I3)."""
+    if not isinstance(request, dict):
+        raise InputError("the input must be a rotation request object")
+    rotation_id, target_id = request.get("rotationId"), request.get("targetId")
+    if not isinstance(rotation_id, str) or not naming.is_rotation_id(rotation_id):
+        raise InputError("rotationId: must be a rotation id")
+    try:
+        parts = naming.parse_rotation_id(rotation_id)
+    except ValueError:
+        raise InputError("rotationId: must be a rotation id") from None
+    if target_id != parts.target_id or instance_id != naming.rotation_instance_id(parts.target_id):
+        raise InputError(f"rotationId: {rotation_id} is not a rotation of instance {instance_id}")
+    if request.get("mode") != parts.mode:
+        raise InputError(f"mode: {request.get('mode')!r} is not the mode rotation id {rotation_id} names")
+    if not isinstance(request.get("fingerprint"), str) or not isinstance(request.get(signing.SIGNATURE_FIELD), str):
+        raise InputError("the input is not signed by the app (fingerprint, signature)")
+    return request
