@@ -37,8 +37,15 @@ _MTIMES = itertools.count(1)
 def scripted_env(state: Path) -> dict[str, str]:
     """SCRIPTED_POLICY_ENV with a copy of the local policy the test may redeploy (`deploy_target`)."""
     path = state / "rotation-policy.json"
-    shutil.copy(LOCAL_POLICY, path)
+    reset_policy(path)
     return {**SCRIPTED_POLICY_ENV, "ROTATION_POLICY_PATH": str(path)}
+
+
+def reset_policy(policy_path: Path) -> None:
+    """The deployed policy back to the checked-in local one (what each test starts from)."""
+    shutil.copy(LOCAL_POLICY, policy_path)
+    stamp = time.time_ns() + next(_MTIMES) * 1_000_000
+    os.utime(policy_path, ns=(stamp, stamp))
 
 
 def deploy_target(policy_path: Path, target: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.devhost_process import ROOT, Devhost, running_devhost
-from tests.rotation_harness import Durable, local_target, read_calls, scripted_env, signed_input
+from tests.rotation_harness import Durable, local_target, read_calls, reset_policy, scripted_env, signed_input
 
 APP = ROOT / "tests" / "rotation_app"
 ORDERS_CONSUMERS = ("00000000-0000-0000-0000-00000000c001", "00000000-0000-0000-0000-00000000c002")
@@ -95,6 +95,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devhost, Pa
 @pytest.fixture
 def run(host: tuple[Devhost, Path, Path]) -> Scripted:
     devhost, script, calls = host
+    reset_policy(Path(devhost.env["ROTATION_POLICY_PATH"]))
     scripted = Scripted(devhost, script, calls)
     for instance in ("rotation-demo-orders", "rotation-demo-reports-export", "rotation-demo-orders-master"):
         devhost.request("DELETE", f"/runtime/webhooks/durabletask/instances/{instance}", params=scripted.durable.code)
