@@ -27,7 +27,7 @@ from typing import Any
 
 SIGNATURE_FIELD = "signature"
 SIGNING_KEY_SETTING = "KEYROTATION_SIGNING_KEY"
-MIN_KEY_CHARS = 32
+MIN_KEY_CHARS = 15  # azd secretOrRandomPassword makes 15 of [A-Za-z0-9] (about 89 bits); longer is better
 PURPOSE_INPUT = "rotation-input"
 PURPOSE_EVENT = "rotation-event"
 

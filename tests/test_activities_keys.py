@@ -22,6 +22,7 @@ from activities.provision import provision_new_key
 from activities.verify import verify_new_key
 from rotation import naming
 from rotation.policy import Target, parse_policy
+from tests.deployed_policy import ref
 from tests.emulator_process import Emulator
 
 BASE = "client"
@@ -93,7 +94,10 @@ def target_document(
 
 
 def make_target(emulator: Emulator, **options: Any) -> Target:
-    return parse_policy({"version": 1, "targets": [target_document(emulator, **options)]}, environ={}).targets[0]
+    """A fresh target, deployed into the policy the activities read (they name targets, never carry them)."""
+    target = parse_policy({"version": 1, "targets": [target_document(emulator, **options)]}, environ={}).targets[0]
+    ref(target)
+    return target
 
 
 def rid(target: Target, day: int = 1, mode: str = "scheduled") -> str:
@@ -189,7 +193,7 @@ def run_logged(caplog: pytest.LogCaptureFixture, activity: Any, request: dict[st
 def provision(target: Target, rotation_id: str) -> dict[str, Any]:
     request = {
         "rotationId": rotation_id,
-        "target": target.to_json(),
+        **ref(target),
         "keyName": naming.key_name(target.base_key_name, rotation_id),
     }
     return provision_new_key(request)
@@ -205,9 +209,7 @@ def test_provision_waits_for_the_host_cache_then_stores_the_accepted_key(
     rotation = rid(target)
     key_name = naming.key_name(BASE, rotation)
     since = last_seq(env)
-    result = run_logged(
-        caplog, provision_new_key, {"rotationId": rotation, "target": target.to_json(), "keyName": key_name}
-    )
+    result = run_logged(caplog, provision_new_key, {"rotationId": rotation, **ref(target), "keyName": key_name})
 
     assert result["accepted"] is True and result["keyName"] == key_name
     assert result["probeAttempts"] >= 2  # refused while the host cache still held the old key set
@@ -234,9 +236,7 @@ def test_provision_twice_converges_on_the_same_key_and_version(env: Emulator, ca
     first = provision(target, rotation)
     before = snapshot(env, target)
     since = last_seq(env)
-    second = run_logged(
-        caplog, provision_new_key, {"rotationId": rotation, "target": target.to_json(), "keyName": first["keyName"]}
-    )
+    second = run_logged(caplog, provision_new_key, {"rotationId": rotation, **ref(target), "keyName": first["keyName"]})
     assert snapshot(env, target) == before
     assert {**second, "probeAttempts": None} == {**first, "probeAttempts": None}
     assert "arm.put_host_secret" not in operations(env, since) and "keyvault.set_secret" not in operations(env, since)
@@ -313,7 +313,7 @@ def test_verify_reads_the_version_and_probes_the_target(env: Emulator, caplog: p
     target = make_target(env)
     rotation = rid(target)
     provisioned = provision(target, rotation)
-    request = {"rotationId": rotation, "target": target.to_json(), "version": provisioned["version"]}
+    request = {"rotationId": rotation, **ref(target), "version": provisioned["version"]}
     since = last_seq(env)
     first = run_logged(caplog, verify_new_key, request)
     second = run_logged(caplog, verify_new_key, request)
@@ -327,13 +327,13 @@ def test_verify_reports_a_key_the_target_no_longer_accepts(env: Emulator) -> Non
     rotation = rid(target)
     provisioned = provision(target, rotation)
     FunctionKeyStore(target).delete(provisioned["keyName"])
-    result = verify_new_key({"rotationId": rotation, "target": target.to_json(), "version": provisioned["version"]})
+    result = verify_new_key({"rotationId": rotation, **ref(target), "version": provisioned["version"]})
     assert result == {"verified": False, "attempts": 2, "lastStatus": 401}
 
 
 def test_verify_without_a_probe_reads_nothing(env: Emulator) -> None:
     target = make_target(env, probe=False)
     since = last_seq(env)
-    result = verify_new_key({"rotationId": rid(target), "target": target.to_json(), "version": "0" * 32})
+    result = verify_new_key({"rotationId": rid(target), **ref(target), "version": "0" * 32})
     assert result == {"verified": True, "attempts": 0, "lastStatus": None}
     assert calls(env, since) == Counter()

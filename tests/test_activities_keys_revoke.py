@@ -18,6 +18,7 @@ from activities.revoke import compensate_rotation, revoke_old_keys
 from rotation import naming
 from rotation.credential_store import CredentialStoreError
 from rotation.policy import Target
+from tests.deployed_policy import ref
 from tests.emulator_process import Emulator
 from tests.test_activities_keys import (
     ARM_BUDGET,
@@ -43,7 +44,7 @@ from tests.test_activities_keys import (
 def revoke_request(target: Target, kept: dict[str, Any], names: Any, version_ids: Any) -> dict[str, Any]:
     return {
         "rotationId": rid(target, 9),
-        "target": target.to_json(),
+        **ref(target),
         "keepKeyName": kept["keyName"],
         "keepVersion": kept["version"],
         "revokeKeyNames": names,
@@ -54,7 +55,7 @@ def revoke_request(target: Target, kept: dict[str, Any], names: Any, version_ids
 def compensate_request(target: Target, rotation: str, provisioned: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "rotationId": rotation,
-        "target": target.to_json(),
+        **ref(target),
         "keyName": naming.key_name(target.base_key_name, rotation),
         "version": provisioned["version"] if provisioned else None,
         "previousVersion": provisioned["previousVersion"] if provisioned else None,
@@ -274,7 +275,7 @@ def test_compensation_finds_a_version_provision_stored_before_failing(env: Emula
 
 
 def master_request(target: Target, rotation: str) -> dict[str, Any]:
-    return {"rotationId": rotation, "target": target.to_json(), "keyName": "_master"}
+    return {"rotationId": rotation, **ref(target), "keyName": "_master"}
 
 
 def test_master_key_is_renewed_once_per_rotation_and_stored(env: Emulator, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from activities.clients import LoopbackTokenCredential, secret_client
 from activities.telemetry import check_adoption, count_auth_failures
 from rotation.durations import format_timestamp
 from rotation.redaction import SafeError
+from tests.deployed_policy import deploy
 from tests.emulator_process import Emulator
 from tests.test_signals_kql import SITE, sample_target_json
 
@@ -39,11 +41,11 @@ def span(window: tuple[datetime, datetime]) -> dict[str, str]:
 
 
 @pytest.fixture
-def app(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+def app(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Emulator]:
     """The app's settings pointing at the emulator; no seeded telemetry, no fault rules."""
     emulator.control("DELETE", "telemetry").raise_for_status()
     emulator.clear_faults()
-    for name, value in emulator.app_settings().items():
+    for name, value in {**emulator.app_settings(), "ROTATION_POLICY_PATH": str(tmp_path / "policy.json")}.items():
         monkeypatch.setenv(name, value)
     clients.settings.cache_clear()
     yield emulator
@@ -89,7 +91,7 @@ def seed_scenario(emulator: Emulator, signal: str) -> None:
 
 
 def request_for(target: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"target": target, "window": span(WINDOW), "baseline": span(BASELINE), **extra}
+    return {**deploy(target), "window": span(WINDOW), "baseline": span(BASELINE), **extra}
 
 
 # --------------------------------------------------------------------------- count_auth_failures
@@ -192,9 +194,9 @@ def test_throttling_the_sdk_outlasts_is_not_an_error(app: Emulator) -> None:
 def test_bad_windows_are_refused() -> None:
     target = sample_target_json()
     with pytest.raises(ValueError, match="window: start must be before end"):
-        count_auth_failures({"target": target, "window": span((T0, T0)), "baseline": span(BASELINE)})
+        count_auth_failures({**deploy(target), "window": span((T0, T0)), "baseline": span(BASELINE)})
     with pytest.raises(ValueError, match=r"baseline\.end"):
-        count_auth_failures({"target": target, "window": span(WINDOW), "baseline": {"start": iso(T0), "end": "now"}})
+        count_auth_failures({**deploy(target), "window": span(WINDOW), "baseline": {"start": iso(T0), "end": "now"}})
 
 
 # --------------------------------------------------------------------------- check_adoption
@@ -238,7 +240,7 @@ def adoption(app: Emulator) -> dict[str, Any]:
 
 def adoption_request(case: dict[str, Any], secret_id: str | None = None, **window: str) -> dict[str, Any]:
     return {
-        "target": case["target"],
+        **deploy(case["target"]),
         "secretId": secret_id or case["new"],
         "since": window.get("since", case["since"]),
         "until": window.get("until", case["until"]),

@@ -26,6 +26,7 @@ from rotation import naming
 from rotation.credential_store import CredentialStoreError
 from rotation.policy import Target, parse_policy
 from rotation.redaction import SafeError
+from tests.deployed_policy import ref
 from tests.emulator_process import Emulator
 from tests.test_activities_keys import (
     accepts,
@@ -77,7 +78,7 @@ def gap(attempts: list[tuple[datetime, int | None]], first: int, second: int) ->
 
 
 def provision_request(target: Target, rotation: str) -> dict[str, Any]:
-    return {"rotationId": rotation, "target": target.to_json(), "keyName": naming.key_name("client", rotation)}
+    return {"rotationId": rotation, **ref(target), "keyName": naming.key_name("client", rotation)}
 
 
 def raised(action: Any, *args: Any) -> tuple[BaseException, float]:
@@ -163,7 +164,7 @@ def test_arm_delete_503_during_revoke_leaves_both_keys_valid(faults: Emulator) -
     second = provision(target, rid(target, 2))
     faults.fault(**host_runtime_fault("arm.delete_host_secret", 503, times=None, match=target.function_app.name))
     request = {
-        "target": target.to_json(),
+        **ref(target),
         "keepKeyName": second["keyName"],
         "keepVersion": second["version"],
         "revokeKeyNames": [first["keyName"]],
@@ -209,7 +210,7 @@ def test_keyvault_set_retry_after_over_the_cap_gives_up_and_compensation_restore
     assert_value_free(faults, error)
     faults.clear_faults()
     undone = compensate_rotation(
-        {"rotationId": rotation, "target": target.to_json(), "keyName": None, "version": None, "previousVersion": None}
+        {"rotationId": rotation, **ref(target), "keyName": None, "version": None, "previousVersion": None}
     )
     assert undone["deletedKey"] is True
     current = newest_enabled(faults, target)
@@ -228,7 +229,7 @@ def test_compensation_that_gives_up_on_a_key_vault_outage_still_serves_an_accept
     faults.fault(operation="keyvault.get_secret", status=503, times=None, match=target.key_vault.secret_name)
     request = {
         "rotationId": rotation,
-        "target": target.to_json(),
+        **ref(target),
         "keyName": second["keyName"],
         "version": second["version"],
         "previousVersion": first["version"],
@@ -364,7 +365,7 @@ def test_a_bad_budget_in_a_publish_request_names_the_field(faults: Emulator) -> 
 
 def count_request(target: Target) -> dict[str, Any]:
     return {
-        "target": target.to_json(),
+        **ref(target),
         "window": {"start": "2026-03-01T03:00:00Z", "end": "2026-03-01T04:00:00Z"},
         "baseline": {"start": "2026-03-01T02:00:00Z", "end": "2026-03-01T03:00:00Z"},
     }
@@ -422,7 +423,7 @@ def test_probe_of_an_unavailable_target_is_not_a_refusal(faults: Emulator) -> No
     rotation = rid(target)
     provisioned = provision(target, rotation)
     faults.fault(operation="target.invoke", status=503, times=None, match=target.function_app.name)
-    request = {"rotationId": rotation, "target": target.to_json(), "version": provisioned["version"]}
+    request = {"rotationId": rotation, **ref(target), "version": provisioned["version"]}
     error, _ = raised(verify_new_key, request)
     assert "no verdict after 2 attempt(s)" in str(error) and "-> 503" in str(error)
     assert_no_values(faults, str(error))

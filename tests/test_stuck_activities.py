@@ -19,6 +19,7 @@ from orchestrations.predecessor import Predecessor
 from rotation import events, naming
 from rotation.identity import SCHEDULE_ACTOR
 from rotation.policy import Target
+from tests.deployed_policy import ref
 from tests.emulator_process import Emulator
 from tests.test_activities_keys import (
     BASE,
@@ -61,7 +62,7 @@ def replaces(stuck: str, provisioned: dict[str, Any] | None, *, announced: bool,
 def abandon_request(target: Target, record: dict[str, Any]) -> dict[str, Any]:
     own = rid(target, 20)
     failed = Predecessor.from_json(record, target.id, own).failed_event(target.id, AT)
-    return {"rotationId": own, "target": target.to_json(), "replaces": record, "events": [failed]}
+    return {"rotationId": own, **ref(target), "replaces": record, "events": [failed]}
 
 
 def published(emulator: Emulator, since: int, rotation_id: str) -> list[dict[str, Any]]:
@@ -150,7 +151,7 @@ def test_abandon_refuses_a_rotation_of_another_target(env: Emulator) -> None:  #
     target = make_target(env)
     record = replaces("other-target-20260102t030000z-s", None, announced=False, stage="provisioning")
     with pytest.raises(ValueError, match=r"replaces\.rotationId"):
-        abandon_rotation({"rotationId": rid(target, 20), "target": target.to_json(), "replaces": record})
+        abandon_rotation({"rotationId": rid(target, 20), **ref(target), "replaces": record})
 
 
 # -- the sweeping revoke ----------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def test_next_rotation_revokes_keys_left_valid_by_failed_and_abandoned_rotations
     plan = ([abandoned["keyName"]], [abandoned["version"]])
     request = {
         "rotationId": rotation,
-        "target": target.to_json(),
+        **ref(target),
         "keepKeyName": current["keyName"],
         "keepVersion": current["version"],
         "revokeKeyNames": plan[0],
@@ -226,7 +227,7 @@ def test_revoke_never_disables_a_version_newer_than_the_kept_one(env: Emulator) 
     late = provision(target, rid(target, 3))  # e.g. a terminated rotation's provision finishing late
     result = revoke_old_keys(
         {
-            "target": target.to_json(),
+            **ref(target),
             "keepKeyName": kept["keyName"],
             "keepVersion": kept["version"],
             "revokeKeyNames": [old["keyName"]],
