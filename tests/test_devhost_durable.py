@@ -374,7 +374,7 @@ def test_raise_event_answers_404_for_unknown_and_400_for_non_json(tmp_path: Path
                 await host.client.raise_event("nobody", "Go", 1)
             instance_id = await host.client.start_new("waiter", None, None)
             await host.wait_for(instance_id, {"Running"})
-            url = f"{host.url}/durabletask/instances/{instance_id}/raiseEvent/Go"
+            url = f"{host.rpc_url}instances/{instance_id}/raiseEvent/Go"
             async with host.http.post(url, data="not json", headers={"Content-Type": "text/plain"}) as response:
                 assert response.status == 400
             async with host.http.post(url, data="{not json", headers={"Content-Type": "application/json"}) as resp:
