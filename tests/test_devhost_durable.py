@@ -491,6 +491,23 @@ def test_purge_and_status_queries(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_the_rpc_api_reads_a_start_body_as_json_whatever_its_content_type(tmp_path: Path) -> None:
+    """As the extension's HandleStartOrchestratorRequestAsync: no content-type check, the body must be JSON."""
+
+    async def scenario() -> None:
+        async with durable_host(tmp_path) as host:
+            plain = {"Content-Type": "text/plain"}
+            url = f"{host.rpc_url}orchestrators/sequence/plain-1"
+            async with host.http.post(url, data='["Rome"]', headers=plain) as response:
+                assert response.status == 202
+            assert (await host.wait_for("plain-1")).output == ["Hello Rome"]
+            async with host.http.post(f"{host.rpc_url}orchestrators/sequence/plain-2", data="Rome", headers=plain) as r:
+                assert r.status == 400 and (await r.json())["Message"] == "Invalid JSON content"
+            assert host.engine.get_instance("plain-2") is None
+
+    run(scenario())
+
+
 def test_public_http_api_needs_the_system_key_and_keeps_raw_json_events(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with durable_host(tmp_path) as host:

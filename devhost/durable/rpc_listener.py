@@ -38,20 +38,20 @@ def bind_rpc_socket(first_port: int = DEFAULT_PORT, pick: Callable[[range], int]
 
     ``first_port=0`` lets the OS choose (in-process tests that start many listeners)."""
     tried: set[int] = set()
-    port = first_port
-    for _ in range(MAX_ATTEMPTS if first_port else 1):
+    for attempt in range(MAX_ATTEMPTS if first_port else 1):
+        port = first_port
+        while attempt and port in tried | {first_port}:
+            port = pick(FALLBACK_PORTS)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may find TIME_WAIT sockets
         try:
             sock.bind(("127.0.0.1", port))
+            sock.listen(128)  # with SO_REUSEADDR, a port another socket listens on may fail only here
         except OSError:
             sock.close()
             log.warning("Failed to open local port %d for the durable rpc endpoint", port)
             tried.add(port)
-            while port in tried:
-                port = pick(FALLBACK_PORTS)
             continue
-        sock.listen(128)
         sock.setblocking(False)
         return sock
     raise RpcListenerError(f"unable to find a port to open the durable rpc endpoint on after {len(tried)} attempts")
