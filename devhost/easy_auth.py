@@ -3,6 +3,10 @@
 In Azure the platform validates the caller's token and forwards ``X-MS-CLIENT-PRINCIPAL*`` headers;
 a client can never set those headers itself. Locally, ``python -m devhost token`` issues an HS256 JWT
 signed with a random key in ``<state>/easyauth.key``; the host verifies it and injects the headers.
+
+As deployed (``infra/modules/functionapp.bicep`` ``authsettingsV2``: ``requireAuthentication``,
+``Return401``, ``excludedPaths``), a request without a token is refused on every path but the excluded
+ones, before any key check: keys are checked by the host afterwards, in addition.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ ISSUER = "https://devhost.local/easyauth"
 AUDIENCE = "api://devhost"
 OID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 STRIPPED_PREFIXES = ("x-ms-client-principal", "x-ms-token-")
+# globalValidation.excludedPaths in infra/modules/functionapp.bicep; compared ignoring case and a
+# trailing slash (devhost serves the Event Grid webhook under several spellings).
+EXCLUDED_PATHS = ("/runtime/webhooks/eventgrid",)
 _OID_NAMESPACE = uuid.UUID("5c1e3f0a-7d0b-4a52-9a55-6b1f4b0d8e21")
 
 
@@ -141,13 +148,22 @@ def strip_principal_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[st
     return [(k, v) for k, v in headers if not k.lower().startswith(STRIPPED_PREFIXES)]
 
 
-def unauthorized(description: str) -> web.Response:
-    challenge = f'Bearer realm="devhost", error="invalid_token", error_description="{description}"'
+def unauthorized(description: str | None = None) -> web.Response:
+    """401 with a Bearer challenge; ``error`` only when a token was presented (RFC 6750 section 3)."""
+    challenge = 'Bearer realm="devhost"'
+    if description is not None:
+        challenge += f', error="invalid_token", error_description="{description}"'
     return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
 
+def is_excluded(path: str, excluded: Iterable[str] = EXCLUDED_PATHS) -> bool:
+    """Whether Easy Auth lets an unauthenticated request to ``path`` through to the host."""
+    normalized = path.rstrip("/").lower()
+    return any(normalized == e.rstrip("/").lower() for e in excluded)
+
+
 def easy_auth_middleware(key: bytes) -> Callable:
-    """aiohttp middleware: rewrites the request headers the way the Easy Auth module does."""
+    """aiohttp middleware: refuses unauthenticated requests and rewrites headers as Easy Auth does."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable]) -> web.StreamResponse:
@@ -160,6 +176,8 @@ def easy_auth_middleware(key: bytes) -> Callable:
             except InvalidToken as exc:
                 return unauthorized(str(exc))
             kept.extend(principal_from_claims(claims).headers().items())
+        elif not is_excluded(request.path):
+            return unauthorized()  # requireAuthentication + Return401: before any route or key check
         return await handler(request.clone(headers=CIMultiDict(kept)))
 
     return middleware

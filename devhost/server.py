@@ -60,6 +60,7 @@ class _Running:
 
     emulator: Any = None
     engine: Any = None
+    rpc: Any = None
     runner: web.AppRunner | None = None
     timers: TimerRunner | None = None
     admin: AdminApi | None = None
@@ -120,12 +121,27 @@ def _make_engine(loaded: LoadedApp, opts: ServeOptions, config: HostConfig) -> A
     return DurableEngine(loaded, opts.state, clock=opts.clock, max_activity_workers=workers, task_hub=config.hub_name)
 
 
+async def _start_rpc(engine: Any, durable_key: str, running: _Running) -> str:
+    """The durable client's rpc API on its own loopback listener, never on the public port."""
+    running.rpc = engine.rpc_listener(system_key=durable_key)
+    try:
+        return str(await running.rpc.start())
+    except OSError as exc:
+        raise StartupError(str(exc)) from None
+
+
 def endpoints_document(
-    host_url: str, keys: HostKeys, opts: ServeOptions, config: HostConfig, emulator: Any, loaded: LoadedApp
+    host_url: str,
+    keys: HostKeys,
+    opts: ServeOptions,
+    config: HostConfig,
+    emulator: Any,
+    loaded: LoadedApp,
+    rpc_base_url: str | None,
 ) -> dict[str, Any]:
     return {
         "host": host_url,
-        "rpcBaseUrl": f"{host_url}/durabletask/",
+        "rpcBaseUrl": rpc_base_url,  # the loopback rpc listener, secret segment included (this file is 0600)
         "durableWebhookBaseUrl": f"{host_url}/runtime/webhooks/durabletask",
         "routePrefix": config.route_prefix,
         "workerRuntime": f"azure-functions-runtime {runtime_version()}",
@@ -186,7 +202,8 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
     _log_functions(loaded, host_url, config.route_prefix)
     engine = running.engine = _make_engine(loaded, opts, config)
     durable_key = keys.system_keys[DURABLE_SYSTEM_KEY]
-    binding = (lambda: engine.client_binding_json(host_url, durable_key)) if engine else None
+    rpc_base_url = await _start_rpc(engine, durable_key, running) if engine else None
+    binding = (lambda: engine.client_binding_json(host_url, durable_key, rpc_base_url or "")) if engine else None
     running.loaded = loaded
     loaded.client_binding = binding
     invoker = Invoker(loaded, binding)
@@ -213,7 +230,7 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
     await running.runner.setup()
     await web.SockSite(running.runner, sock).start()
     await timers.start()
-    return host_url, endpoints_document(host_url, keys, opts, config, running.emulator, loaded)
+    return host_url, endpoints_document(host_url, keys, opts, config, running.emulator, loaded, rpc_base_url)
 
 
 async def _stop(running: _Running) -> None:
@@ -221,6 +238,7 @@ async def _stop(running: _Running) -> None:
         ("timers", running.timers and running.timers.stop),
         ("admin runs", running.admin and running.admin.drain),
         ("listener", running.runner and running.runner.cleanup),
+        ("rpc listener", running.rpc and running.rpc.stop),
         ("durable engine", running.engine and running.engine.stop),
         ("emulators", running.emulator and running.emulator.stop),
     ]

@@ -53,7 +53,8 @@ class ApiStack:
         all_headers = dict(headers or {})
         if as_ is not None:
             all_headers["Authorization"] = f"Bearer {as_}"
-        return self.host.request(method, f"/api/{path.lstrip('/')}", headers=all_headers, **kw)
+        path = f"/api/{path.lstrip('/')}"
+        return self.host.request(method, path, headers=all_headers, anonymous=as_ is None, **kw)
 
     def all_roles(self, name: str = "admin", oid: str | None = None) -> str:
         return self.token(name, *ROLES, oid=oid)

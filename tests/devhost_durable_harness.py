@@ -1,5 +1,5 @@
-"""In-process harness for the durable engine tests: engine + its routes on a loopback aiohttp server,
-driven through the unmodified ``azure.durable_functions.DurableOrchestrationClient``."""
+"""In-process harness for the durable engine tests: engine + its public routes on a loopback aiohttp
+server and its rpc listener, driven through the unmodified ``azure.durable_functions.DurableOrchestrationClient``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ T = TypeVar("T")
 class DurableHost:
     engine: DurableEngine
     client: df.DurableOrchestrationClient
-    url: str
+    url: str  # the public routes (Durable HTTP API, devhost controls)
+    rpc_url: str  # rpcBaseUrl: the loopback rpc listener, secret segment included, trailing slash
     http: aiohttp.ClientSession
     app_state: Path
 
@@ -76,6 +77,8 @@ async def durable_host(
     )
     web_app = web.Application()
     engine.add_routes(web_app, master_key=MASTER_KEY, system_key=SYSTEM_KEY)
+    rpc = engine.rpc_listener(system_key=SYSTEM_KEY, first_port=0)
+    rpc_url = await rpc.start()
     await engine.start()
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
@@ -86,14 +89,15 @@ async def durable_host(
     # The SDK keeps one module-level session (and lock) per process; each test runs its own loop.
     http_utils._client_session = None
     http_utils._session_lock = asyncio.Lock()
-    client = df.DurableOrchestrationClient(engine.client_binding_json(url, SYSTEM_KEY))
+    client = df.DurableOrchestrationClient(engine.client_binding_json(url, SYSTEM_KEY, rpc_url))
     http = aiohttp.ClientSession()
     try:
-        yield DurableHost(engine, client, url, http, app_state)
+        yield DurableHost(engine, client, url, rpc_url, http, app_state)
     finally:
         await http.close()
         await http_utils._close_session()
         await runner.cleanup()
+        await rpc.stop()
         await engine.stop()
 
 

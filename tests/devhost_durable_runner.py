@@ -1,5 +1,6 @@
 """Hosts only the durable engine + its routes, for crash tests: ``python tests/devhost_durable_runner.py
-<state_dir> <ready_file> [--clock virtual|real]``. Writes ``{"url", "pid"}`` to ready_file once serving;
+<state_dir> <ready_file> [--clock virtual|real]``. Writes ``{"url", "rpcBaseUrl", "pid", "binding"}`` to
+ready_file once serving;
 runs until killed (SIGKILL is the point) or SIGTERM."""
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ async def main(state_dir: Path, ready_file: Path, clock: str) -> None:
     engine = DurableEngine(load_app(ROOT / "tests" / "devhost_app"), state_dir, clock=clock, idle_grace=0.05)
     app = web.Application()
     engine.add_routes(app, master_key=MASTER_KEY, system_key=SYSTEM_KEY)
+    rpc = engine.rpc_listener(system_key=SYSTEM_KEY, first_port=0)
+    rpc_url = await rpc.start()
     await engine.start()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -36,12 +39,14 @@ async def main(state_dir: Path, ready_file: Path, clock: str) -> None:
     await site.start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     tmp = ready_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "binding": engine.client_binding_json(url, SYSTEM_KEY)}))
+    binding = engine.client_binding_json(url, SYSTEM_KEY, rpc_url)
+    tmp.write_text(json.dumps({"url": url, "rpcBaseUrl": rpc_url, "pid": os.getpid(), "binding": binding}))
     tmp.replace(ready_file)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await runner.cleanup()
+    await rpc.stop()
     await engine.stop()
 
 

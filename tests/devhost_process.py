@@ -6,6 +6,10 @@ Usage::
         host.get("/api/items/1").json()
         host.kill()      # SIGKILL: a crash, endpoints.json stays behind
         host.restart()   # same state folder, same keys; endpoints refreshed
+
+With Easy Auth on, devhost (like App Service with ``Return401``) refuses every request without a token
+but the Event Grid webhook's, so ``request`` signs in as a role-less tools identity unless the caller
+passes its own ``Authorization`` header or ``anonymous=True``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Devhost:
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     endpoints: dict[str, Any] = field(default_factory=dict)
+    _tools_token: str = ""
 
     @property
     def url(self) -> str:
@@ -110,9 +115,26 @@ class Devhost:
         self.kill()
         return self.start(timeout)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    @property
+    def rpc_url(self) -> str:
+        """rpcBaseUrl: the durable client's loopback listener (secret segment included, trailing slash)."""
+        return str(self.endpoints["rpcBaseUrl"])
+
+    def tools_token(self) -> str:
+        """A role-less devhost token ("devhost-tools"): what the tests sign host calls (keys, Durable API) with."""
+        if not self._tools_token:
+            from tools.demo_stack import tools_token
+
+            self._tools_token = tools_token(self.state_dir, self.endpoints)
+        return self._tools_token
+
+    def request(self, method: str, path: str, *, anonymous: bool = False, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 30)
-        return requests.request(method, f"{self.url}/{path.lstrip('/')}", **kwargs)
+        headers = dict(kwargs.pop("headers", None) or {})
+        signed_in = any(name.lower() == "authorization" for name in headers)
+        if self.endpoints.get("easyAuth") and not anonymous and not signed_in:
+            headers["Authorization"] = f"Bearer {self.tools_token()}"
+        return requests.request(method, f"{self.url}/{path.lstrip('/')}", headers=headers, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", path, **kwargs)

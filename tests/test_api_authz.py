@@ -1,7 +1,10 @@
 """Authorization matrix of the operator API, on the real app through devhost: every route x {no identity,
 a forged principal header with App Service Authentication off, an identity without the route's role,
 an identity with it} → 401 / 401 / 403 / 2xx, and the refused requests start, raise and terminate
-nothing (durable instances, raised events, and the emulators' request log are unchanged)."""
+nothing (durable instances, raised events, and the emulators' request log are unchanged).
+
+With Easy Auth on, the platform (devhost) refuses an unauthenticated request before the app sees it;
+with it off, the app's own 401 answers, so both doors are checked."""
 
 from __future__ import annotations
 
@@ -104,11 +107,15 @@ def test_every_route_needs_an_identity_and_its_role(on: ApiStack, off: ApiStack,
     anonymous = on.call(route.method, path, **kwargs)
     assert anonymous.status_code == 401, anonymous.text
     assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
-    assert anonymous.json()["error"]["code"] == "unauthenticated"
     # With Easy Auth on, devhost (like App Service) strips a principal header the client made up.
     stripped = on.call(route.method, path, headers={"X-MS-CLIENT-PRINCIPAL": forged_principal()}, **kwargs)
     assert stripped.status_code == 401, stripped.text
-    # With Easy Auth off the header reaches the app, which must not trust it.
+    # With Easy Auth off nothing stands in front: the app refuses the anonymous caller itself ...
+    app_refused = off.call(route.method, path, **kwargs)
+    assert app_refused.status_code == 401, app_refused.text
+    assert app_refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert app_refused.json()["error"]["code"] == "unauthenticated"
+    # ... and a made-up principal header reaches the app, which must not trust it.
     forged = off.call(route.method, path, headers={"X-MS-CLIENT-PRINCIPAL": forged_principal()}, **kwargs)
     assert forged.status_code == 401, forged.text
     without_role = on.call(route.method, path, as_=on.token("no-role", *others, oid=route.oid), **kwargs)

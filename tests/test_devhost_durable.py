@@ -374,7 +374,7 @@ def test_raise_event_answers_404_for_unknown_and_400_for_non_json(tmp_path: Path
                 await host.client.raise_event("nobody", "Go", 1)
             instance_id = await host.client.start_new("waiter", None, None)
             await host.wait_for(instance_id, {"Running"})
-            url = f"{host.url}/durabletask/instances/{instance_id}/raiseEvent/Go"
+            url = f"{host.rpc_url}instances/{instance_id}/raiseEvent/Go"
             async with host.http.post(url, data="not json", headers={"Content-Type": "text/plain"}) as response:
                 assert response.status == 400
             async with host.http.post(url, data="{not json", headers={"Content-Type": "application/json"}) as resp:
@@ -487,6 +487,23 @@ def test_purge_and_status_queries(tmp_path: Path) -> None:
             assert purged.instances_deleted == 1
             remaining = {s.instance_id for s in await host.client.get_status_all()}
             assert "other-running" not in remaining and "batch-running" in remaining
+
+    run(scenario())
+
+
+def test_the_rpc_api_reads_a_start_body_as_json_whatever_its_content_type(tmp_path: Path) -> None:
+    """As the extension's HandleStartOrchestratorRequestAsync: no content-type check, the body must be JSON."""
+
+    async def scenario() -> None:
+        async with durable_host(tmp_path) as host:
+            plain = {"Content-Type": "text/plain"}
+            url = f"{host.rpc_url}orchestrators/sequence/plain-1"
+            async with host.http.post(url, data='["Rome"]', headers=plain) as response:
+                assert response.status == 202
+            assert (await host.wait_for("plain-1")).output == ["Hello Rome"]
+            async with host.http.post(f"{host.rpc_url}orchestrators/sequence/plain-2", data="Rome", headers=plain) as r:
+                assert r.status == 400 and (await r.json())["Message"] == "Invalid JSON content"
+            assert host.engine.get_instance("plain-2") is None
 
     run(scenario())
 

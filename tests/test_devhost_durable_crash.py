@@ -46,7 +46,8 @@ class EngineProcess:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"runner did not start:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.02)
-        self.url = json.loads(self.ready.read_text())["url"]
+        ready = json.loads(self.ready.read_text())
+        self.url, self.rpc_url = ready["url"], ready["rpcBaseUrl"]
 
     def kill(self) -> None:
         assert self.process is not None
@@ -63,11 +64,11 @@ class EngineProcess:
 
     def start_orchestration(self, name: str, instance_id: str, value: object) -> None:
         # what DurableOrchestrationClient.start_new sends: the JSON input, JSON-encoded again
-        response = requests.post(f"{self.url}/durabletask/orchestrators/{name}/{instance_id}", json=json.dumps(value))
+        response = requests.post(f"{self.rpc_url}orchestrators/{name}/{instance_id}", json=json.dumps(value))
         assert response.status_code == 202, response.text
 
     def status(self, instance_id: str) -> dict:
-        return requests.get(f"{self.url}/durabletask/instances/{instance_id}", timeout=10).json()
+        return requests.get(f"{self.rpc_url}instances/{instance_id}", timeout=10).json()
 
     def wait_for_completion(self, instance_id: str, timeout: float = 30) -> dict:
         deadline = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""The host shell's wiring of the durable engine: client binding, rpc routes, status webhook."""
+"""The host shell's wiring of the durable engine: client binding, rpc listener, status webhook."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from tests.devhost_process import HOST_APP, Devhost, running_devhost
 
@@ -27,7 +26,7 @@ def test_http_function_with_durable_client_starts_an_orchestration(host: Devhost
     assert urls["statusQueryGetUri"].startswith(f"{host.url}/runtime/webhooks/durabletask/instances/")
     deadline = time.monotonic() + 20
     while True:
-        status = requests.get(urls["statusQueryGetUri"], timeout=10).json()
+        status = host.get(urls["statusQueryGetUri"].removeprefix(host.url)).json()  # Easy Auth: a token too
         if status["runtimeStatus"] in ("Completed", "Failed") or time.monotonic() > deadline:
             break
         time.sleep(0.1)

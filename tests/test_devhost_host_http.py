@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,9 +103,9 @@ def test_app_settings_reach_the_app(host: Devhost) -> None:
 # -- Easy Auth ------------------------------------------------------------------------------------
 
 
-def test_anonymous_caller_has_no_principal(host: Devhost) -> None:
-    seen = host.get("api/whoami").json()
-    assert seen["principal"] is None and seen["headers"] == {}
+def test_anonymous_caller_is_refused_before_the_app(host: Devhost) -> None:
+    response = host.get("api/whoami", anonymous=True)  # an anonymous-level function: Easy Auth answers first
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == 'Bearer realm="devhost"'
 
 
 def test_client_sent_principal_headers_are_stripped(host: Devhost) -> None:
@@ -115,8 +116,10 @@ def test_client_sent_principal_headers_are_stripped(host: Devhost) -> None:
         "X-MS-CLIENT-PRINCIPAL-IDP": "aad",
         "X-MS-TOKEN-AAD-ACCESS-TOKEN": "whatever",
     }
-    seen = host.get("api/whoami", headers=forged).json()
-    assert seen["principal"] is None and seen["headers"] == {}
+    assert host.get("api/whoami", headers=forged, anonymous=True).status_code == 401  # a forged header is no token
+    seen = host.get("api/whoami", headers=forged).json()  # signed in as the tools identity: only its headers
+    assert seen["headers"]["x-ms-client-principal-name"] == "devhost-tools"
+    assert "mallory" not in json.dumps(seen) and "x-ms-token-aad-access-token" not in seen["headers"]
 
 
 def test_devhost_token_becomes_principal_headers(host: Devhost) -> None:

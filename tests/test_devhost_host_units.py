@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from azure.functions import meta
 from azure.functions.timer import TimerRequestConverter
 
 from devhost.app_loader import FunctionInfo
+from devhost.durable.rpc_listener import RpcListenerError, bind_rpc_socket
 from devhost.easy_auth import (
     InvalidToken,
     issue_token,
@@ -299,3 +301,40 @@ def test_a_response_cookie_keeps_its_attributes() -> None:
         max_age=protos.NullableDouble(value=60),
     )
     assert set_cookie(cookie) == "session=opaque; Path=/api; Max-Age=60; Secure; HttpOnly; SameSite=Strict"
+
+
+# -- the durable rpc listener's port ----------------------------------------------------------------
+
+
+def _taken() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+def test_rpc_listener_falls_back_to_the_extensions_random_range_when_its_port_is_taken() -> None:
+    held = _taken()
+    wanted: list[range] = []
+
+    def pick(ports: range) -> int:
+        wanted.append(ports)
+        return 0  # stands in for "a free port of the range"
+
+    try:
+        sock = bind_rpc_socket(held.getsockname()[1], pick=pick)
+    finally:
+        held.close()
+    sock.close()
+    assert wanted == [range(30000, 31000)]  # LocalHttpListener.MinPort..MaxPort
+
+
+def test_rpc_listener_gives_up_after_ten_attempts_like_the_extension() -> None:
+    held = [_taken() for _ in range(10)]
+    ports = iter(s.getsockname()[1] for s in held[1:])
+    try:
+        with pytest.raises(RpcListenerError, match="after 10 attempts"):
+            bind_rpc_socket(held[0].getsockname()[1], pick=lambda _: next(ports))
+    finally:
+        for sock in held:
+            sock.close()

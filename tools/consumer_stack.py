@@ -27,6 +27,8 @@ from typing import Any
 
 import requests
 
+from tools.demo_stack import tools_token
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_APP = ROOT / "samples" / "consumer"
 EVENT_FUNCTION = "on_rotation_event"
@@ -147,6 +149,9 @@ class ConsumerHost:
 
     def _call(self, method: str, route: str) -> requests.Response:
         headers = {"x-functions-key": str(self.endpoints["functionKeys"]["default"])}
+        token = tools_token(self.state_dir, self.endpoints)  # its devhost's Easy Auth refuses anonymous calls
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         return requests.request(method, f"{self.url}/api/{route}", headers=headers, timeout=30)
 
     def state(self) -> dict[str, Any]:

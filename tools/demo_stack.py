@@ -3,6 +3,9 @@ app, and talks to devhost (admin, Durable HTTP API, clock) and to the emulators'
 
 Every devhost response body the demo sees is kept (`DemoStack.seen`) so the I1 scan can prove none of
 them carried a key value. Emulator control responses are not kept: that API returns values by design.
+
+devhost's Easy Auth, like App Service's with `Return401`, refuses a request without a token before any
+key is checked, so the admin and Durable calls sign in with a role-less devhost token as well.
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ INSTANCES = "/runtime/webhooks/durabletask/instances"
 IDLE_GRACE = "0.75"
 
 
+def tools_token(state_dir: Path, endpoints: dict[str, Any]) -> str:
+    """A role-less token from the devhost's own signing key ("" when its Easy Auth is off)."""
+    if not endpoints.get("easyAuth"):
+        return ""
+    from devhost.easy_auth import issue_token, load_or_create_signing_key
+
+    return issue_token(load_or_create_signing_key(state_dir), "devhost-tools", [], ttl=6 * 3600)
+
+
 class StackError(RuntimeError):
     """The local stack did not do what the demo needs; the message says what and where to look."""
 
@@ -36,6 +48,7 @@ class DemoStack:
     process: subprocess.Popen[bytes] | None = None
     endpoints: dict[str, Any] = field(default_factory=dict)
     seen: dict[str, str] = field(default_factory=dict)  # each distinct devhost response text -> where first seen
+    _token: str = ""
     policy: str = POLICY  # the rotation policy file the app loads
     extra_env: dict[str, str] = field(default_factory=dict)  # app settings on top (e.g. ROTATION_MAX_CONCURRENCY)
 
@@ -130,9 +143,15 @@ class DemoStack:
     def ca_bundle(self) -> str:
         return str(self.endpoints["caBundle"])
 
+    def bearer(self) -> dict[str, str]:
+        """The Authorization header devhost's Easy Auth wants (none when it is off)."""
+        if not self._token:
+            self._token = tools_token(self.state_dir, self.endpoints)
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
     def _host(self, method: str, path: str, *, key: str, **kwargs: Any) -> requests.Response:
         timeout = kwargs.pop("timeout", 30)
-        headers = {"x-functions-key": key, **kwargs.pop("headers", {})}
+        headers = {"x-functions-key": key, **self.bearer(), **kwargs.pop("headers", {})}
         response = requests.request(method, f"{self.url}{path}", headers=headers, timeout=timeout, **kwargs)
         self.seen.setdefault(response.text, f"HTTP response to {method} {path.split('?')[0]}")
         return response

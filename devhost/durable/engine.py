@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -46,6 +46,9 @@ from devhost.durable.episode import (
 )
 from devhost.durable.events import RUNNING_STATUSES, TERMINAL_STATUSES
 from devhost.durable.store import ActivityWork, Instance, Store
+
+if TYPE_CHECKING:
+    from devhost.durable.rpc_listener import RpcListener
 
 log = logging.getLogger("devhost.durable.engine")
 
@@ -300,15 +303,24 @@ class DurableEngine:
             await asyncio.sleep(0.01)
 
     # -- HTTP -------------------------------------------------------------------------------------
-    def client_binding_json(self, host_base_url: str, system_key: str) -> str:
+    def client_binding_json(self, host_base_url: str, system_key: str, rpc_base_url: str) -> str:
         from devhost.durable.http_api import client_binding
 
-        return json.dumps(client_binding(host_base_url, system_key, self.task_hub))
+        return json.dumps(client_binding(host_base_url, system_key, self.task_hub, rpc_base_url))
 
     def add_routes(self, app: web.Application, *, master_key: str, system_key: str) -> None:
+        """The public port's durable routes (the rpc API is not among them: see ``rpc_listener``)."""
         from devhost.durable.http_api import DurableHttpApi
 
         DurableHttpApi(self, master_key=master_key, system_key=system_key).add_routes(app)
+
+    def rpc_listener(self, *, system_key: str, first_port: int | None = None) -> RpcListener:
+        """The loopback listener for ``rpcBaseUrl``; the caller starts and stops it."""
+        from devhost.durable.http_api import DurableHttpApi
+        from devhost.durable.rpc_listener import DEFAULT_PORT, RpcListener
+
+        api = DurableHttpApi(self, master_key="", system_key=system_key)
+        return RpcListener(api.add_rpc_routes, DEFAULT_PORT if first_port is None else first_port)
 
     # -- scheduler --------------------------------------------------------------------------------
     async def _scheduler(self) -> None:

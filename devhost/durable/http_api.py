@@ -1,8 +1,8 @@
 """HTTP surface of the durable engine, shaped like the Durable extension's HttpApiHandler.
 
-- ``/durabletask/...``: the rpc endpoint the unmodified Python ``DurableOrchestrationClient`` calls
-  (``rpcBaseUrl``). The real host serves it on a loopback-only port without keys; here it shares the
-  host port, so it answers loopback callers only.
+- rpc API (``rpcBaseUrl``): what the unmodified Python ``DurableOrchestrationClient`` calls. The real
+  extension serves it on its own loopback listener (``LocalHttpListener``), never on the public port;
+  devhost does the same (``devhost/durable/rpc_listener.py``), under a per-run secret path segment.
 - ``/runtime/webhooks/durabletask/...``: the public Durable HTTP API (``code`` = the
   durabletask_extension system key or the master key).
 - ``/admin/devhost/clock`` and ``/admin/devhost/durable/...``: devhost-only controls (master key).
@@ -13,7 +13,6 @@ Bodies never reach the logs: only names, ids and status codes do.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -35,13 +34,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("devhost.durable.http")
 
 RPC_PREFIX = "/durabletask"
+RPC_SEGMENT = "rpc_segment"  # the route variable holding the per-run secret
 PUBLIC_PREFIX = "/runtime/webhooks/durabletask"
 CLOCK_ROUTE = "/admin/devhost/clock"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def client_binding(host_base_url: str, system_key: str, task_hub: str) -> dict[str, Any]:
-    """The durable client binding payload the worker hands to ``client_name`` (a JSON string there)."""
+def client_binding(host_base_url: str, system_key: str, task_hub: str, rpc_base_url: str) -> dict[str, Any]:
+    """The durable client binding payload the worker hands to ``client_name`` (a JSON string there).
+
+    As the extension builds it: the webhook URLs name the public host (with the system key), while
+    ``rpcBaseUrl``, the only one the Python client calls, names the loopback rpc listener."""
     base = host_base_url.rstrip("/")
     webhook = f"{base}{PUBLIC_PREFIX}"
     key = quote(system_key, safe="")
@@ -59,7 +62,7 @@ def client_binding(host_base_url: str, system_key: str, task_hub: str) -> dict[s
         "managementUrls": _management_urls(instance, "INSTANCEID", suffix),
         "baseUrl": webhook,
         "requiredQueryStringParameters": f"code={key}",
-        "rpcBaseUrl": f"{base}{RPC_PREFIX}/",
+        "rpcBaseUrl": rpc_base_url,
     }
 
 
@@ -121,34 +124,42 @@ class DurableHttpApi:
         self.system_key = system_key
 
     def add_routes(self, app: web.Application) -> None:
-        for prefix, guard in ((RPC_PREFIX, self._loopback_only), (PUBLIC_PREFIX, self._system_key)):
-            app.router.add_post(f"{prefix}/orchestrators/{{name}}", guard(self.start))
-            app.router.add_post(f"{prefix}/orchestrators/{{name}}/{{instance_id}}", guard(self.start))
-            app.router.add_get(f"{prefix}/instances/", guard(self.list_instances))
-            app.router.add_get(f"{prefix}/instances", guard(self.list_instances))
-            app.router.add_delete(f"{prefix}/instances/", guard(self.purge_where))
-            app.router.add_delete(f"{prefix}/instances", guard(self.purge_where))
-            app.router.add_get(f"{prefix}/instances/{{instance_id}}", guard(self.get_status))
-            app.router.add_delete(f"{prefix}/instances/{{instance_id}}", guard(self.purge))
-            app.router.add_post(f"{prefix}/instances/{{instance_id}}/raiseEvent/{{event}}", guard(self.raise_event))
-            app.router.add_post(f"{prefix}/instances/{{instance_id}}/terminate", guard(self.terminate))
-            app.router.add_post(f"{prefix}/instances/{{instance_id}}/{{operation}}", guard(self.unsupported))
+        """The public port: the Durable HTTP API (system or master key) and devhost's controls."""
+        self._add_api(app, PUBLIC_PREFIX, self._system_key)
         app.router.add_get(CLOCK_ROUTE, self._master_key(self.get_clock))
         app.router.add_post(CLOCK_ROUTE, self._master_key(self.set_clock))
         app.router.add_get("/admin/devhost/durable/instances/{instance_id}/history", self._master_key(self.raw_history))
 
-    # -- guards -----------------------------------------------------------------------------------
-    def _loopback_only(self, handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                loopback = ipaddress.ip_address((request.remote or "").split("%")[0]).is_loopback
-            except ValueError:
-                loopback = False
-            if not loopback:
-                return web.Response(status=403, text="the durable rpc endpoint only answers loopback callers")
-            return await handler(request)
+    def add_rpc_routes(self, app: web.Application, secret: str) -> None:
+        """The rpc listener: the same API under ``/{secret}/durabletask``, no key (as the extension's)."""
+        self._add_api(app, f"/{{{RPC_SEGMENT}}}{RPC_PREFIX}", self._rpc_secret(secret))
 
-        return guarded
+    def _add_api(self, app: web.Application, prefix: str, guard: Callable[[Handler], Handler]) -> None:
+        app.router.add_post(f"{prefix}/orchestrators/{{name}}", guard(self.start))
+        app.router.add_post(f"{prefix}/orchestrators/{{name}}/{{instance_id}}", guard(self.start))
+        app.router.add_get(f"{prefix}/instances/", guard(self.list_instances))
+        app.router.add_get(f"{prefix}/instances", guard(self.list_instances))
+        app.router.add_delete(f"{prefix}/instances/", guard(self.purge_where))
+        app.router.add_delete(f"{prefix}/instances", guard(self.purge_where))
+        app.router.add_get(f"{prefix}/instances/{{instance_id}}", guard(self.get_status))
+        app.router.add_delete(f"{prefix}/instances/{{instance_id}}", guard(self.purge))
+        app.router.add_post(f"{prefix}/instances/{{instance_id}}/raiseEvent/{{event}}", guard(self.raise_event))
+        app.router.add_post(f"{prefix}/instances/{{instance_id}}/terminate", guard(self.terminate))
+        app.router.add_post(f"{prefix}/instances/{{instance_id}}/{{operation}}", guard(self.unsupported))
+
+    # -- guards -----------------------------------------------------------------------------------
+    def _rpc_secret(self, secret: str) -> Callable[[Handler], Handler]:
+        """A wrong secret segment is an unknown path: 404, as for any path the listener does not serve."""
+
+        def guard(handler: Handler) -> Handler:
+            async def guarded(request: web.Request) -> web.StreamResponse:
+                if not hmac.compare_digest(request.match_info.get(RPC_SEGMENT, "").encode(), secret.encode()):
+                    return web.Response(status=404)
+                return await handler(request)
+
+            return guarded
+
+        return guard
 
     def _system_key(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
