@@ -8,6 +8,7 @@ every key stays (consumers may already use the new one) and this rotation's revo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ EVENT_STAGE: dict[str, events.Stage] = {
     "watching": "watch",
 }
 UNKNOWN_ACTOR = Actor("system", "unknown")
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # the events' keyName pattern
 
 
 class PredecessorError(ValueError):
@@ -77,7 +79,7 @@ class Predecessor:
             mode=parts.mode,
             stage=stage,
             announced=bool(data.get("announced")),
-            key_name=key_name if isinstance(key_name, str) else None,
+            key_name=key_name if isinstance(key_name, str) and _KEY_NAME.match(key_name) else None,
             earlier=earlier,
         )
 
@@ -116,7 +118,8 @@ class Predecessor:
 
     def failed_event(self, target_id: str, at: datetime, *, compensated: bool | None = None) -> dict[str, Any]:
         """RotationFailed for the stuck rotation; `compensated` defaults to the plan (undo it when it was not
-        announced) — the abandon activity sets what actually happened before publishing."""
+        announced) — the abandon activity sets what actually happened before publishing. Whatever text the
+        record holds, the builder makes a valid event of it: a poisoned reason never blocks this step."""
         return events.rotation_failed(
             self.info(target_id),
             stage=EVENT_STAGE.get(self.stage, "provision"),

@@ -2,6 +2,8 @@
 
 Only fixed-length units are accepted: weeks, days, hours, minutes, seconds. Months and years have no
 fixed length, so an interval of `P1M` would make "when is this key due" depend on the calendar.
+Nothing longer than 100 years (MAX_DURATION) is a duration here: `timedelta` cannot hold
+`PT99999999999999999999S` (OverflowError), and a date plus anything much longer leaves `datetime`'s range.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ _DURATION = re.compile(
     r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
 )
 _CALENDAR_UNITS = re.compile(r"^P(?:\d+Y)|^P(?:\d+Y)?\d+M")
+
+
+MAX_DURATION = timedelta(days=36500)
+MAX_DURATION_TEXT = "P36500D"
 
 
 class DurationError(ValueError):
@@ -31,7 +37,13 @@ def parse_duration(text: str) -> timedelta:
             raise DurationError(f"{text!r}: months and years have no fixed length; use days (e.g. P30D)")
         raise DurationError(f"{text!r} is not an ISO 8601 duration such as P30D, PT12H or P1DT6H")
     parts = {name: float(value) for name, value in match.groupdict().items() if value}
-    return timedelta(**parts)
+    try:
+        value = timedelta(**parts)
+    except OverflowError:  # never repeat the text: it can be 16 KiB of digits
+        raise DurationError(f"must be at most {MAX_DURATION_TEXT} (100 years)") from None
+    if value > MAX_DURATION:
+        raise DurationError(f"must be at most {MAX_DURATION_TEXT} (100 years)")
+    return value
 
 
 def format_duration(value: timedelta) -> str:

@@ -3,12 +3,17 @@
 Each event's `id` is a UUID derived from (rotation id, type[, occurrence]), so publishing the same
 event again (an activity retried, a replay) sends the same id and subscribers can drop duplicates.
 `subject` is `targets/<targetId>` so subscriptions filter per target (subjectBeginsWith). Builders
-take every timestamp as an argument (the orchestrator's replay-safe clock) and refuse data that looks
-like a secret. The JSON Schema of each type is in `config/events/<type>.schema.json`.
+take every timestamp as an argument (the orchestrator's replay-safe clock). They make a publishable
+event of whatever text they are given — reasons, errors, details and actor names are cleaned and bounded
+(rotation/reasons.py) and any secret-shaped value is masked — because they run inside orchestrations: a
+builder that raised on a poisoned reason would crash the rotation, and every later one that abandons it
+(issue 12). They raise EventDataError only for a programming error (an unknown type or stage, a
+malformed rotation id). The JSON Schema of each type is in `config/events/<type>.schema.json`.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +25,8 @@ from rotation.durations import format_duration, format_timestamp
 from rotation.identity import Actor
 from rotation.naming import Mode, is_rotation_id
 from rotation.policy import APP_ROOT, Threshold
-from rotation.redaction import looks_secret
+from rotation.reasons import MAX_EVENT_TEXT, clean_optional, clean_text
+from rotation.redaction import looks_secret, redact
 
 SPEC_VERSION = "1.0"
 DEFAULT_SOURCE = "/keyrotation"
@@ -55,6 +61,10 @@ DRIFT_KINDS: tuple[str, ...] = ("key-missing-on-target", "value-mismatch")
 # a mismatch is repaired in Key Vault (reload `secretId`); a missing key needs a rotation (wait for it).
 DRIFT_REPAIRS: dict[str, str] = {"value-mismatch": "restored", "key-missing-on-target": "rotation"}
 
+ACTOR_KINDS: tuple[str, ...] = ("principal", "schedule", "event", "system")
+MAX_ACTOR_NAME = 256  # the schemas' actor.name maxLength
+_OBJECT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
 # Fixed namespace: event ids must be the same on every host, in every release.
 _EVENT_NAMESPACE = uuid.UUID("6f1d3c2a-9b7e-4c5d-8a1f-2e3d4c5b6a70")
 
@@ -79,8 +89,8 @@ class RotationInfo:
             "rotationId": self.rotation_id,
             "targetId": self.target_id,
             "mode": self.mode,
-            "actor": self.actor.to_json(),
-            "reason": self.reason,
+            "actor": actor_json(self.actor),
+            "reason": clean_optional(self.reason),
             "startedAt": format_timestamp(self.started_at),
         }
 
@@ -112,16 +122,25 @@ def schema_path(event_type: str) -> Path:
     return SCHEMA_DIR / f"{event_type}.schema.json"
 
 
-def _check_no_secrets(value: Any, path: str) -> None:
+def actor_json(actor: Actor) -> dict[str, Any]:
+    """The actor as the schemas allow it, whatever an input said: a known kind (else `system`), a clean
+    non-empty name of at most 256 characters, an object id that is a GUID (else null)."""
+    kind = actor.kind if actor.kind in ACTOR_KINDS else "system"
+    name = clean_text(actor.name, MAX_ACTOR_NAME) or "unknown"
+    oid = actor.object_id.lower() if isinstance(actor.object_id, str) else None
+    return {"kind": kind, "name": name, "objectId": oid if oid and _OBJECT_ID.match(oid) else None}
+
+
+def _masked(value: Any) -> Any:
+    """`data` with every secret-shaped string masked: the last guard of invariant I1 (the free-text
+    fields are already clean), which must not raise inside an orchestration."""
     if isinstance(value, str):
-        if looks_secret(value):
-            raise EventDataError(f"{path}: looks like a secret value; events never carry key values")
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_no_secrets(item, f"{path}.{key}")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check_no_secrets(item, f"{path}[{index}]")
+        return redact(value) if looks_secret(value) else value
+    if isinstance(value, Mapping):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    return value
 
 
 def _envelope(
@@ -133,7 +152,7 @@ def _envelope(
     source: str,
     occurrence: str | int | None = None,
 ) -> dict[str, Any]:
-    _check_no_secrets(data, "data")
+    data = _masked(data)
     return {
         "specversion": SPEC_VERSION,
         "id": event_id(key, event_type, occurrence),
@@ -232,7 +251,7 @@ def rotation_held(
         "heldAt": format_timestamp(held_at),
         "deadline": format_timestamp(deadline),
         "defaultAction": default_action,
-        "holdReason": hold_reason,
+        "holdReason": clean_text(hold_reason),
         "hold": occurrence,
     }
     return _rotation_event(ROTATION_HELD, info, held_at, fields, source, occurrence)
@@ -286,12 +305,12 @@ def rotation_failed(
     source: str = DEFAULT_SOURCE,
 ) -> dict[str, Any]:
     """The rotation stopped at `stage`. `compensated`: the new key was removed and the old one still works.
-    `error` must already be a safe message (redaction.safe_error_message)."""
+    `error` is cleaned and bounded here whatever it holds (safe_error_message already is)."""
     if stage not in STAGES:
         raise EventDataError(f"data.stage: must be one of {', '.join(STAGES)}")
     fields = {
         "stage": stage,
-        "error": error,
+        "error": clean_text(error, MAX_EVENT_TEXT),
         "compensated": compensated,
         "keyName": key_name,
         "failedAt": format_timestamp(failed_at),
@@ -353,7 +372,7 @@ def drift_detected(
         "previousSecretId": previous_secret_id,
         "rotationId": rotation_id,
         "detectedAt": format_timestamp(detected_at),
-        "detail": detail,
+        "detail": clean_text(detail),
     }
     key = f"drift|{check_id}|{target_id}|{drift}|{key_name or ''}"
     return _envelope(DRIFT_DETECTED, key, target_id, detected_at, data, source)

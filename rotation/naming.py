@@ -74,15 +74,24 @@ def rotation_id(target_id: str, mode: Mode, started_at: datetime) -> str:
 
 
 def parse_rotation_id(value: str) -> RotationIdParts:
+    """The parts of a rotation id; NamingError for anything else, an impossible date included (month 13,
+    February 30, hour 25): such an id names no rotation that could ever have started."""
     match = _ROTATION_ID.match(value) if isinstance(value, str) else None
     if not match:
         raise NamingError(f"{value!r} is not a rotation id (<target>-<yyyymmdd>t<hhmmss>z-<s|o|e>)")
-    started = as_utc(datetime.strptime(match["ts"], TIMESTAMP_FORMAT))
+    try:
+        started = as_utc(datetime.strptime(match["ts"], TIMESTAMP_FORMAT))
+    except ValueError:
+        raise NamingError(f"{value!r} is not a rotation id: its timestamp is not a date and time") from None
     return RotationIdParts(match["target"], started, _CODE_MODE[match["mode"]])
 
 
 def is_rotation_id(value: str) -> bool:
-    return isinstance(value, str) and bool(_ROTATION_ID.match(value))
+    try:
+        parse_rotation_id(value)
+    except NamingError:
+        return False
+    return True
 
 
 def key_name(base_key_name: str, rotation_id_: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from rotation import naming
+from rotation.reasons import clean_optional
 from rotation.redaction import redact
 
 # The stages a rotation ends in: it published RotationCompleted / RotationFailed before entering them.
@@ -89,7 +90,10 @@ def predecessor(
     record = {
         "rotationId": custom["rotationId"],
         "mode": custom.get("mode") or given.get("mode"),
-        "trigger": {"actor": trigger.get("actor") or given.get("actor"), "reason": trigger.get("reason")},
+        "trigger": {
+            "actor": trigger.get("actor") or given.get("actor"),
+            "reason": clean_optional(trigger.get("reason")),
+        },
         "startedAt": started,
         "stage": "compensating" if undone is not None else custom["stage"],
         "runtimeStatus": runtime,

@@ -99,7 +99,10 @@ JSON_VALUES = st.recursive(
 )
 KNOWN_FIELDS = st.sampled_from(["reason", "overlap", "by"])
 OBJECTS = st.dictionaries(st.one_of(KNOWN_FIELDS, tainted_text(12)), JSON_VALUES, max_size=4)
-DURATIONS = st.sampled_from(["PT0S", "PT30M", "PT1H", "PT2H", "P1D", "P8D", "P1M", "-PT1H", "PT", "1h", ""])
+OVERFLOWING = ["PT99999999999999999999S", "P999999999999D", "P" + "9" * 400 + "D"]  # issue 12: were 500s
+DURATIONS = st.sampled_from(
+    ["PT0S", "PT30M", "PT1H", "PT2H", "P1D", "P8D", "P1M", "-PT1H", "PT", "1h", "", *OVERFLOWING]
+)
 TYPED = st.fixed_dictionaries(
     {}, optional={"reason": st.one_of(tainted_text(600), JSON_VALUES), "overlap": DURATIONS, "by": DURATIONS}
 )
@@ -114,8 +117,14 @@ BODIES = st.one_of(
 QUERIES = st.dictionaries(st.one_of(st.just("code"), tainted_text(12)), tainted_text(20), max_size=2)
 
 
+IMPOSSIBLE_DATES = ["20261301t000000z", "20260230t000000z", "20260101t250000z"]  # issue 12: were 500s
+
+
 def segments(valid: list[str]) -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(valid), tainted_text(60), st.text(alphabet="abc-0123456789", max_size=60))
+    impossible = [f"{ORDERS}-{stamp}-o" for stamp in IMPOSSIBLE_DATES]
+    return st.one_of(
+        st.sampled_from(valid + impossible), tainted_text(60), st.text(alphabet="abc-0123456789", max_size=60)
+    )
 
 
 def fill(value: Any, key: str) -> Any:
@@ -184,3 +193,24 @@ def test_errors_name_the_field_without_repeating_the_value(world: World) -> None
     assert unknown.json()["error"]["code"] == "unknown_field"
     coded = world.api.call("GET", "targets", as_=world.token, params={"code": key})
     assert coded.status_code == 400 and coded.json()["error"]["field"] == "code" and key not in coded.text
+
+
+def test_overflowing_durations_and_impossible_rotation_dates_are_400_naming_the_field(world: World) -> None:
+    """Issue 12: `parse_duration` raised OverflowError and `parse_rotation_id` a bare ValueError: 500s."""
+    before = world.observe()
+    running = world.rotations[ORDERS]
+    for huge in OVERFLOWING:
+        for path, body, field in (
+            (f"targets/{ORDERS}/emergency-rotation", {"reason": "leak", "overlap": huge}, "overlap"),
+            (f"rotations/{running}/extend", {"by": huge}, "by"),
+        ):
+            response = world.api.call("POST", path, as_=world.token, json=body)
+            assert response.status_code == 400, (path, huge[:30], response.text)
+            assert response.json()["error"]["field"] == field and huge not in response.text
+    for stamp in IMPOSSIBLE_DATES:
+        rotation_id = f"{ORDERS}-{stamp}-o"
+        for method, suffix in (("GET", ""), ("POST", "/ack"), ("POST", "/approve"), ("POST", "/abort")):
+            response = world.api.call(method, f"rotations/{rotation_id}{suffix}", as_=world.token, json={})
+            assert response.status_code == 400, (rotation_id, suffix, response.text)
+            assert response.json()["error"]["field"] == "id"
+    assert world.observe() == before

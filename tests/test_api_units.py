@@ -3,6 +3,7 @@ contracts it shares with the orchestrator (event names) and the log redaction (a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -122,3 +123,70 @@ def test_a_terminated_rotation_says_so_and_why() -> None:
     assert view["stage"] == "terminated" and view["outcome"] == "terminated"
     assert view["terminationReason"].startswith("ended by emergency rotation")
     assert Snapshot.of(SimpleNamespace(runtime_status=None)) is None
+
+
+# -- a start that loses a race ----------------------------------------------------------------------
+
+
+class RacedClient:
+    """A durable client on which another request's on-demand start lands between this request's look and its
+    own start: start_new is refused as the Python client refuses it (a bare Exception with the host's body)."""
+
+    ON_DEMAND = "demo-orders-20260102t030000z-o"
+
+    def __init__(self) -> None:
+        self.current: Any = SimpleNamespace(runtime_status=None)  # nothing running when the request looks
+        self.raised: list[tuple[str, dict[str, Any]]] = []
+
+    def running(self, rotation_id: str, mode: str) -> Any:
+        stamp = datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC)
+        return SimpleNamespace(
+            instance_id="rotation-demo-orders",
+            runtime_status=df.OrchestrationRuntimeStatus.Running,
+            custom_status={"rotationId": rotation_id, "mode": mode, "stage": "provisioning"},
+            output=None,
+            input_={"rotationId": rotation_id, "mode": mode},
+            created_time=stamp,
+            last_updated_time=stamp,
+        )
+
+    async def get_status(self, instance_id: str, show_input: bool = False) -> Any:
+        return self.current
+
+    async def start_new(self, name: str, instance_id: str, client_input: Any) -> str:
+        self.current = self.running(self.ON_DEMAND, "on-demand")
+        host_body = {"ExceptionType": "DurableTask.Core.Exceptions.OrchestrationAlreadyExistsException"}
+        raise Exception(host_body)
+
+    async def raise_event(self, instance_id: str, event: str, payload: dict[str, Any]) -> None:
+        self.raised.append((event, payload))
+        self.current = self.running(payload["rotationId"], "emergency")  # it handed over
+
+
+def test_an_emergency_whose_start_loses_to_an_on_demand_one_supersedes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: the loser answered 409 (or 500, with the same rotation id); an emergency must take over."""
+    import base64
+
+    from rotation.policy import parse_policy
+    from tests.rotation_harness import LOCAL_POLICY, PLACEHOLDER_ENV
+    from triggers import api_http
+
+    policy = parse_policy(json.loads(LOCAL_POLICY.read_text()), PLACEHOLDER_ENV)
+    monkeypatch.setattr(api_http, "policy", lambda: policy)
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    claims = [{"typ": "oid", "val": "00000000-0000-0000-0000-0000000000e1"}, {"typ": "name", "val": "responder"}]
+    principal = {"auth_typ": "aad", "claims": [*claims, {"typ": "roles", "val": "KeyRotation.Emergency"}]}
+    req = func.HttpRequest(
+        "POST",
+        "http://h/api/targets/demo-orders/emergency-rotation",
+        body=b'{"reason": "leaked in a ticket"}',
+        headers={"X-MS-CLIENT-PRINCIPAL": base64.b64encode(json.dumps(principal).encode()).decode()},
+        route_params={"target": "demo-orders"},
+    )
+    client = RacedClient()
+    handler = api_targets.api_emergency_rotation._function.get_user_function().__wrapped__  # the client as is
+    response = asyncio.run(handler(req, client))
+    body = json.loads(response.get_body())
+    assert response.status_code == 202, body
+    assert body["supersededRotationId"] == RacedClient.ON_DEMAND and body["rotationId"].endswith("-e")
+    assert [event for event, _ in client.raised] == ["Supersede"]

@@ -40,6 +40,15 @@ def test_rotation_ids_parse_back() -> None:
             naming.parse_rotation_id(bad)
 
 
+@pytest.mark.parametrize("stamp", ["20261301t000000z", "20260230t000000z", "20260101t250000z", "20260101t006100z"])
+def test_a_rotation_id_with_an_impossible_date_is_no_rotation_id(stamp: str) -> None:
+    """Issue 12: month 13 matched the pattern and strptime raised a bare ValueError (an API 500)."""
+    rid = f"orders-api-{stamp}-o"
+    assert not naming.is_rotation_id(rid)
+    with pytest.raises(naming.NamingError, match="not a date"):
+        naming.parse_rotation_id(rid)
+
+
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(naming.NamingError, match="mode"):
         naming.rotation_id("orders-api", "manual", T0)  # type: ignore[arg-type]

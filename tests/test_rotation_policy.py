@@ -550,6 +550,16 @@ def test_durations_outside_the_accepted_form_are_refused(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize(
+    "text", ["PT99999999999999999999S", "P999999999999D", "P" + "9" * 400 + "D", "P36501D", "P9999999W"]
+)
+def test_durations_too_long_for_any_clock_are_refused_without_repeating_them(text: str) -> None:
+    """Issue 12: these raised OverflowError (an API 500) instead of DurationError."""
+    with pytest.raises(DurationError) as caught:
+        parse_duration(text)
+    assert "P36500D" in str(caught.value) and text not in str(caught.value)
+
+
 def test_the_domain_imports_neither_azure_nor_jsonschema() -> None:
     """DESIGN: rotation/ imports no Azure SDK; jsonschema is loaded only when a policy is (import budget)."""
     code = (

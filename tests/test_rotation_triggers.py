@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from rotation.policy import parse_policy
 from tests.devhost_process import ROOT, Devhost, devhost_command, running_devhost
-from tests.rotation_harness import LOCAL_POLICY, Durable
+from tests.rotation_harness import LOCAL_POLICY, PLACEHOLDER_ENV, Durable
+from triggers.near_expiry import read_near_expiry
 
 BASE_ENV = {"ROTATION_POLICY_PATH": str(LOCAL_POLICY), "ROTATION_SCHEDULE": "0 0 3 * * *"}
 SUB, RG = "00000000-0000-0000-0000-000000000000", "keyrotation-demo"
@@ -105,7 +107,55 @@ def test_near_expiry_of_other_secrets_is_ignored_with_a_log_line(app: Devhost) -
     time.sleep(0.5)
     assert {i["instanceId"] for i in instances(app, "rotation-")} == before
     log = (app.state_dir / "logs" / "host.log").read_text()
-    assert "Ignored near-expiry of secret someone-elses-secret" in log
+    assert "Ignored near-expiry event: secret someone-elses-secret of vault 127 is not in the policy" in log
+
+
+LEAKED = "fr5V3_DuT3sj89nhoI-R-3L0Kmm_e87q7Dv-9QEBdNRYAzFu7A7yeA=="
+
+
+def forged(**data: object) -> list[dict]:
+    """A near-expiry event for demo-orders' secret, with some data fields replaced (None: left out)."""
+    (event,) = near_expiry("demo-orders-client-key")
+    event["data"] = {k: v for k, v in {**event["data"], **data}.items() if v is not None}
+    return [event]
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"Version": f"{LEAKED}\x00\x1b[2J\u202e\r\n"}, "data.Version"),  # the issue-12 repro
+        ({"Version": "f" * 200_000}, "data.Version"),  # the other one: a 200 KB reason
+        ({"Version": "0" * 31}, "data.Version"),
+        ({"Version": None}, "data.Version"),
+        ({"VaultName": None}, "data.VaultName"),  # any vault would have done
+        ({"VaultName": "someone-elses-vault"}, "is not in the policy"),
+        ({"ObjectName": "demo-orders-client-key\u2028"}, "data.ObjectName"),
+        ({"ObjectName": 42}, "data.ObjectName"),
+    ],
+)
+def test_a_forged_near_expiry_event_is_dropped_with_a_value_free_line(app: Devhost, data: dict, field: str) -> None:
+    """Issue 12: with only the eventgrid_extension key, a key value in `data.Version` was accepted; the
+    rotation it started crashed and kept the value in its input. Now nothing starts, and the delivery
+    still succeeds (the trigger cannot refuse one event; a failure would only make Event Grid resend it)."""
+    log_file = app.state_dir / "logs" / "host.log"
+    seen = len(log_file.read_text())
+    assert deliver(app, forged(**data)) == 202
+    time.sleep(0.3)
+    assert instances(app, "rotation-demo-orders") == []
+    log = log_file.read_text()[seen:]
+    assert "Ignored near-expiry event: " in log and field in log
+    assert LEAKED not in log and "\x1b" not in log and "f" * 100 not in log
+
+
+def test_a_real_near_expiry_event_names_its_target_and_version() -> None:
+    """The docs page's own example writes `"Version": " ee059b…"`: surrounding spaces are dropped."""
+    policy = parse_policy(json.loads(LOCAL_POLICY.read_text()), PLACEHOLDER_ENV)
+    data = near_expiry("DEMO-ORDERS-CLIENT-KEY", " " + "AB" * 16)[0]["data"]
+    found, why = read_near_expiry(policy, data)
+    assert found is not None and why == "" and found.target.id == "demo-orders"
+    assert found.reason == f"Key Vault reported version {'ab' * 16} of demo-orders-client-key near expiry"
+    master, why = read_near_expiry(policy, near_expiry("demo-orders-master-key")[0]["data"])
+    assert master is None and "not a scheduled target" in why
 
 
 def test_a_duplicate_timer_tick_starts_one_scheduler(app: Devhost) -> None:

@@ -4,11 +4,13 @@ within the history budget, and the scheduler rotates stuck targets whether they 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from activities.events_publish import check_event
 from tests.rotation_harness import local_target, read_calls
 from tests.test_orchestration_lifecycle import (
     PROVISIONED,
@@ -192,3 +194,21 @@ def test_scheduler_rotates_stuck_targets_now_and_resumes_a_stuck_emergency(run: 
     revokes = {c["request"]["rotationId"]: c["request"] for c in run.calls("revoke_old_keys")}
     emergency_revoke = revokes[started["demo-reports-export"]["rotationId"]]
     assert emergency_revoke["revokeKeyNames"] is None  # every other key of the family: it leaked
+
+
+def test_a_stuck_rotation_with_a_poisoned_reason_is_still_abandoned_and_its_event_is_clean(run: Scripted) -> None:  # noqa: F811
+    """Issue 12: a forged near-expiry event put a key value plus control characters into a rotation's
+    reason; that rotation crashed, and every later one failed at `abandoning` building its RotationFailed."""
+    key = "fr5V3_DuT3sj89nhoI-R-3L0Kmm_e87q7Dv-9QEBdNRYAzFu7A7yeA=="
+    poison = f"Key Vault reported version {key}\x00\x1b[2J\u202e\u2028 of orders near expiry " + "f" * 200_000
+    record = stuck_record(announced=True, stage="overlap")
+    record["trigger"] = {"actor": {"kind": "hacker", "name": poison, "objectId": "x"}, "reason": poison}
+    record["reason"] = record["detail"] = poison
+    run.use()
+    status = run.durable.wait(start(run, record))
+    assert status["runtimeStatus"] == "Completed", status["output"]
+    assert status["output"]["outcome"] == "completed" and ("abandon", "done") in steps(status)
+    failed = next(e for e in published(run) if e["data"]["rotationId"] == STUCK)
+    check_event(failed, 0)  # what publish_events checks before sending: the schema and no secret value
+    assert key not in json.dumps(failed) and len(failed["data"]["reason"]) <= 1024
+    assert failed["data"]["actor"]["kind"] == "system" and failed["data"]["actor"]["objectId"] is None

@@ -246,3 +246,15 @@ def test_the_stuck_rotations_failure_event_is_its_own_and_valid() -> None:
 def test_a_replaces_record_that_names_no_stuck_rotation_of_this_target_is_refused(record: Any, field: str) -> None:
     with pytest.raises(PredecessorError, match=field.replace(".", r"\.") + ":"):
         Predecessor.from_json(record, "demo-orders", "demo-orders-20260104t030000z-s")
+
+
+def test_a_poisoned_reason_from_before_issue_12_is_neither_shown_nor_passed_on() -> None:
+    """A rotation started by a forged near-expiry event carried a key value and control characters in its
+    reason: the API's view and the `replaces` record its successor carries show it cleaned and masked."""
+    poisoned = {**OVERLAP, "trigger": {**TRIGGER, "reason": f"version {KEY}\x1b[2J\u202e" + "f" * 5000}}
+    stopped = snap("Terminated", poisoned, "operator cleanup")
+    shown = rotation_view(stopped)["trigger"]["reason"]
+    record = stopped.replaces()
+    assert record is not None
+    for text in (shown, record["trigger"]["reason"]):
+        assert KEY not in text and "\x1b" not in text and "\u202e" not in text and len(text) <= 1024

@@ -22,12 +22,12 @@ import azure.functions as func
 from rotation import naming
 from rotation.identity import Caller, caller_from_request
 from rotation.policy import Policy, PolicyError, Target, current_policy
+from rotation.reasons import ReasonError, check_reason
 from rotation.redaction import looks_secret
 
 log = logging.getLogger("keyrotation.api")
 
 MAX_BODY_BYTES = 16 * 1024
-MAX_REASON = 500
 WWW_AUTHENTICATE = 'Bearer realm="keyrotation", error="invalid_token"'
 TARGET_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,46}[a-z0-9]$")
 _SAFE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
@@ -146,7 +146,7 @@ def json_body(req: func.HttpRequest, fields: Mapping[str, type], required: tuple
 
 
 def reason_field(data: Mapping[str, Any], *, required: bool = False) -> str | None:
-    """A free-text reason: 1-500 characters once trimmed, no control characters."""
+    """A free-text reason, checked by rotation/reasons.py (the one place every door agrees on)."""
     value = data.get("reason")
     if value is None:
         if required:
@@ -154,14 +154,10 @@ def reason_field(data: Mapping[str, Any], *, required: bool = False) -> str | No
         return None
     if not isinstance(value, str):
         raise bad_request("reason", "must be a string")
-    text = value.strip()
-    if not 1 <= len(text) <= MAX_REASON:
-        raise bad_request("reason", f"must be 1-{MAX_REASON} characters")
-    if any(ord(c) < 32 and c not in "\t" for c in text):
-        raise bad_request("reason", "must not contain control characters")
-    if looks_secret(text):  # it goes into the orchestration input, events and logs (I1)
-        raise bad_request("reason", "must not contain a key, token or other secret value")
-    return text
+    try:
+        return check_reason(value)
+    except ReasonError as err:
+        raise bad_request("reason", str(err)) from None
 
 
 def status_url(rotation_id: str) -> str:

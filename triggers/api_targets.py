@@ -76,13 +76,19 @@ async def new_rotation_id(target_id: str, mode: naming.Mode, previous: Snapshot 
 
 async def start(client: df.DurableOrchestrationClient, target: Target, request: dict[str, Any]) -> Snapshot | None:
     """Start the rotation; if the start is refused because another request won the race, return the
-    rotation that now runs (the caller decides: 409, or the running emergency)."""
+    rotation that now runs (the caller decides: 409, or the running emergency) — whatever its id: two
+    requests in the same second compute the same one, and the loser's start was refused all the same.
+
+    Only the status read decides, never the shape of the refusal: the Durable extension answers a start
+    onto a running instance id with 500 (`OrchestrationAlreadyExistsException` unhandled, v2.13.7 and before)
+    or 409 (caught in `HttpApiHandler.HandleStartOrchestratorRequestAsync` later), devhost with 500, and
+    the Python client raises a bare Exception for every one of them (docs/devhost.md)."""
     instance = naming.rotation_instance_id(target.id)
     try:
         await client.start_new(ORCHESTRATOR, instance, request)
     except Exception:
         now = await snapshot(client, target.id)
-        if now is not None and now.running and now.rotation_id != request["rotationId"]:
+        if now is not None and now.running:
             return now
         raise
     return None
@@ -216,7 +222,7 @@ async def wait_for_handover(client: df.DurableOrchestrationClient, instance: str
 @bp.route(route="targets/{target}/emergency-rotation", methods=["POST"], auth_level=ANON)
 @bp.durable_client_input(client_name="client")
 async def api_emergency_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
+    async def work(caller: Caller, lost_race: bool = False) -> Reply:
         target = target_from_path(req)
         no_query(req)
         body = json_body(req, {"reason": str, "overlap": str}, required=("reason",))
@@ -254,6 +260,8 @@ async def api_emergency_rotation(req: func.HttpRequest, client: df.DurableOrches
         if winner is not None:
             if winner.mode == "emergency" and winner.rotation_id:
                 return accepted(winner.rotation_id, target.id, status=200, mode="emergency")
+            if not lost_race:  # another rotation started a moment before this one: supersede it, once
+                return await work(caller, lost_race=True)
             raise conflict_running(winner)
         reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded, **replaced(request))
         reply.audit = {**(reply.audit or {}), "supersededRotationId": superseded}

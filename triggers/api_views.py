@@ -16,6 +16,7 @@ from rotation import stuck
 from rotation.contracts import RUNNING_STATUSES, json_object
 from rotation.durations import format_timestamp
 from rotation.policy import Target
+from rotation.reasons import clean_optional
 
 RUNNING = RUNNING_STATUSES
 
@@ -131,7 +132,11 @@ class Snapshot:
 def rotation_view(snap: Snapshot) -> dict[str, Any]:
     """GET /rotations/{id}: stage, who/why, the step timeline. No values exist to leak."""
     custom = snap.custom
-    trigger = custom.get("trigger") or {"actor": snap.input.get("actor"), "reason": snap.input.get("reason")}
+    raw = custom.get("trigger")
+    trigger = (
+        dict(raw) if isinstance(raw, dict) else {"actor": snap.input.get("actor"), "reason": snap.input.get("reason")}
+    )
+    trigger["reason"] = clean_optional(trigger.get("reason"))  # an input from before every door validated
     view: dict[str, Any] = {
         "rotationId": snap.rotation_id,
         "targetId": snap.field("targetId") or (snap.input.get("target") or {}).get("id"),

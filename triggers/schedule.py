@@ -24,6 +24,7 @@ from rotation.inputs import rotation_input
 from rotation.policy import Policy, current_policy
 from rotation.stuck import successor_mode
 from triggers.api_views import Snapshot
+from triggers.near_expiry import EVENT_TYPE, read_near_expiry, shown
 
 bp = df.Blueprint()
 log = logging.getLogger("keyrotation.triggers")
@@ -135,16 +136,17 @@ def _event_fields(event: func.EventGridEvent) -> tuple[str, dict[str, Any]]:
 @bp.event_grid_trigger(arg_name="event")
 @bp.durable_client_input(client_name="client")
 async def secret_near_expiry(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
-    """Key Vault's SecretNearExpiry for a secret the policy names starts that target's rotation."""
+    """Key Vault's SecretNearExpiry for a secret the policy names starts that target's rotation. Anything
+    else is dropped with a value-free log line and the delivery still succeeds (triggers/near_expiry.py)."""
     event_type, data = _event_fields(event)
     if event_type != NEAR_EXPIRY_TYPE:
-        log.info("Ignored Event Grid event of type %s", event_type)
+        log.info("Ignored Event Grid event of type %s", shown(event_type, EVENT_TYPE))
         return
-    secret_name = str(data.get("ObjectName") or "")
-    target = current_policy().target_for_secret(secret_name, data.get("VaultName"))
-    if target is None or not target.schedulable:
-        log.info("Ignored near-expiry of secret %s: not a scheduled target in the policy", secret_name)
+    found, why = read_near_expiry(current_policy(), data)
+    if found is None:
+        log.warning("Ignored near-expiry event: %s; nothing started", why)
         return
+    target, secret_name = found.target, found.secret_name
     instance_id = naming.rotation_instance_id(target.id)
     snap = await rotation_instance(client, target.id)
     if snap is not None and snap.running:
@@ -153,9 +155,8 @@ async def secret_near_expiry(event: func.EventGridEvent, client: df.DurableOrche
     replaces = snap.replaces() if snap is not None else None
     mode = successor_mode(replaces, "scheduled")
     now = datetime.now(UTC).replace(microsecond=0)
-    reason = f"Key Vault reported version {data.get('Version')} of {secret_name} near expiry"
     rotation_id = naming.rotation_id(target.id, mode, now)
-    request = rotation_input(target, rotation_id, mode, NEAR_EXPIRY_ACTOR, reason, replaces=replaces)
+    request = rotation_input(target, rotation_id, mode, NEAR_EXPIRY_ACTOR, found.reason, replaces=replaces)
     if replaces is not None:
         log.warning("Near-expiry of %s: rotation %s is stuck (%s); the new one abandons it", secret_name,
                     replaces["rotationId"], replaces["reason"])  # fmt: skip
