@@ -80,10 +80,8 @@ def target_document(
         document["allowMasterKey"] = True
     else:
         document["baseKeyName"] = BASE
-    if probe:
-        host = f"{name}-{slot}" if slot else name
+    if probe:  # to the host name ARM reports, through the emulators' proxy (env fixture), as on Azure
         document["probe"] = {
-            "baseUrl": f"{emulator.url}/_targets/{host}",
             "path": "/api/ping",
             "attempts": attempts,
             "delay": "PT1S",
@@ -173,7 +171,8 @@ def operations(emulator: Emulator, since: int) -> list[str]:
 def accepts(emulator: Emulator, target: Target, value: str) -> bool:
     """Whether the target's data plane opens its function with `value` right now."""
     assert target.probe is not None
-    url = target.probe.url("")
+    host = instance(emulator.state(), target)["hostName"]
+    url = f"{emulator.url}/_targets/{host}{target.probe.path}"
     response = requests.get(url, headers={"x-functions-key": value}, verify=emulator.ca, timeout=10)
     return response.status_code == 200
 

@@ -55,7 +55,7 @@ def write_policy(path: Path) -> Path:
                 "keyScope": {"kind": "host"},
                 "baseKeyName": "consumer-demo-client",
                 "keyVault": {"secretName": "consumer-demo-client-key"},
-                "probe": {"baseUrl": f"%ARM_ENDPOINT%/_targets/{TARGET}.azurewebsites.net", "path": "/api/ping"},
+                "probe": {"path": "/api/ping"},
                 "consumers": [{"name": CONSUMER[0], "objectId": CONSUMER[1]}],
             }
         ],
