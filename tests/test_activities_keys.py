@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from activities import clients
+from activities import clients, site_hosts
 from activities.function_keys import FunctionKeyStore
 from activities.provision import provision_new_key
 from activities.verify import verify_new_key
@@ -45,6 +45,7 @@ def env(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         }.items():
             mp.setenv(name, value)
         clients.settings.cache_clear()
+        site_hosts.CACHE.clear()  # host names read from another module's emulator must not carry over
         yield emulator
     clients.settings.cache_clear()
 
