@@ -1,5 +1,9 @@
 """Present a key to the target the way a consumer would, until the target accepts it or attempts run out.
 
+The key goes only to the target's own host: ARM's `defaultHostName` for the app or slot, or the policy's
+`baseUrl` when ARM lists its host as one of the app's (activities/site_hosts.py); any other destination is
+refused before a request is made.
+
 Host instances cache keys and pick up a new one only after a reload (about a minute in Azure;
 `keyCacheSeconds` in the emulator), so one refusal right after a key is created means "not yet", not
 "never": the policy's probe bounds the attempts and the delay between them. The key travels only in
@@ -57,22 +61,18 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def host_base_url(target: Target) -> str:
-    """Where the probe goes without a `baseUrl`: the app's (or slot's) default host name."""
-    return f"https://{target.function_app.default_host_name}"
-
-
 def probe_once(target: Target, value: SecretValue) -> ProbeResult:
-    """One request to the target's probe route with the key in the x-functions-key header."""
+    """One request to the target's probe route with the key in the x-functions-key header. Raises
+    site_hosts.ProbeDestinationRefused, sending nothing, when the destination is not the app's own host."""
     import requests
 
-    from activities import clients
+    from activities import clients, site_hosts
 
     probe = target.probe
     if probe is None:
         raise ValueError(f"target {target.id} has no probe")
     cfg = clients.settings()
-    url = probe.url(host_base_url(target))
+    url = site_hosts.probe_url(target)
     connect = min(target.calls.connect_timeout, probe.timeout).total_seconds()
     try:
         response = requests.request(

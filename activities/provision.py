@@ -2,7 +2,9 @@
 
 Order (invariant I2 — the newest enabled version is always a key the target accepts):
 1. list the scope's keys (ARM); list the secret's versions (Key Vault, properties only);
-2. create the key name without a value if it is absent, and read the generated value back (ARM);
+2. with a probe, read the app's host names (ARM, activities/site_hosts.py) — before anything is created,
+   so a probe destination that is not the app's own host stops the step with nothing changed;
+   create the key name without a value if it is absent, and read the generated value back (ARM);
 3. probe the target with it until accepted — host instances cache keys, so a fresh key is refused for a
    while. Never accepted: return accepted=false and write nothing to Key Vault (DESIGN stores first and
    verifies after; storing a key the target refuses would hand consumers a dead key);
@@ -12,7 +14,8 @@ Order (invariant I2 — the newest enabled version is always a key the target ac
 A re-run after a crash at any point converges: the key name derives from the rotation id (an existing
 key is read, not recreated), and a version tagged with the rotation id is reused — it was only written
 after the target accepted the key, so the probe is skipped. Cost per key: 3 ARM calls (listkeys, PUT,
-listkeys) and 3 Key Vault calls (list, set, update); the master key adds one Key Vault read on a re-run.
+listkeys), plus the Site read when the target has a probe (cached per worker for verify and drift), and
+3 Key Vault calls (list, set, update); the master key adds one Key Vault read on a re-run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from activities import probe as probing
-from activities import secret_versions
+from activities import secret_versions, site_hosts
 from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.secret_versions import SecretVersions, Version
@@ -104,6 +107,7 @@ def _provision_key(
     existing = store.find(key_name)
     if existing is not None and mine:
         return mine[-1], 0, True  # stored after the target accepted it: nothing left but the re-tag
+    _check_probe_destination(target)
     if existing is None:
         store.create(key_name)
     value = store.read_value(key_name)
@@ -133,6 +137,7 @@ def _provision_master(
     current = keys.get(MASTER_KEY_NAME)
     if mine and current is not None and vault.read_value(mine[-1].version) == current:
         return mine[-1], 0, True
+    _check_probe_destination(target)
     store.renew_master()
     value = store.read_value(MASTER_KEY_NAME)
     if value is None:
@@ -146,6 +151,13 @@ def _provision_master(
     if not outcome.accepted:
         log.warning("master key of %s renewed and stored, but the probe never accepted it", target.id)
     return stored, outcome.attempts, True
+
+
+def _check_probe_destination(target: Target) -> None:
+    """Refuse (ProbeDestinationRefused) before a key is made when the probe would go anywhere but the app's
+    own host names as ARM reports them; the answer is cached, so the probe itself asks ARM no more."""
+    if target.probe is not None:
+        site_hosts.probe_url(target)
 
 
 def _expiry(target: Target, rotation_id: str) -> datetime:

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from activities import probe as probing
+from activities import site_hosts
 from activities.events_publish import with_step_events
 from activities.secret_versions import SecretVersions
 from activities.targets import target_for
@@ -33,6 +34,7 @@ def verify_new_key(request: ActivityRequest) -> dict[str, Any]:
         raise ValueError("version: required (the Key Vault version provision stored)")
     if target.probe is None:
         return with_step_events(request, {"verified": True, "attempts": 0, "lastStatus": None})
+    site_hosts.probe_url(target)  # the destination first: a refused one stops here, nothing read or sent
     value = SecretVersions(target).read_value(version)
     outcome = probing.probe_until_accepted(target, value)
     if outcome.unavailable:  # no verdict (down, throttled): the step is retried later, not rolled back yet

@@ -54,11 +54,7 @@ def policy_document(count: int, overlap: str) -> dict[str, Any]:
             "baseKeyName": "client",
             "keyVault": {"secretName": f"scale-{i:04d}-key"},
             "overlap": overlap,
-            "probe": {
-                "baseUrl": f"%ARM_ENDPOINT%/_targets/scale-app-{i:04d}.azurewebsites.net",
-                "path": "/api/ping",
-                "expectStatus": [200],
-            },
+            "probe": {"path": "/api/ping", "expectStatus": [200]},
         }
         for i in range(count)
     ]

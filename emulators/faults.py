@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from emulators import hosts
 from emulators.errors import service_error
 from emulators.store import Store, iso, utcnow
 
@@ -126,7 +127,7 @@ class Faults:
 
     async def apply(self, request: web.Request, service: str, operation: str) -> web.StreamResponse | None:
         """Run a matching fault: returns the error response to send, or None to carry on."""
-        rule = self.take(operation, request.path)
+        rule = self.take(operation, hosts.request_path(request.url.host, request.path))
         if rule is None:
             return None
         request["fault"] = rule

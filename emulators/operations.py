@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from emulators import hosts
 from emulators.auth import Caller, TokenError, bearer_token, parse_token
 from emulators.state import STATE_KEY, EmulatorState
 from emulators.store import iso, utcnow
@@ -80,7 +81,7 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
     started = time.perf_counter()
     cur = state.store.execute(
         "INSERT INTO requests(ts, method, path, query) VALUES (?, ?, ?, ?)",
-        (iso(utcnow()), request.method, request.path, _safe_query(request)),
+        (iso(utcnow()), request.method, hosts.request_path(request.url.host, request.path), _safe_query(request)),
     )
     request["seq"] = cur.lastrowid
     status = 500

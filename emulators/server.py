@@ -1,4 +1,5 @@
-"""One HTTPS listener on loopback serving every emulated Azure service and the control API."""
+"""One HTTPS listener on loopback serving every emulated Azure service and the control API, plus the
+HTTPS proxy (emulators/proxy.py) through which the app reaches emulated target apps by host name."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators import arm, control, eventgrid, keyvault, loganalytics
+from emulators import arm, control, eventgrid, keyvault, loganalytics, target_apps
+from emulators.arm_sites import SITES_KEY
 from emulators.faults import Faults
 from emulators.operations import request_log
+from emulators.proxy import ConnectProxy
 from emulators.state import STATE_KEY, EmulatorState
 from emulators.store import Store
 from emulators.tls import server_context
@@ -26,6 +29,8 @@ log = logging.getLogger("emulators")
 
 SERVICES = (control, arm, keyvault, eventgrid, loganalytics)
 MAX_BODY = 4 * 1024 * 1024  # above Event Grid's 1 MB so the topic can answer 413 itself
+# Never through the proxy: the emulators' own endpoints and devhost are loopback addresses.
+NO_PROXY = "127.0.0.1,localhost,::1"
 
 
 @dataclass
@@ -34,6 +39,7 @@ class RunningEmulator:
     runner: web.AppRunner
     url: str
     ca_path: Path
+    proxy: ConnectProxy
 
     def endpoints(self) -> dict[str, Any]:
         """Where each emulated service listens; what devhost writes into endpoints.json."""
@@ -48,11 +54,15 @@ class RunningEmulator:
             "tenantId": self.state.tenant_id,
             "control": f"{self.url}/_emulator",
             "caBundle": str(self.ca_path),
+            "proxy": self.proxy.url,
         }
 
     def app_settings(self) -> dict[str, str]:
-        """The app settings that point the app at the emulators (names read by rotation/settings.py)."""
+        """The app settings that point the app at the emulators (names read by rotation/settings.py),
+        and the standard proxy variables `requests` and azure-core read (both spellings: urllib lets a
+        lower-case one win, so a stray one in the environment must not route the probe elsewhere)."""
         return {
+            **proxy_settings(self.proxy.url),
             "KEYROTATION_CREDENTIAL": "loopback-token",
             "KEYROTATION_CA_BUNDLE": str(self.ca_path),
             "ARM_ENDPOINT": self.url,
@@ -67,6 +77,7 @@ class RunningEmulator:
         }
 
     async def stop(self) -> None:
+        await self.proxy.stop()
         for cleanup in reversed(self.state.cleanup):
             result = cleanup()
             if asyncio.iscoroutine(result):
@@ -75,8 +86,13 @@ class RunningEmulator:
         self.state.store.close()
 
 
+def proxy_settings(proxy_url: str) -> dict[str, str]:
+    """HTTPS_PROXY/NO_PROXY (and their lower-case twins) sending https:// to the emulators' proxy."""
+    return {"HTTPS_PROXY": proxy_url, "https_proxy": proxy_url, "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY}
+
+
 def build_app(state: EmulatorState) -> web.Application:
-    app = web.Application(middlewares=[request_log], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[request_log, target_apps.by_host_name], client_max_size=MAX_BODY)
     app[STATE_KEY] = state
     for service in SERVICES:
         service.register(app, state)
@@ -105,7 +121,8 @@ async def start_emulators(state_dir: Path, port: int = 0, host: str = "127.0.0.1
         previous = store.get_setting("server.port")
         if previous and _port_is_free(int(previous)):
             port = int(previous)
-    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
+    app = build_app(state)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
     await site.start()
@@ -114,8 +131,13 @@ async def start_emulators(state_dir: Path, port: int = 0, host: str = "127.0.0.1
     bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     store.set_setting("server.port", str(bound))
     state.base_url = f"https://{host}:{bound}"
-    log.info("emulators listening on %s (CA bundle %s)", state.base_url, ca_path)
-    return RunningEmulator(state=state, runner=runner, url=state.base_url, ca_path=ca_path)
+    proxy = ConnectProxy(store, app[SITES_KEY], (host, bound))
+    previous_proxy = store.get_setting("proxy.port")
+    proxy_port = int(previous_proxy) if previous_proxy and _port_is_free(int(previous_proxy)) else 0
+    await proxy.start(host, proxy_port)
+    store.set_setting("proxy.port", proxy.url.rsplit(":", 1)[1])
+    log.info("emulators listening on %s, proxy %s (CA bundle %s)", state.base_url, proxy.url, ca_path)
+    return RunningEmulator(state=state, runner=runner, url=state.base_url, ca_path=ca_path, proxy=proxy)
 
 
 async def serve_forever(state_dir: Path, port: int) -> None:

@@ -1,7 +1,10 @@
-"""A local CA and a loopback server certificate, kept under the state folder.
+"""A local CA and the emulators' server certificate, kept under the state folder.
 
-Key Vault clients refuse plain http, so every emulator speaks HTTPS. The CA is made once per state
-folder and reused on restart, so clients configured with its bundle keep working across restarts.
+Key Vault clients refuse plain http, so every emulator speaks HTTPS. The certificate covers loopback
+and every App Service host name form (emulators/hosts.py), so a client reaching an emulated app by its
+real host name through the proxy verifies it against the same CA bundle. The CA is made once per state
+folder and reused on restart; a folder whose certificate names fewer names (made by an older version)
+gets a new CA and certificate.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ from pathlib import Path
 
 import trustme
 
+from emulators import hosts
+
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def server_names() -> tuple[str, ...]:
+    return (*LOOPBACK_NAMES, *hosts.certificate_names())
 
 
 def ensure_certificates(tls_dir: Path) -> tuple[Path, Path, Path]:
@@ -20,13 +29,17 @@ def ensure_certificates(tls_dir: Path) -> tuple[Path, Path, Path]:
     ca_path = tls_dir / "ca.pem"
     chain_path = tls_dir / "server-chain.pem"
     key_path = tls_dir / "server-key.pem"
-    if not (ca_path.exists() and chain_path.exists() and key_path.exists()):
+    names_path = tls_dir / "server-names.txt"
+    names = "\n".join(server_names())
+    current = names_path.read_text() if names_path.exists() else None
+    if not (ca_path.exists() and chain_path.exists() and key_path.exists()) or current != names:
         ca = trustme.CA(organization_name="keyrotation local emulators")
-        leaf = ca.issue_cert(*LOOPBACK_NAMES)
+        leaf = ca.issue_cert(*server_names())
         key_path.write_bytes(leaf.private_key_pem.bytes())
         key_path.chmod(0o600)
         chain_path.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
         ca_path.write_bytes(ca.cert_pem.bytes())
+        names_path.write_text(names)
     return ca_path, chain_path, key_path
 
 

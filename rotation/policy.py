@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from rotation.durations import DurationError, as_utc, describe, format_duration, parse_duration
 
@@ -98,6 +99,10 @@ _SITE_ID = re.compile(
     re.IGNORECASE,
 )
 _GENERATION_SUFFIX = re.compile(r"-\d{8}t\d{6}z-[a-z]$")
+APP_SERVICE_SUFFIX = ".azurewebsites.net"
+# A secure unique default host name's labels after `{app}[-{slot}]`: `-{hash}.{region}-NN`
+# (e.g. myapp-ds27dh7271aah175.westus-01.azurewebsites.net; docs/configuration.md cites the source).
+_UNIQUE_HOST_TAIL = re.compile(r"^-[a-z0-9]{16}\.[a-z0-9]+-\d{2}$")
 
 
 # -- problems ---------------------------------------------------------------------------------------
@@ -152,10 +157,29 @@ class FunctionApp:
         return f"{self.site_id}/slots/{self.slot}" if self.slot else self.site_id
 
     @property
+    def host_label(self) -> str:
+        """`{app}[-{slot}]`, lower case: how App Service's host names for this app or slot begin."""
+        return (f"{self.name}-{self.slot}" if self.slot else self.name).lower()
+
+    @property
     def default_host_name(self) -> str:
-        """`{app}[-{slot}].azurewebsites.net`: a fallback only; ARM's `defaultHostName` is authoritative."""
-        label = f"{self.name}-{self.slot}" if self.slot else self.name
-        return f"{label.lower()}.azurewebsites.net"
+        """`{app}[-{slot}].azurewebsites.net`, the global form. Not where the probe goes: that is ARM's
+        `defaultHostName` (activities/site_hosts.py), which differs for a secure unique default host name."""
+        return self.host_label + APP_SERVICE_SUFFIX
+
+    def host_name_problem(self, host: str) -> str | None:
+        """Why `host` cannot be one of the host names App Service gives this app or slot, or None. Only
+        `{app}[-{slot}].azurewebsites.net` and `{app}[-{slot}]-{hash}.{region}-NN.azurewebsites.net` can be;
+        ARM's list decides at run time which one this app has."""
+        host = host.lower().rstrip(".")
+        label = host.removesuffix(APP_SERVICE_SUFFIX)
+        if label != host and (
+            label == self.host_label
+            or (label.startswith(self.host_label) and _UNIQUE_HOST_TAIL.match(label[len(self.host_label) :]))
+        ):
+            return None
+        forms = f"{self.host_label}{APP_SERVICE_SUFFIX} or {self.host_label}-<hash>.<region>-01{APP_SERVICE_SUFFIX}"
+        return f"host {host} is not one of the host names App Service gives {self.resource_id} ({forms})"
 
 
 @dataclass(frozen=True)
@@ -201,7 +225,13 @@ class Probe:
     timeout: timedelta = timedelta(seconds=10)
     base_url: str | None = None  # None: https://{defaultHostName} as ARM reports it
 
+    @property
+    def base_host(self) -> str | None:
+        """The host `base_url` names (lower case), or None without one."""
+        return (urlsplit(self.base_url).hostname or "").lower() if self.base_url else None
+
     def url(self, host_base_url: str) -> str:
+        """`base_url` (already checked against ARM's host names) or `host_base_url`, then the path."""
         return (self.base_url or host_base_url).rstrip("/") + self.path
 
 
@@ -715,6 +745,10 @@ def _build_target(index: int, merged: dict[str, Any], issues: list[PolicyIssue])
             timeout=_duration(p["timeout"], "probe.timeout", where, doc, issues),
             base_url=p.get("baseUrl", "").rstrip("/") or None,
         )
+        if probe.base_url:
+            why = _base_url_problem(probe.base_url, FunctionApp(site["sub"], site["rg"], site["name"], slot))
+            if why:
+                problem("probe.baseUrl", why)
 
     m = merged["monitoring"]
     signal = m.get("signal")
@@ -773,6 +807,27 @@ def _build_target(index: int, merged: dict[str, Any], issues: list[PolicyIssue])
         description=merged.get("description"),
         source=merged,
     )
+
+
+def _base_url_problem(url: str, app: FunctionApp) -> str | None:
+    """Why `probe.baseUrl` is refused: the probe sends the new key there, so it must be https on port 443 to
+    a host App Service gives this app. Custom domains are refused too: their DNS is not App Service's."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return "must be an https:// URL"
+    why = app.host_name_problem(parts.hostname)
+    if why:
+        return (
+            f"{why}; the new key is sent there, so custom domains and other hosts are refused: omit baseUrl to "
+            "probe the default host name ARM reports"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        return "has an invalid port"
+    if port not in (None, 443):
+        return f"must not name a port other than 443 (App Service serves https on 443), got {port}"
+    return None
 
 
 def _build_calls(data: Mapping[str, Any], where: tuple[Any, ...], doc: Any, issues: list[PolicyIssue]) -> CallBudget:

@@ -2,7 +2,9 @@
 
 In Azure every endpoint is the public cloud's and the credential is the app's managed identity. On
 the local stack devhost points the same settings at the emulators and selects the loopback token
-credential, which is refused for any endpoint that is not on this machine.
+credential, which is refused for any endpoint that is not on this machine. (devhost also sets the
+standard HTTPS_PROXY / NO_PROXY variables so the probe reaches emulated apps by their host names; those are
+read by `requests` and azure-core, never by the app, so they are not settings of the app.)
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from emulators.server import proxy_settings
 from rotation.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +36,14 @@ class Emulator:
     def ca(self) -> str:
         return self.endpoints["caBundle"]
 
+    @property
+    def proxy(self) -> str:
+        return self.endpoints["proxy"]
+
     def app_settings(self) -> dict[str, str]:
+        """What devhost gives the app: endpoints, credential kind, and the proxy to the emulated apps."""
         return {
+            **proxy_settings(self.proxy),
             "KEYROTATION_CREDENTIAL": "loopback-token",
             "KEYROTATION_CA_BUNDLE": self.ca,
             "ARM_ENDPOINT": self.url,

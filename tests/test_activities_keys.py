@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from activities import clients
+from activities import clients, site_hosts
 from activities.function_keys import FunctionKeyStore
 from activities.provision import provision_new_key
 from activities.verify import verify_new_key
@@ -46,6 +46,7 @@ def env(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         }.items():
             mp.setenv(name, value)
         clients.settings.cache_clear()
+        site_hosts.CACHE.clear()  # host names read from another module's emulator must not carry over
         yield emulator
     clients.settings.cache_clear()
 
@@ -81,10 +82,8 @@ def target_document(
         document["allowMasterKey"] = True
     else:
         document["baseKeyName"] = BASE
-    if probe:
-        host = f"{name}-{slot}" if slot else name
+    if probe:  # to the host name ARM reports, through the emulators' proxy (env fixture), as on Azure
         document["probe"] = {
-            "baseUrl": f"{emulator.url}/_targets/{host}",
             "path": "/api/ping",
             "attempts": attempts,
             "delay": "PT1S",
@@ -177,7 +176,8 @@ def operations(emulator: Emulator, since: int) -> list[str]:
 def accepts(emulator: Emulator, target: Target, value: str) -> bool:
     """Whether the target's data plane opens its function with `value` right now."""
     assert target.probe is not None
-    url = target.probe.url("")
+    host = instance(emulator.state(), target)["hostName"]
+    url = f"{emulator.url}/_targets/{host}{target.probe.path}"
     response = requests.get(url, headers={"x-functions-key": value}, verify=emulator.ca, timeout=10)
     return response.status_code == 200
 

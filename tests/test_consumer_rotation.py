@@ -55,7 +55,7 @@ def write_policy(path: Path) -> Path:
                 "keyScope": {"kind": "host"},
                 "baseKeyName": "consumer-demo-client",
                 "keyVault": {"secretName": "consumer-demo-client-key"},
-                "probe": {"baseUrl": f"%ARM_ENDPOINT%/_targets/{TARGET}.azurewebsites.net", "path": "/api/ping"},
+                "probe": {"path": "/api/ping"},
                 "consumers": [{"name": CONSUMER[0], "objectId": CONSUMER[1]}],
             }
         ],
@@ -97,7 +97,7 @@ def test_the_sample_consumers_ack_ends_the_overlap_of_a_scheduled_rotation(tmp_p
         assert target is not None and target.probe is not None
         seed_sites(stack, [target])
         create_operator_keys(stack, [target])
-        probe_url = target.probe.url("")
+        probe_url = f"{emu['url']}/_targets/{target.function_app.default_host_name}{target.probe.path}"
         spec = ConsumerSpec(TARGET, CONSUMER[1], CONSUMER[0], emu["keyVault"], target.key_vault.secret_name, probe_url)
         token = mint_token(stack.state_dir, CONSUMER[0], CONSUMER[1])
         consumer = ConsumerHost(tmp_path / "consumer", consumer_environment(stack.endpoints, spec, token)).start()

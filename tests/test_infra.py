@@ -1,7 +1,7 @@
 """infra/: the Bicep says what the code needs, no more. Parsed with pycep-parser; fast, no network.
 
 - The custom role holds exactly the Microsoft.Web actions of the SDK calls activities/function_keys.py
-  makes (its ARM_ACTIONS table, itself checked against the calls in the module's source).
+  and activities/site_hosts.py make (their ARM_ACTIONS tables, checked against the calls in their source).
 - The app settings the template produces are SETTING_NAMES minus LOCAL_ONLY_SETTINGS, plus a short,
   named list of platform settings; docs/deploy.md lists them all.
 - Nothing is assigned at subscription scope; the security baseline properties are set.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from activities import function_keys
+from activities import function_keys, site_hosts
 from rotation.events import DRIFT_DETECTED, ROTATION_FAILED, ROTATION_HELD
 from rotation.identity import ROLES
 from rotation.policy import KeyScope
@@ -101,6 +101,22 @@ def test_host_secret_actions_are_per_key_type_the_policy_can_name() -> None:
         assert action.endswith("/action" if operation.startswith("list_") else ("/delete", "/write"))
 
 
+def test_site_read_actions_cover_exactly_the_host_name_reads() -> None:
+    tree = ast.parse(Path(site_hosts.__file__).read_text(encoding="utf-8"))
+    called = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Attribute)
+        and node.func.value.attr == "web_apps"
+    }
+    assert called == {"get", "get_slot"}
+    assert {operation for operation, _ in site_hosts.ARM_ACTIONS} == called
+    assert site_hosts.ARM_ACTIONS[("get", None)] == "Microsoft.Web/sites/read"
+    assert site_hosts.ARM_ACTIONS[("get_slot", None)] == "Microsoft.Web/sites/slots/read"
+
+
 def custom_role() -> dict[str, Any]:
     return one("modules/role-definition.bicep", "Microsoft.Authorization/roleDefinitions")
 
@@ -109,7 +125,7 @@ def test_custom_role_actions_are_exactly_the_ones_the_activities_call() -> None:
     (permissions,) = custom_role()["properties"]["permissions"]
     actions = bicep("modules/role-definition.bicep")["variables"][permissions["actions"]]["value"]
     assert len(actions) == len(set(actions))
-    assert set(actions) == set(function_keys.ARM_ACTIONS.values())
+    assert set(actions) == set(function_keys.ARM_ACTIONS.values()) | set(site_hosts.ARM_ACTIONS.values())
     assert not any("*" in action for action in actions)
     assert permissions["notActions"] == permissions["dataActions"] == permissions["notDataActions"] == []
 

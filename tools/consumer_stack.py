@@ -210,7 +210,10 @@ def spec_from_policy(main_endpoints: dict[str, Any], policy_path: Path, target_i
     who = next((c for c in target.consumers if consumer in (c.name, c.object_id)), None)
     if who is None:
         raise SystemExit(f"{consumer!r} is not a registered consumer of {target_id}")
-    probe = target.probe.url(f"https://{target.function_app.default_host_name}") if target.probe else None
+    # The sample calls its target on the emulators' data-plane route (its settings allow only loopback
+    # hosts locally); on Azure CONSUMER_TARGET_URL is https://<app>.azurewebsites.net/<path>.
+    host = target.function_app.default_host_name
+    probe = f"{emu['url']}/_targets/{host}{target.probe.path}" if target.probe else None
     return ConsumerSpec(
         target.id, who.object_id, who.name, target.key_vault.vault_url, target.key_vault.secret_name, probe
     )

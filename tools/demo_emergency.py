@@ -88,9 +88,9 @@ def family_keys(stack: DemoStack, target: Target) -> dict[str, str]:
 
 
 def probe_status(stack: DemoStack, target: Target, value: str) -> int:
-    """What the target answers a caller presenting `value` (the emulator's data plane)."""
+    """What the target answers a caller presenting `value` (the emulator's data-plane route for the app)."""
     assert target.probe is not None
-    url = target.probe.url(f"https://{target.function_app.default_host_name}")
+    url = f"{stack.emulator['url']}/_targets/{target.function_app.default_host_name}{target.probe.path}"
     response = requests.get(url, headers={"x-functions-key": value}, verify=stack.ca_bundle, timeout=30)
     return response.status_code
 
