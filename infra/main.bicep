@@ -42,6 +42,10 @@ param logsEndpoint string = 'https://api.loganalytics.io'
 ])
 param appCodeDeployed string = 'false'
 
+@secure()
+@description('The app\'s signing key (KEYROTATION_SIGNING_KEY, rotation/signing.py): main.parameters.json reads it back from the vault with azd\'s secretOrRandomPassword, so it is generated once and kept; the app reads it through a Key Vault reference.')
+param signingKey string
+
 @description('Optional action group id notified by the RotationFailed / RotationHeld / DriftDetected alerts.')
 param alertActionGroupId string = ''
 
@@ -103,6 +107,7 @@ module keyVault 'modules/keyvault.bicep' = {
     workspaceId: monitoring.outputs.workspaceResourceId
     appPrincipalId: identity.outputs.principalId
     consumerPrincipalIds: consumers
+    signingKey: signingKey
   }
 }
 
@@ -144,6 +149,8 @@ module functionApp 'modules/functionapp.bicep' = {
       ROTATION_POLICY_PATH: rotationPolicyPath
       ROTATION_SCHEDULE: rotationSchedule
       ROTATION_MAX_CONCURRENCY: string(rotationMaxConcurrency)
+      // A Key Vault reference: the platform resolves it with the app's identity (keyVaultReferenceIdentity).
+      KEYROTATION_SIGNING_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${keyVault.outputs.signingKeySecretName})'
     }
   }
 }
@@ -184,6 +191,7 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_API_URI string = functionApp.outputs.uri
 output KEY_VAULT_URL string = keyVault.outputs.vaultUri
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output EVENTGRID_TOPIC_ENDPOINT string = eventGrid.outputs.endpoint
 output LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.workspaceCustomerId
 output KEYROTATION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId

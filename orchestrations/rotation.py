@@ -34,6 +34,7 @@ from rotation.durations import DurationError, format_duration, format_timestamp,
 from rotation.identity import Actor
 from rotation.inputs import InputError, check_shape
 from rotation.policy import MASTER_KEY_NAME, Target, parse_target
+from rotation.reasons import MAX_REASON, clean_optional
 
 bp = df.Blueprint()
 log = logging.getLogger("keyrotation.orchestrations.rotation")
@@ -143,7 +144,7 @@ class RotationRun:
             rotation_id=request.rotation_id,
             target_id=self.target.id,
             mode=request.mode,
-            trigger={"actor": request.actor.to_json(), "reason": request.reason},
+            trigger={"actor": request.actor.to_json(), "reason": clean_optional(request.reason, MAX_REASON)},
         )
         self.provisioned: dict[str, Any] | None = None
         self.current_key_name = request.current_key_name
@@ -688,7 +689,7 @@ class RotationRun:
             if payload is None:
                 continue
             actor = actor_from(payload, "unknown")
-            note = payload.get("reason") if isinstance(payload.get("reason"), str) else None
+            note = clean_optional(payload.get("reason"), MAX_REASON)
             if name == EXTEND_EVENT:
                 try:
                     by = parse_duration(str(payload.get("by", "")))

@@ -15,13 +15,14 @@ from rotation.policy import Target, parse_target
 def deploy(target: dict[str, Any]) -> dict[str, Any]:
     """Put `target` (policy JSON) into the deployed policy, replacing one with its id; returns the request
     fields that name it."""
+    fingerprint = parse_target(target).fingerprint  # first: a target the policy would refuse is never written
     path = Path(os.environ["ROTATION_POLICY_PATH"])
     document = json.loads(path.read_text()) if path.exists() else {"version": 1, "targets": []}
     document["targets"] = [*(t for t in document["targets"] if t.get("id") != target["id"]), target]
     path.write_text(json.dumps(document))
     stamp = max(time.time_ns(), path.stat().st_mtime_ns + 1_000_000)
     os.utime(path, ns=(stamp, stamp))
-    return {"targetId": target["id"], "fingerprint": parse_target(target).fingerprint}
+    return {"targetId": target["id"], "fingerprint": fingerprint}
 
 
 def ref(target: Target) -> dict[str, Any]:

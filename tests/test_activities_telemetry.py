@@ -191,7 +191,7 @@ def test_throttling_the_sdk_outlasts_is_not_an_error(app: Emulator) -> None:
     assert (result["failures"], result["baseline"], result["error"]) == (3, 1, None)
 
 
-def test_bad_windows_are_refused() -> None:
+def test_bad_windows_are_refused(app: Emulator) -> None:
     target = sample_target_json()
     with pytest.raises(ValueError, match="window: start must be before end"):
         count_auth_failures({**deploy(target), "window": span((T0, T0)), "baseline": span(BASELINE)})

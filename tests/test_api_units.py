@@ -174,6 +174,7 @@ def test_an_emergency_whose_start_loses_to_an_on_demand_one_supersedes_it(monkey
     policy = parse_policy(json.loads(LOCAL_POLICY.read_text()), PLACEHOLDER_ENV)
     monkeypatch.setattr(api_http, "policy", lambda: policy)
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    monkeypatch.setenv("KEYROTATION_SIGNING_KEY", "unit-test-signing-key-" + "k" * 20)
     claims = [{"typ": "oid", "val": "00000000-0000-0000-0000-0000000000e1"}, {"typ": "name", "val": "responder"}]
     principal = {"auth_typ": "aad", "claims": [*claims, {"typ": "roles", "val": "KeyRotation.Emergency"}]}
     req = func.HttpRequest(

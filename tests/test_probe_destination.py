@@ -25,6 +25,7 @@ from activities.site_hosts import ProbeDestinationRefused
 from activities.verify import verify_new_key
 from rotation import naming
 from rotation.policy import PolicyError, Target, parse_policy
+from tests.deployed_policy import deploy, ref
 from tests.emulator_process import Emulator
 from tests.test_activities_keys import (
     BASE,
@@ -191,7 +192,7 @@ def listener() -> Iterator[Listener]:
 
 def provision_request(document: dict[str, Any]) -> dict[str, Any]:
     rotation = naming.rotation_id(document["id"], "scheduled", datetime(2026, 1, 1, 3, tzinfo=UTC))
-    return {"rotationId": rotation, "target": document, "keyName": naming.key_name(BASE, rotation)}
+    return {"rotationId": rotation, **deploy(document), "keyName": naming.key_name(BASE, rotation)}
 
 
 def without_base_url(document: dict[str, Any]) -> Target:
@@ -262,14 +263,12 @@ def test_an_app_with_a_unique_default_host_name_rotates_with_its_probe(
     since = last_seq(env)
     with caplog.at_level("DEBUG"):
         provisioned = provision_new_key(
-            {"rotationId": rotation, "target": target.to_json(), "keyName": naming.key_name(BASE, rotation)}
+            {"rotationId": rotation, **ref(target), "keyName": naming.key_name(BASE, rotation)}
         )
     assert provisioned["accepted"] is True
     mid = last_seq(env)
     with caplog.at_level("DEBUG"):
-        verified = verify_new_key(
-            {"rotationId": rotation, "target": target.to_json(), "version": provisioned["version"]}
-        )
+        verified = verify_new_key({"rotationId": rotation, **ref(target), "version": provisioned["version"]})
     assert verified["verified"] is True
     provision_log = [(r["operation"], r["path"], r["status"]) for r in env.requests_log(since) if r["seq"] <= mid]
     assert ("proxy.connect", f"{host}:443", 200) in provision_log

@@ -80,7 +80,7 @@ def test_the_fingerprint_moves_with_where_keys_go_only() -> None:
     moved = [
         {**base, "keyVault": {**base["keyVault"], "secretName": "elsewhere"}},
         {**base, "baseKeyName": "other-client"},
-        {**base, "probe": {**base["probe"], "baseUrl": "https://attacker.example"}},
+        {**base, "probe": {**base["probe"], "path": "/api/elsewhere"}},
         {**base, "functionApp": base["functionApp"].replace("demo-orders", "demo-reports")},
     ]
     assert all(parse_target(t).fingerprint != fingerprint for t in moved)

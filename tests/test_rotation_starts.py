@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from activities.rotation_starts import rotation_progress, start_rotation
+from rotation import signing
+from rotation.policy import current_policy
 from tests.rotation_harness import SCRIPTED_POLICY_ENV
 
 TICK = "2026-11-22T03:00:00.000Z"
@@ -59,7 +61,11 @@ def test_a_free_target_is_started_with_its_definition_from_the_policy() -> None:
     assert start(client) == {"started": True, "targetId": "demo-orders"}
     [(name, instance, payload)] = client.started
     assert (name, instance, payload["rotationId"]) == ("rotation_orchestrator", "rotation-demo-orders", OURS)
-    assert payload["target"]["id"] == "demo-orders" and payload["target"]["baseKeyName"] == "orders-client"
+    # It names the target and is signed: the rotation's first step takes the definition from the policy.
+    assert "target" not in payload and payload["targetId"] == "demo-orders"
+    assert payload["fingerprint"] == current_policy().target("demo-orders").fingerprint  # type: ignore[union-attr]
+    key = SCRIPTED_POLICY_ENV["KEYROTATION_SIGNING_KEY"].encode()
+    assert signing.verify_input(key, payload) and payload["actor"]["kind"] == "schedule"
 
 
 def test_a_retried_start_finds_its_own_rotation_even_once_it_ended_and_starts_nothing() -> None:

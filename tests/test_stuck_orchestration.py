@@ -13,6 +13,7 @@ import pytest
 from activities.events_publish import check_event
 from tests.rotation_harness import local_target, read_calls
 from tests.test_orchestration_lifecycle import (
+    HISTORY_BUDGET,
     PROVISIONED,
     Scripted,
     host,  # noqa: F401 - the fixture
@@ -146,18 +147,46 @@ def test_history_stays_within_budget_when_a_thirty_day_rotation_replaces_a_stuck
     assert status["output"]["outcome"] == "completed"
     history = run.durable.history(instance)
     print(f"history events for a 30-day overlap replacing a stuck rotation stopped at {stage}: {len(history)}")
-    assert len(history) <= 60, len(history)
+    assert len(history) <= HISTORY_BUDGET, len(history)
+
+
+def make_stuck(run: Scripted, target_id: str, rotation_id: str, stage: str) -> None:  # noqa: F811
+    """A real rotation of `target_id`, terminated by an operator at `stage`: what the tick finds on the
+    instance (start_rotation takes the `replaces` record from there, never from the tick's input)."""
+    instance = f"rotation-{target_id}"
+    mode = "emergency" if rotation_id.endswith("-e") else "scheduled"
+    payload = {
+        "rotationId": rotation_id,
+        "mode": mode,
+        "target": local_target(target_id),
+        "actor": {"kind": "schedule", "name": "timer", "objectId": None},
+        "reason": "interval-elapsed",
+    }
+    run.durable.start("rotation_orchestrator", instance, payload)
+    run.durable.wait(instance, stage=stage, timeout=30)
+    code = run.durable.code
+    response = run.host.post(
+        f"/runtime/webhooks/durabletask/instances/{instance}/terminate", params={**code, "reason": "operator cleanup"}
+    )
+    assert response.status_code == 202, response.text
+    run.durable.wait(instance)
 
 
 def test_scheduler_rotates_stuck_targets_now_and_resumes_a_stuck_emergency(run: Scripted) -> None:  # noqa: F811
+    run.use()
+    run.durable.clock(autoAdvance=False)  # the overlap waits while the operator steps in
+    make_stuck(run, "demo-orders", STUCK, "overlap")  # announced: its keys are left to the next revoke
+    run.use(verify_new_key=[{"raise": "host down"}])
+    run.durable.clock(autoAdvance=False)  # the step's retries wait too
+    emergency = {**stuck_record(announced=False, stage="verifying", mode="emergency")}
+    emergency["rotationId"] = "demo-reports-export-20261120t030000z-e"
+    make_stuck(run, "demo-reports-export", emergency["rotationId"], "verifying")  # before its announcement
     due = [{"targetId": "demo-orders", "reason": "interval-elapsed", "target": local_target("demo-orders")}]
     run.use(
         find_due_targets=[{"due": due, "notDue": [{"targetId": "demo-reports-export"}], "skipped": []}],
         provision_new_key=[PROVISIONED],
         check_drift=[{"drift": []}],
     )
-    emergency = {**stuck_record(announced=False, stage="verifying", mode="emergency")}
-    emergency["rotationId"] = "demo-reports-export-20261120t030000z-e"
     stuck_input = [
         {
             "targetId": "demo-orders",

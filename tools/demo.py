@@ -31,6 +31,7 @@ from azure.core.exceptions import AzureError
 
 from emulators.invariants import I1Finding, Place, TargetRef, check_i2, describe_findings, scan, secret_values
 from emulators.invariants import state_files as invariant_state_files
+from rotation.identity import ROLE_APPROVER, ROLE_CONSUMER
 from rotation.naming import rotation_instance_id
 from rotation.policy import Policy, PolicyError, Target, load_policy
 from tools import demo_emergency as emergency
@@ -94,20 +95,22 @@ def act_as_consumers(stack: DemoStack, target: Target, status: Mapping[str, Any]
     with clock_paused(stack):
         seed.consumer_reads_version(stack, target, str(version), (reader.object_id, reader.name))
         say(f"    {reader.name} read version {report.short_version(version)} from Key Vault (audit → adoption)")
-        code = stack.raise_event(
-            rotation_instance_id(target.id), "ConsumerAck", {"objectId": acker.object_id, "name": acker.name}
-        )
-        say(f"    {acker.name} acknowledged the new key (ConsumerAck → HTTP {code})")
+        rotation_id = custom.get("rotationId") if isinstance(custom, Mapping) else None
+        path = f"/rotations/{rotation_id}/ack"
+        code = stack.api_as(acker.name, acker.object_id, ROLE_CONSUMER, "POST", path, json={})
+        say(f"    {acker.name} acknowledged the new key (POST /api{path} → HTTP {code})")
     watch.consumer_done = code == 202
     watch.consumer_note = "both consumers switched during overlap" if code == 202 else f"ConsumerAck: HTTP {code}"
 
 
 def approve(stack: DemoStack, target: Target, watch: Watch) -> None:
     with clock_paused(stack):
-        body = {"actor": APPROVER, "reason": APPROVE_REASON}
-        code = stack.raise_event(rotation_instance_id(target.id), "Approve", body)
+        custom = (stack.status(rotation_instance_id(target.id)) or {}).get("customStatus") or {}
+        path = f"/rotations/{custom.get('rotationId')}/approve"
+        body = {"reason": APPROVE_REASON}
+        code = stack.api_as(APPROVER["name"], APPROVER["objectId"], ROLE_APPROVER, "POST", path, json=body)
     watch.approved = code == 202
-    say(f"    {APPROVER['name']} approved the held rotation (Approve → HTTP {code}): {APPROVE_REASON}")
+    say(f"    {APPROVER['name']} approved the held rotation (POST /api{path} → HTTP {code}): {APPROVE_REASON}")
 
 
 def watch_rotations(stack: DemoStack, policy: Policy, timeout: float) -> Watch:

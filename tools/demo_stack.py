@@ -177,8 +177,17 @@ class DemoStack:
         response = self.durable("GET", "", params={"instanceIdPrefix": prefix})
         return list(response.json()) if response.status_code == 200 else []
 
-    def raise_event(self, instance_id: str, event: str, body: dict[str, Any]) -> int:
-        return self.durable("POST", f"/{instance_id}/raiseEvent/{event}", json=body).status_code
+    def api_as(self, name: str, object_id: str, role: str, method: str, path: str, **kwargs: Any) -> int:
+        """Call the app's API (`/api/...`) as a principal holding `role`: the way consumers and approvers
+        act on a rotation (the API checks the role and stage and signs the event it raises; an event raised
+        straight on the Durable API is ignored, rotation/signing.py)."""
+        from devhost.easy_auth import issue_token, load_or_create_signing_key
+
+        token = issue_token(load_or_create_signing_key(self.state_dir), name, [role], oid=object_id, ttl=3600)
+        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+        response = requests.request(method, f"{self.url}/api{path}", headers=headers, timeout=30, **kwargs)
+        self.seen.setdefault(response.text, f"HTTP response to {method} /api{path.split('?')[0]}")
+        return response.status_code
 
     def run_function(self, name: str) -> int:
         return self.admin("POST", f"/admin/functions/{name}", json={"input": ""}).status_code
