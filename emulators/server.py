@@ -49,6 +49,7 @@ class RunningEmulator:
             "keyVault": self.url,
             "eventGridTopic": f"{self.url}/api/events",
             "eventGridTopicKey": self.state.topic_key,
+            "appSigningKey": self.state.persistent_secret("app.signing_key"),  # KEYROTATION_SIGNING_KEY (tests)
             "logAnalytics": self.url,
             "workspaceId": self.state.workspace_id,
             "tenantId": self.state.tenant_id,

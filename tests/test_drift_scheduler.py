@@ -80,7 +80,7 @@ def test_key_missing_on_target_is_rotated_in_the_same_tick_and_restored_shows_in
     assert summary["due"] == ["demo-reports-export"]  # not due by age: queued by the drift
     assert [c["targetId"] for c in summary["completed"]] == ["demo-reports-export"]
     [provisioned] = run.calls("provision_new_key")
-    assert provisioned["request"]["target"]["id"] == "demo-reports-export"
+    assert provisioned["request"]["targetId"] == "demo-reports-export"
     rotation = run.durable.status("rotation-demo-reports-export")
     assert rotation["input"]["reason"].startswith("drift: key missing")
     assert rotation["input"]["currentKeyName"] == "reports-20261001t030000z-s"

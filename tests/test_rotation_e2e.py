@@ -8,6 +8,7 @@ target that never accepts its new key.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from emulators.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values, state_files
 from rotation.naming import Mode, rotation_id
 from rotation.policy import Policy, load_policy
+from tests.rotation_harness import deploy_target, signed_input
 from tools import demo_report
 from tools.demo_seed import create_operator_keys, seed_sites
 from tools.demo_stack import POLICY, DemoStack
@@ -137,6 +139,13 @@ def test_a_kill_at_every_stage_boundary_still_completes_the_rotation(tmp_path: P
         stack.stop()
 
 
+def policy_copy(tmp_path: Path) -> str:
+    """A copy of the local policy a test may redeploy (`deploy_target`)."""
+    path = tmp_path / "rotation-policy.json"
+    shutil.copy(POLICY, path)
+    return str(path)
+
+
 def rotation_id_now(stack: DemoStack, target_id: str, mode: Mode = "on-demand") -> str:
     """A rotation id stamped with the stack's virtual clock: ids carry their start time, which decides when a
     target is next due, so a fixed date would make the test depend on the calendar."""
@@ -144,14 +153,20 @@ def rotation_id_now(stack: DemoStack, target_id: str, mode: Mode = "on-demand") 
 
 
 def start_rotation(stack: DemoStack, target: Any, rotation_id: str, **target_overrides: Any) -> None:
-    """An on-demand rotation through the Durable HTTP API (the operator API of the next issue wraps it)."""
-    payload = {
+    """An on-demand rotation with a chosen id, started on the Durable HTTP API with the input the app's
+    API would write (it names the target and is signed with the stack's key). Overrides of the target's
+    definition are deployed into the stack's policy first (its `policy` must be a copy: `policy_copy`)."""
+    definition = {**target.to_json(), **target_overrides}
+    if target_overrides:
+        deploy_target(Path(stack.policy), definition)
+    request = {
         "rotationId": rotation_id,
         "mode": "on-demand",
-        "target": {**target.to_json(), **target_overrides},
+        "target": definition,
         "actor": {"kind": "principal", "name": "operator", "objectId": None},
         "reason": "test",
     }
+    payload = signed_input(request, str(stack.emulator["appSigningKey"]))
     response = stack._host(
         "POST",
         f"/runtime/webhooks/durabletask/orchestrators/rotation_orchestrator/rotation-{target.id}",
@@ -162,7 +177,7 @@ def start_rotation(stack: DemoStack, target: Any, rotation_id: str, **target_ove
 
 
 def test_a_target_that_never_accepts_the_new_key_keeps_its_old_key(tmp_path: Path) -> None:
-    stack = DemoStack(tmp_path / "state")
+    stack = DemoStack(tmp_path / "state", policy=policy_copy(tmp_path))
     stack.start()
     try:
         policy = policy_for(stack)
@@ -192,7 +207,7 @@ def test_a_target_that_never_accepts_the_new_key_keeps_its_old_key(tmp_path: Pat
 
 
 def test_an_event_grid_outage_during_provision_delays_events_but_rolls_nothing_back(tmp_path: Path) -> None:
-    stack = DemoStack(tmp_path / "state")
+    stack = DemoStack(tmp_path / "state", policy=policy_copy(tmp_path))
     stack.start()
     try:
         policy = policy_for(stack)

@@ -16,7 +16,7 @@ import pytest
 from benchmarks.scale import TICK_EPISODE, policy_document
 from orchestrations.scheduler import YIELDS_PER_EXECUTION
 from tests.devhost_process import ROOT, running_devhost
-from tests.rotation_harness import PLACEHOLDER_ENV, Durable
+from tests.rotation_harness import PLACEHOLDER_ENV, TEST_SIGNING_KEY, Durable
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,7 @@ def test_a_tick_of_200_targets_keeps_its_window_full_with_bounded_history(tmp_pa
     env = {
         **PLACEHOLDER_ENV,
         "ROTATION_POLICY_PATH": str(policy),
+        "KEYROTATION_SIGNING_KEY": TEST_SIGNING_KEY,
         "SCHEDULER_TARGETS": str(TARGETS),
         "SCHEDULER_OVERLAP_SECONDS": str(OVERLAP),
         "DEVHOST_CLOCK_IDLE_GRACE": "0.1",  # the clock jumps sooner: nothing here races it
