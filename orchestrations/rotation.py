@@ -2,9 +2,11 @@
 
 One instance per target (`rotation-<targetId>`, the singleton guard of invariant I3). Deterministic:
 time comes from `context.current_utc_datetime`, every decision from the input and activity results,
-and no key value ever enters the input, the results or the custom status (I1).
+and no key value ever enters the input, the results or the custom status (I1). The input names the target
+and is signed by the app; step 0 resolves the target from the deployed policy (rotation/inputs.py), and
+events raised on the rotation count only when the app signed them (`authentic`).
 
-History budget (DESIGN: ≤ 60 events for overlaps up to 30 days). Every await costs about four
+History budget (DESIGN: ≤ 100 events for overlaps up to 30 days; measured about 58). Every await costs about four
 history events, so: the provision, verify and revoke activities publish the event of their stage
 themselves once their work succeeded (`events` in their request — one await instead of two); durable
 timers are at most 6 days (the SDK would split longer ones into 3-day sub-timers); Key Vault adoption
@@ -348,7 +350,7 @@ class RotationRun:
         except Superseded as signal:
             output = yield from self.supersede(signal.payload)
             return self.hand_over(signal.payload, output)
-        successor = self.successor or (self.takeover_payload())
+        successor = self.successor or self.takeover_payload()
         if successor is not None:  # arrived as this rotation ended: it still takes over
             return self.hand_over(successor, output)
         return output
