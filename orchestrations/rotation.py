@@ -6,7 +6,7 @@ and no key value ever enters the input, the results or the custom status (I1). T
 and is signed by the app; step 0 resolves the target from the deployed policy (rotation/inputs.py), and
 events raised on the rotation count only when the app signed them (`authentic`).
 
-History budget (DESIGN: ≤ 100 events for overlaps up to 30 days; measured about 58). Every await costs about four
+History budget (DESIGN: ≤ 100 events for overlaps up to 30 days; measured: 60 for a 30-day overlap). Every await costs about four
 history events, so: the provision, verify and revoke activities publish the event of their stage
 themselves once their work succeeded (`events` in their request — one await instead of two); durable
 timers are at most 6 days (the SDK would split longer ones into 3-day sub-timers); Key Vault adoption
