@@ -6,8 +6,8 @@ and no key value ever enters the input, the results or the custom status (I1). T
 and is signed by the app; step 0 resolves the target from the deployed policy (rotation/inputs.py), and
 events raised on the rotation count only when the app signed them (`authentic`).
 
-History budget (DESIGN: ≤ 100 events for overlaps up to 30 days; measured: 60 for a 30-day overlap). Every await costs about four
-history events, so: the provision, verify and revoke activities publish the event of their stage
+History budget (DESIGN: ≤ 100 events for overlaps up to 30 days; measured: 60 for a 30-day overlap).
+Every await costs about four history events, so: the provision, verify and revoke activities publish the event of their stage
 themselves once their work succeeded (`events` in their request — one await instead of two); durable
 timers are at most 6 days (the SDK would split longer ones into 3-day sub-timers); Key Vault adoption
 is polled at two points of a short overlap, or at the middle 6-day boundary of a long one, never more;
@@ -44,6 +44,7 @@ log = logging.getLogger("keyrotation.orchestrations.rotation")
 MAX_TIMER = timedelta(days=6)  # Python durable timers are capped at 6 days: longer waits loop
 MIN_CHECK_SPACING = timedelta(minutes=15)
 MAX_EXTEND = timedelta(days=7)
+MAX_IGNORED_NOTES = 10  # timeline entries for ignored events; the rest go to the log only
 
 # External events an operator or consumer raises on a rotation instance.
 ACK_EVENT = "ConsumerAck"
@@ -153,6 +154,7 @@ class RotationRun:
         self.pending_events: list[dict[str, Any]] = []
         self.supersede_waiters: list[Any] = []
         self.successor: dict[str, Any] | None = None  # an authentic Supersede seen as the rotation ended
+        self.ignored = 0  # events ignored as not the app's
 
     # -- helpers --------------------------------------------------------------------------------
     @property
@@ -231,8 +233,11 @@ class RotationRun:
             return payload
         if not self.ctx.is_replaying:
             log.warning("rotation %s ignored %s: %s", self.req.rotation_id, name, why)
-        self.status.step("event", "ignored", self.now, f"{name}: {why}")
-        self.publish_status()
+        self.ignored += 1
+        if self.ignored <= MAX_IGNORED_NOTES:  # a flood of forged events must not grow the status without bound
+            more = " (further ignored events are only logged)" if self.ignored == MAX_IGNORED_NOTES else ""
+            self.status.step("event", "ignored", self.now, f"{name}: {why}{more}")
+            self.publish_status()
         return None
 
     def consumed(self, task: Any) -> None:
@@ -530,27 +535,24 @@ class RotationRun:
         if not consumers:
             checks = []
         points = sorted({*boundaries, *checks})
-        # One ack waiter kept across races, not a fresh one per race: an ack that lands while we check
-        # adoption completes it, and must be counted at the top of the loop rather than thrown away.
-        ack = self.ctx.wait_for_external_event(ACK_EVENT) if consumers else None
+        # A fresh ack waiter for every race, as for Supersede, and every one made is kept: the SDK hands an
+        # ack to the newest open waiter, which between races (while adoption is checked) is an earlier one.
+        acks: list[Any] = []
         while self.now < end:
-            if ack is not None and ack.is_completed:
-                fresh = self.record_ack(ack, consumers, adopted)
-                # A waiter only hears events once yielded; one that arrived earlier is replayed to every
-                # later waiter. Nothing new -> stop listening until the next timer, or we would spin.
-                ack = self.ctx.wait_for_external_event(ACK_EVENT) if fresh else None
-                if adopted >= consumers.keys():
-                    return "every consumer switched"
-                continue
+            for ack in [a for a in acks if a.is_completed]:
+                acks.remove(ack)
+                self.record_ack(ack, consumers, adopted)
+            if consumers and adopted >= consumers.keys():
+                return "every consumer switched"
             wake = min([end, *[t for t in points if t > self.now]])
             timer = self.timer(wake)
-            winner = yield self.ctx.task_any([timer, self.supersede_waiter(), *([ack] if ack else [])])
+            if consumers:
+                acks.append(self.ctx.wait_for_external_event(ACK_EVENT))
+            winner = yield self.ctx.task_any([timer, self.supersede_waiter(), *acks[-1:]])
             self.superseded_by()
             if winner is not timer:
                 timer.cancel()
                 continue
-            if ack is None and consumers:
-                ack = self.ctx.wait_for_external_event(ACK_EVENT)
             if wake in checks and consumers.keys() - adopted:
                 readers = yield from self.check_adoption(start)
                 for oid in sorted(readers & (consumers.keys() - adopted)):
