@@ -8,10 +8,11 @@ events raised on the rotation count only when the app signed them (`authentic`).
 
 History budget (DESIGN: ≤ 100 events for overlaps up to 30 days; measured: 60 for a 30-day overlap).
 Every await costs about four history events, so: the provision, verify and revoke activities publish the
-event of their stage themselves once their work succeeded (`events` in their request — one await instead of two); durable
-timers are at most 6 days (the SDK would split longer ones into 3-day sub-timers); Key Vault adoption
-is polled at two points of a short overlap, or at the middle 6-day boundary of a long one, never more;
-acknowledgements arrive as external events and cost no polling. Measured: tests/test_orchestration_lifecycle.py.
+event of their stage themselves once their work succeeded (`events` in their request — one await instead
+of two); durable timers are at most 6 days (the SDK would split longer ones into 3-day sub-timers); Key
+Vault adoption is polled at two points of a short overlap, or at the middle 6-day boundary of a long one,
+never more; acknowledgements arrive as external events and cost no polling. Measured:
+tests/test_orchestration_lifecycle.py.
 """
 
 from __future__ import annotations
