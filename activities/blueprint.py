@@ -14,7 +14,7 @@ from activities.events_publish import publish_events
 from activities.provision import provision_new_key
 from activities.revoke import compensate_rotation, revoke_old_keys
 from activities.rotation_starts import rotation_progress, start_rotation
-from activities.targets import resolve_target
+from activities.targets import resolve_target, verify_event
 from activities.telemetry import check_adoption, count_auth_failures
 from activities.verify import verify_new_key
 
@@ -22,6 +22,7 @@ bp = df.Blueprint()
 
 ACTIVITIES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     resolve_target,
+    verify_event,
     find_due_targets,
     check_drift,
     provision_new_key,

@@ -4,7 +4,8 @@ Activity requests name the target (`targetId`) and carry the fingerprint of wher
 rotation started (`Target.fingerprint`); `target_for` looks the id up in the deployed policy and refuses
 to act once that has changed (threat model 3.6). `resolve_target` is a rotation's first step: it checks
 that the app signed the orchestration input (rotation/signing.py) and hands the orchestrator the target
-it will run on, or a refusal (a verdict, not an exception: recorded once, never retried).
+it will run on, or a refusal. `verify_event` judges an external event's signature. Both answer with a
+verdict, not an exception: recorded once in the history, never retried, never judged again on replay.
 """
 
 from __future__ import annotations
@@ -84,3 +85,18 @@ def resolve_target(request: ActivityRequest) -> dict[str, Any]:
 def _refused(data: dict[str, Any], why: str) -> dict[str, Any]:
     log.error("refused rotation %s of %s: %s", data.get("rotationId"), _named(data.get("targetId")), why)
     return {"refused": why}
+
+
+def verify_event(request: ActivityRequest) -> dict[str, Any]:
+    """`{"rotationId", "event", "payload", "expect"}` -> `{"valid": bool, "why"?}`: whether the app signed
+    this external event for this rotation and event name, and every field of `expect` has the value given
+    (a decision names the hold it decides). A verdict, never an exception: it is recorded once."""
+    rotation_id, event = request.get("rotationId"), request.get("event")
+    if not isinstance(rotation_id, str) or not isinstance(event, str):
+        return {"valid": False, "why": "rotationId and event are required"}
+    expect = request.get("expect")
+    why = signing.event_problem(rotation_id, event, json_object(request.get("payload")), expect or {})
+    if why is not None:
+        log.warning("rotation %s ignored %s: %s", rotation_id, event, why)
+        return {"valid": False, "why": why}
+    return {"valid": True}

@@ -28,10 +28,11 @@ from typing import Any, cast
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskState, TimerTask
 
+from orchestrations.inbox import Inbox
 from orchestrations.predecessor import Predecessor
 from orchestrations.retry import KEY_STEP, PUBLISH_STEP, QUERY_STEP, VERIFY_STEP, for_target, step_error
 from orchestrations.status import RotationStatus
-from rotation import events, naming, signing
+from rotation import events, naming
 from rotation.contracts import json_object
 from rotation.durations import DurationError, format_duration, format_timestamp, parse_duration
 from rotation.identity import Actor
@@ -53,6 +54,8 @@ APPROVE_EVENT = "Approve"
 ABORT_EVENT = "Abort"
 EXTEND_EVENT = "Extend"
 SUPERSEDE_EVENT = "Supersede"  # an emergency rotation of the same target takes over
+DECISIONS = (APPROVE_EVENT, ABORT_EVENT, EXTEND_EVENT)
+EVENTS = (ACK_EVENT, *DECISIONS, SUPERSEDE_EVENT)
 
 # The events.Stage a lifecycle stage reports failures under.
 EVENT_STAGE: dict[str, events.Stage] = {
@@ -153,7 +156,7 @@ class RotationRun:
         self.provisioned: dict[str, Any] | None = None
         self.current_key_name = request.current_key_name
         self.pending_events: list[dict[str, Any]] = []
-        self.supersede_waiters: list[Any] = []
+        self.inbox = {name: Inbox(context, name) for name in EVENTS}
         self.successor: dict[str, Any] | None = None  # an authentic Supersede seen as the rotation ended
         self.ignored = 0  # events ignored as not the app's
 
@@ -204,53 +207,27 @@ class RotationRun:
         pending, self.pending_events = self.pending_events, []
         return pending
 
-    def supersede_waiter(self) -> Any:
-        """A fresh `Supersede` waiter for every race (and fresh decision waiters in every hold race). The
-        SDK leaves a task already yielded in one task_any out of the actions of the next
-        (`CompoundTask.__init__` skips `_is_scheduled` children), so a reused waiter could never end a later
-        race: an emergency arriving after the first wake point of an overlap waited for the next timer,
-        hours later; an approval after an ignored extend was never heard. Every Supersede waiter made is
-        kept: the SDK hands an event to the newest open waiter, which is the current race's, or — between
-        races — the last one made, and `takeover()` finds it either way."""
-        task = self.ctx.wait_for_external_event(SUPERSEDE_EVENT)
-        self.supersede_waiters.append(task)
-        return task
-
-    def takeover(self) -> Any | None:
-        """A Supersede waiter that fired and was not judged yet."""
-        return next((w for w in self.supersede_waiters if w.is_completed), None)
-
-    def authentic(self, name: str, task: Any, expect: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    def authentic(self, name: str, task: Any, expect: dict[str, Any] | None = None) -> Orchestration:
         """The payload of an external event if the app signed it for this rotation (and it matches
         `expect`), else None: whoever holds the Durable system key can raise events, only the app's API
-        can sign them (rotation/signing.py). Checked here, with no await: an activity would leave a window
-        with no waiter open, in which the SDK keeps only the last of several events (acks of two consumers
-        arriving together). The signing keys are a ring, so a key change never makes a replay decide
-        differently. An ignored event is noted in the timeline."""
-        self.consumed(task)
+        can sign them (rotation/signing.py). Judged in an activity, so the verdict is in the history and a
+        replay never decides differently, whatever happened to the signing key since. Waiters stay open
+        while it runs (orchestrations/inbox.py), so no event is lost meanwhile. An ignored event is noted
+        in the timeline (at most MAX_IGNORED_NOTES times: a flood must not grow the status)."""
         payload = event_payload(task.result)
-        why = signing.event_problem(self.req.rotation_id, name, payload, expect or {})
-        if why is None:
+        verdict = yield self.ctx.call_activity_with_retry(
+            "verify_event",
+            KEY_STEP,
+            {"rotationId": self.req.rotation_id, "event": name, "payload": payload, "expect": expect or {}},
+        )
+        if verdict.get("valid"):
             return payload
-        if not self.ctx.is_replaying:
-            log.warning("rotation %s ignored %s: %s", self.req.rotation_id, name, why)
         self.ignored += 1
-        if self.ignored <= MAX_IGNORED_NOTES:  # a flood of forged events must not grow the status without bound
+        if self.ignored <= MAX_IGNORED_NOTES:
             more = " (further ignored events are only logged)" if self.ignored == MAX_IGNORED_NOTES else ""
-            self.status.step("event", "ignored", self.now, f"{name}: {why}{more}")
+            self.status.step("event", "ignored", self.now, f"{name}: {verdict.get('why')}{more}")
             self.publish_status()
         return None
-
-    def consumed(self, task: Any) -> None:
-        """Deliver an event once. The Python SDK keeps an event raised while no waiter of its name is open
-        (`deferred_tasks`) and hands it to every later waiter of that name (`_add_to_open_tasks` never
-        removes it), so one forged event raised early would complete every fresh waiter at once: each race
-        would end immediately, judged again and again, and a real event could never be heard. Dropping it
-        once judged (deterministically, at the same point of every replay) gives the deliver-once
-        semantics of the Durable Task Framework's event buffer."""
-        deferred = getattr(self.ctx, "deferred_tasks", None)
-        if isinstance(deferred, dict):
-            deferred.pop(task.id, None)
 
     def successor_of(self, payload: dict[str, Any]) -> dict[str, Any] | None:
         """The emergency rotation an authentic Supersede hands this target to: the API's own signed input
@@ -268,30 +245,30 @@ class RotationRun:
             return None
         return successor
 
-    def takeover_payload(self) -> dict[str, Any] | None:
-        """The first authentic Supersede among those that fired (each is judged once), or None."""
-        while (fired := self.takeover()) is not None:
-            self.supersede_waiters.remove(fired)
-            payload = self.authentic(SUPERSEDE_EVENT, fired)
+    def takeover_payload(self) -> Orchestration:
+        """The first authentic Supersede among those that arrived (each is judged once), or None."""
+        for fired in self.inbox[SUPERSEDE_EVENT].arrived():
+            payload = yield from self.authentic(SUPERSEDE_EVENT, fired)
             if payload is not None and self.successor_of(payload) is not None:
                 return payload
         return None
 
-    def superseded_by(self) -> None:
-        """After any race: an authentic emergency that arrived takes over now, whichever task won."""
-        payload = self.takeover_payload()
+    def superseded_by(self) -> Orchestration:
+        """Before and after every wait: an authentic emergency that arrived takes over now, whichever task
+        won, and also one raised while a step ran between two waits."""
+        payload = yield from self.takeover_payload()
         if payload is not None:
             raise Superseded(payload)
 
     def sleep_until(self, fire_at: datetime) -> Orchestration:
         """A durable wait that only an authentic emergency cuts short."""
         while True:
+            yield from self.superseded_by()
             timer = self.timer(fire_at)
-            winner = yield self.ctx.task_any([timer, self.supersede_waiter()])
+            winner = yield self.ctx.task_any([timer, self.inbox[SUPERSEDE_EVENT].listen()])
             if winner is timer:
                 return
             timer.cancel()
-            self.superseded_by()
 
     def overlap(self) -> timedelta:
         if self.target.is_master_key:
@@ -326,10 +303,13 @@ class RotationRun:
         retry = self.target.calls.step
         request = self.publish_request(cloud_events)
         for attempt in range(1, retry.attempts + 1):
+            self.successor = yield from self.takeover_payload()
+            if self.successor is not None:
+                return
             task = self.ctx.call_activity("publish_events", request)
-            winner = yield self.ctx.task_any([task, self.supersede_waiter()])
+            winner = yield self.ctx.task_any([task, self.inbox[SUPERSEDE_EVENT].listen()])
             if winner is not task:
-                self.successor = self.takeover_payload()
+                self.successor = yield from self.takeover_payload()
                 if self.successor is not None:
                     return
                 with contextlib.suppress(Exception):  # a failed publish is judged below
@@ -341,11 +321,11 @@ class RotationRun:
             resume_at = self.now + retry.interval(attempt)
             while True:
                 pause = self.timer(resume_at)
-                winner = yield self.ctx.task_any([pause, self.supersede_waiter()])
+                winner = yield self.ctx.task_any([pause, self.inbox[SUPERSEDE_EVENT].listen()])
                 if winner is pause:
                     break
                 pause.cancel()
-                self.successor = self.takeover_payload()
+                self.successor = yield from self.takeover_payload()
                 if self.successor is not None:
                     return
 
@@ -356,7 +336,7 @@ class RotationRun:
         except Superseded as signal:
             output = yield from self.supersede(signal.payload)
             return self.hand_over(signal.payload, output)
-        successor = self.successor or self.takeover_payload()
+        successor = self.successor or (yield from self.takeover_payload())
         if successor is not None:  # arrived as this rotation ended: it still takes over
             return self.hand_over(successor, output)
         return output
@@ -536,21 +516,16 @@ class RotationRun:
         if not consumers:
             checks = []
         points = sorted({*boundaries, *checks})
-        # A fresh ack waiter for every race, as for Supersede, and every one made is kept: the SDK hands an
-        # ack to the newest open waiter, which between races (while adoption is checked) is an earlier one.
-        acks: list[Any] = []
         while self.now < end:
-            for ack in [a for a in acks if a.is_completed]:
-                acks.remove(ack)
-                self.record_ack(ack, consumers, adopted)
+            yield from self.superseded_by()
+            for ack in self.inbox[ACK_EVENT].arrived():
+                yield from self.record_ack(ack, consumers, adopted)
             if consumers and adopted >= consumers.keys():
                 return "every consumer switched"
             wake = min([end, *[t for t in points if t > self.now]])
             timer = self.timer(wake)
-            if consumers:
-                acks.append(self.ctx.wait_for_external_event(ACK_EVENT))
-            winner = yield self.ctx.task_any([timer, self.supersede_waiter(), *acks[-1:]])
-            self.superseded_by()
+            listening = [self.inbox[ACK_EVENT].listen()] if consumers else []
+            winner = yield self.ctx.task_any([timer, self.inbox[SUPERSEDE_EVENT].listen(), *listening])
             if winner is not timer:
                 timer.cancel()
                 continue
@@ -564,14 +539,13 @@ class RotationRun:
                 return "every consumer switched"
         return "overlap elapsed"
 
-    def record_ack(self, ack: Any, consumers: dict[str, str], adopted: set[str]) -> bool:
+    def record_ack(self, ack: Any, consumers: dict[str, str], adopted: set[str]) -> Orchestration:
         """Count an acknowledgement the app signed for this rotation; False when it adds nobody (unknown,
-        repeated, a replay, or not the app's)."""
+        repeated, or not the app's)."""
         oid = str(event_payload(ack.result).get("objectId", "")).lower()
         if oid not in consumers or oid in adopted:
-            self.consumed(ack)
             return False
-        if self.authentic(ACK_EVENT, ack) is None:
+        if (yield from self.authentic(ACK_EVENT, ack)) is None:
             return False
         adopted.add(oid)
         who = {"kind": "principal", "name": consumers[oid], "objectId": oid}
@@ -603,6 +577,7 @@ class RotationRun:
         A failed query is not "zero failures": a scheduled rotation holds."""
         holds = 0
         while True:
+            yield from self.superseded_by()  # one raised during the last overlap step or the previous gate
             self.enter("gate")
             window_end = self.now
             length = max(window_end - announced_at, timedelta(minutes=1))
@@ -676,50 +651,58 @@ class RotationRun:
             self.status.step("hold", "failed", self.now, f"RotationHeld not published: {step_error(exc)}")
         this_hold = {"heldAt": format_timestamp(held_at)}  # a decision names the hold it decides
         while True:
+            yield from self.superseded_by()
+            for name in DECISIONS:
+                for fired in self.inbox[name].arrived():
+                    payload = yield from self.authentic(name, fired, this_hold)
+                    decision = None if payload is None else self.decision(name, payload)
+                    if decision == "extend":
+                        self.enter("extended")
+                        yield from self.sleep_until(self.now + self.extension(payload))
+                        return decision
+                    if decision is not None:
+                        return decision
             timer = self.timer(deadline)
-            decisions = {
-                name: self.ctx.wait_for_external_event(name) for name in (APPROVE_EVENT, ABORT_EVENT, EXTEND_EVENT)
-            }
-            winner = yield self.ctx.task_any([timer, self.supersede_waiter(), *decisions.values()])
-            self.superseded_by()
+            waiters = [self.inbox[name].listen() for name in (SUPERSEDE_EVENT, *DECISIONS)]
+            winner = yield self.ctx.task_any([timer, *waiters])
             if winner is timer:
                 self.status.step("hold", default, self.now, "deadline passed: the policy's default action")
                 self.status.hold = None
                 return default
             timer.cancel()
-            name = next((n for n, task in decisions.items() if task is winner), None)
-            if name is None:  # a Supersede the app did not sign
-                continue
-            payload = self.authentic(name, winner, this_hold)
-            if payload is None:
-                continue
-            actor = actor_from(payload, "unknown")
-            note = clean_optional(payload.get("reason"), MAX_REASON)
-            if name == EXTEND_EVENT:
-                try:
-                    by = parse_duration(str(payload.get("by", "")))
-                except DurationError:
-                    detail = f"extend by {actor.name}: 'by' is not a duration"
-                    self.status.step("hold", "ignored", self.now, detail, actor.to_json())
-                    self.publish_status()
-                    continue
-                by = min(max(by, timedelta(minutes=1)), MAX_EXTEND)
-                detail = f"by {actor.name} for {format_duration(by)}" + (f": {note}" if note else "")
-                self.status.step("hold", "extended", self.now, detail, actor.to_json())
-                self.status.hold = None
-                self.enter("extended")
-                yield from self.sleep_until(self.now + by)
-                return "extend"
-            decision = "approve" if name == APPROVE_EVENT else "abort"
-            outcome = "approved" if decision == "approve" else "aborted"
-            detail = f"by {actor.name}" + (f": {note}" if note else "")
-            self.status.step("hold", outcome, self.now, detail, actor.to_json())
+
+    def extension(self, payload: dict[str, Any]) -> timedelta:
+        """How long an (already validated) Extend holds the rotation before it gates again."""
+        return min(max(parse_duration(str(payload.get("by", ""))), timedelta(minutes=1)), MAX_EXTEND)
+
+    def decision(self, name: str, payload: dict[str, Any]) -> str | None:
+        """Record an authentic decision on the hold: "approve", "abort", "extend", or None when it cannot be
+        taken (an Extend whose `by` is not a duration); the actor is the one the app signed."""
+        actor = actor_from(payload, "unknown")
+        note = clean_optional(payload.get("reason"), MAX_REASON)
+        if name == EXTEND_EVENT:
+            try:
+                by = self.extension(payload)
+            except DurationError:
+                detail = f"extend by {actor.name}: 'by' is not a duration"
+                self.status.step("hold", "ignored", self.now, detail, actor.to_json())
+                self.publish_status()
+                return None
+            detail = f"by {actor.name} for {format_duration(by)}" + (f": {note}" if note else "")
+            self.status.step("hold", "extended", self.now, detail, actor.to_json())
             self.status.hold = None
-            return decision
+            return "extend"
+        decision = "approve" if name == APPROVE_EVENT else "abort"
+        outcome = "approved" if decision == "approve" else "aborted"
+        detail = f"by {actor.name}" + (f": {note}" if note else "")
+        self.status.step("hold", outcome, self.now, detail, actor.to_json())
+        self.status.hold = None
+        return decision
 
     # -- endings --------------------------------------------------------------------------------
     def revoke_and_finish(self) -> Orchestration:
         assert self.provisioned is not None
+        yield from self.superseded_by()  # an emergency revokes every key of the family itself
         self.enter("revoking")
         previous_key = self.provisioned.get("previousKeyName")
         previous_version = self.provisioned.get("previousVersion")

@@ -4,8 +4,8 @@ Whoever holds the Durable `durabletask_extension` system key (and any token Easy
 start `rotation_orchestrator` with any input and raise any event on any instance (threat model 3.2, 3.6).
 The HTTP API, the timer and the near-expiry trigger sign what they hand the Durable engine with a key only
 the app holds (app setting `KEYROTATION_SIGNING_KEY`, a Key Vault reference on Azure); the rotation checks
-the signature in an activity (so the verdict is recorded in the history and a replay never re-decides it,
-even after the key changed) and ignores what is unsigned or mis-signed.
+the signature in an activity (`activities/targets.py`: the verdict is recorded in the history, so a replay
+never re-decides it, even after the key changed) and ignores what is unsigned or mis-signed.
 
 Several keys may be set (separated by commas or whitespace): the first signs, any verifies, so the key
 can be changed without a running rotation ever judging an event it already heard differently on replay
@@ -28,6 +28,7 @@ from typing import Any
 SIGNATURE_FIELD = "signature"
 SIGNING_KEY_SETTING = "KEYROTATION_SIGNING_KEY"
 MIN_KEY_CHARS = 15  # azd secretOrRandomPassword makes 15 of [A-Za-z0-9] (about 89 bits); longer is better
+UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 PURPOSE_INPUT = "rotation-input"
 PURPOSE_EVENT = "rotation-event"
 
@@ -39,7 +40,15 @@ class SigningKeyError(RuntimeError):
 def signing_keys(environ: Mapping[str, str] | None = None) -> tuple[bytes, ...]:
     """Every key of the ring, the signing one first."""
     env = os.environ if environ is None else environ
-    keys = tuple(k.encode() for k in env.get(SIGNING_KEY_SETTING, "").replace(",", " ").split())
+    raw = env.get(SIGNING_KEY_SETTING, "").strip()
+    if raw.startswith(UNRESOLVED_REFERENCE):
+        # App Service passes a Key Vault reference it could not resolve through as the literal text, which
+        # anyone can derive (the vault and secret names are not secret): never sign or verify with it.
+        raise SigningKeyError(
+            f"{SIGNING_KEY_SETTING}: the Key Vault reference was not resolved (check the app's identity has "
+            "Key Vault Secrets User on the signing vault and keyVaultReferenceIdentity is set)"
+        )
+    keys = tuple(k.encode() for k in raw.replace(",", " ").split())
     if not keys or any(len(k) < MIN_KEY_CHARS for k in keys):
         raise SigningKeyError(
             f"{SIGNING_KEY_SETTING}: must be set to one or more random values of at least {MIN_KEY_CHARS} "

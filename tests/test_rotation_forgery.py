@@ -254,3 +254,27 @@ def test_acks_after_the_overlaps_first_wake_point_end_it_at_once(run: Scripted) 
     assert [s["step"] for s in status_steps(status) if s["step"] in ("ack", "overlap")] == ["ack", "ack", "overlap"]
     run.durable.clock(autoAdvance=True)
     assert run.durable.wait(instance)["output"]["outcome"] == "completed"
+
+
+@pytest.mark.parametrize("step", ["check_adoption", "count_auth_failures"])
+def test_an_emergency_raised_while_a_step_runs_between_two_waits_takes_over_when_it_ends(
+    run: Scripted, step: str
+) -> None:
+    """Between two waits (an adoption check in the overlap, the gate's query before a hold) the SDK hands an
+    event to a waiter of an earlier race that nobody awaits; the rotation must still take it at once, not at
+    the next wake point or the hold's deadline (clock standing still)."""
+    slow = {"sleep": 2.0}
+    if step == "check_adoption":
+        run.use(check_adoption=[{**slow, "readers": [], "error": None}])
+    else:
+        run.use(count_auth_failures=[{**slow, "failures": 50, "baseline": 2, "error": None}])
+    instance = run.start()
+    run.durable.wait(instance, stage="overlap")
+    run.durable.clock(autoAdvance=False)
+    run.durable.clock(advanceBy=17 * 3600 if step == "check_adoption" else 3 * 86400)
+    wait_until(lambda: bool(run.calls(step)))  # the slow step is running now
+    successor = emergency_input()
+    supersede(run, instance, successor)
+    taken_over(run, instance, successor)
+    run.durable.clock(autoAdvance=True)
+    assert run.durable.wait(instance)["output"]["outcome"] == "completed"

@@ -51,7 +51,10 @@ def test_an_event_signature_binds_rotation_event_and_payload() -> None:
     assert signing.event_problem(RID, "Approve", {"actor": {}}, {}, env) == "not signed by this app"
 
 
-@pytest.mark.parametrize("value", ["", "short", f"{'k' * 40} short"])
+@pytest.mark.parametrize(
+    "value",
+    ["", "short", f"{'k' * 40} short", "@Microsoft.KeyVault(VaultName=kv-krs-abc;SecretName=keyrotation-signing-key)"],
+)
 def test_without_a_usable_key_nothing_is_signed_or_accepted(value: str) -> None:
     env = {signing.SIGNING_KEY_SETTING: value}
     with pytest.raises(signing.SigningKeyError, match="KEYROTATION_SIGNING_KEY"):

@@ -2,7 +2,8 @@
 lifecycle quickly and deterministically (the end-to-end tests run the real activities).
 
 The script is a JSON file named by ROTATION_SCRIPT: per activity, a list of results consumed in order
-(the last one repeats) — a result `{"raise": "message"}` makes the activity fail. Every call is
+(the last one repeats) — a result `{"raise": "message"}` makes the activity fail, `"sleep": seconds` makes it
+take that long. Every call is
 appended to ROTATION_CALLS (JSON lines) so tests can assert what was asked, and every event a call
 would have published to ROTATION_CALLS + ".events".
 """
@@ -12,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from activities.rotation_starts import rotation_progress, start_rotation
-from activities.targets import resolve_target
+from activities.targets import resolve_target, verify_event
 from orchestrations.rotation import bp as rotation_lifecycle
 from orchestrations.scheduler import bp as scheduler
 
@@ -42,6 +44,9 @@ def _scripted(name: str, request: dict[str, Any]) -> dict[str, Any]:
         with open(os.environ["ROTATION_SCRIPT"], "w", encoding="utf-8") as file:
             json.dump(script, file)
     result = results[min(index, len(results) - 1)]
+    if "sleep" in result:  # a step that takes this long (real seconds): events raised meanwhile
+        time.sleep(float(result["sleep"]))
+        result = {k: v for k, v in result.items() if k != "sleep"}
     if "raise" in result:
         raise RuntimeError(result["raise"])
     succeeded = result.get("accepted", True) and result.get("verified", True)
@@ -76,8 +81,9 @@ for _name in (
 ):
     _activity(_name)
 
-# A rotation's first step is the real one: it reads only the deployed policy.
-app.activity_trigger(input_name="request")(resolve_target)
+# A rotation's first step and the event check are the real ones: they read only the policy and a setting.
+for _check in (resolve_target, verify_event):
+    app.activity_trigger(input_name="request")(_check)
 
 # The scheduler's start and progress activities are the real ones: they only talk to the durable engine.
 for _real in (start_rotation, rotation_progress):
