@@ -46,6 +46,9 @@ param appCodeDeployed string = 'false'
 @description('The app\'s signing key (KEYROTATION_SIGNING_KEY, rotation/signing.py): main.parameters.json reads it back from the vault with azd\'s secretOrRandomPassword, so it is generated once and kept; the app reads it through a Key Vault reference.')
 param signingKey string
 
+@description('Object id of the principal running azd (AZURE_PRINCIPAL_ID, set by azd): it may write the signing key so azd can read it back on the next provision. Empty: nobody but the app.')
+param deployerPrincipalId string = ''
+
 @description('Optional action group id notified by the RotationFailed / RotationHeld / DriftDetected alerts.')
 param alertActionGroupId string = ''
 
@@ -107,6 +110,19 @@ module keyVault 'modules/keyvault.bicep' = {
     workspaceId: monitoring.outputs.workspaceResourceId
     appPrincipalId: identity.outputs.principalId
     consumerPrincipalIds: consumers
+  }
+}
+
+module signingVault 'modules/signing-vault.bicep' = {
+  name: 'signing-vault'
+  scope: rg
+  params: {
+    name: 'kv-krs-${suffix}'
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.workspaceResourceId
+    appPrincipalId: identity.outputs.principalId
+    deployerPrincipalId: deployerPrincipalId
     signingKey: signingKey
   }
 }
@@ -150,7 +166,7 @@ module functionApp 'modules/functionapp.bicep' = {
       ROTATION_SCHEDULE: rotationSchedule
       ROTATION_MAX_CONCURRENCY: string(rotationMaxConcurrency)
       // A Key Vault reference: the platform resolves it with the app's identity (keyVaultReferenceIdentity).
-      KEYROTATION_SIGNING_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${keyVault.outputs.signingKeySecretName})'
+      KEYROTATION_SIGNING_KEY: '@Microsoft.KeyVault(VaultName=${signingVault.outputs.name};SecretName=${signingVault.outputs.secretName})'
     }
   }
 }
@@ -191,7 +207,7 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_API_URI string = functionApp.outputs.uri
 output KEY_VAULT_URL string = keyVault.outputs.vaultUri
-output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output KEYROTATION_SIGNING_VAULT_NAME string = signingVault.outputs.name
 output EVENTGRID_TOPIC_ENDPOINT string = eventGrid.outputs.endpoint
 output LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.workspaceCustomerId
 output KEYROTATION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId

@@ -337,3 +337,19 @@ def test_policy_params_come_from_the_shipped_policy() -> None:
     assert " " not in values["KEYROTATION_CONSUMER_PRINCIPAL_IDS"]
     with pytest.raises(module.PolicyParamsError):
         module.params({"targets": [{"functionApp": "/subscriptions/x/resourceGroups/g"}]})
+
+
+def test_the_signing_key_has_a_vault_only_the_app_reads() -> None:
+    """Consumers hold Secrets User on the rotated keys' vault; the signing key must not be there (whoever
+    reads it can start and decide rotations with the Durable system key: threat model 3.2)."""
+    assert resources("modules/keyvault.bicep", "Microsoft.KeyVault/vaults/secrets") == []
+    secret = one("modules/signing-vault.bicep", "Microsoft.KeyVault/vaults/secrets")
+    assert secret["name"] == "keyrotation-signing-key"
+    found = resources("modules/signing-vault.bicep", "Microsoft.Authorization/roleAssignments")
+    assignments = [a.get("config", a) for a in found]  # a conditional resource's body is under config
+    principals = sorted(a["properties"]["principalId"] for a in assignments)
+    assert principals == ["appPrincipalId", "deployerPrincipalId"]
+    reader = next(a for a in assignments if a["properties"]["principalId"] == "appPrincipalId")
+    assert "4633458b-17de-408a-b874-0445c86b69e6" in json.dumps(reader)  # Secrets User: read, not write
+    settings = bicep("main.bicep")["modules"]["functionApp"]["config"]["params"]["appSettings"]
+    assert "signingVault.outputs.name" in json.dumps(settings["KEYROTATION_SIGNING_KEY"])

@@ -8,10 +8,6 @@ param workspaceId string
 param appPrincipalId string
 param consumerPrincipalIds array
 
-@secure()
-@description('The app\'s signing key for rotation inputs and events (rotation/signing.py).')
-param signingKey string
-
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: take(name, 24)
   location: location
@@ -74,18 +70,5 @@ resource consumerAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   }
 ]
 
-// What the app signs its rotation inputs and external events with (rotation/signing.py): held here, read by
-// the app through a Key Vault reference, never in an app setting's value or in the durable history.
-resource signingKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  parent: vault
-  name: 'keyrotation-signing-key'
-  // checkov:skip=CKV_AZURE_41: the signing key does not expire by date: it is changed as a ring (new key first, old ones kept while rotations signed with them may still run; docs/deploy.md, The signing key), an expiry would stop every rotation at once
-  properties: {
-    value: signingKey
-    contentType: 'text/plain'
-  }
-}
-
 output name string = vault.name
-output signingKeySecretName string = signingKeySecret.name
 output vaultUri string = vault.properties.vaultUri
