@@ -70,6 +70,7 @@ def provision_new_key(request: ActivityRequest) -> dict[str, Any]:
 
     keys = store.list_keys()
     versions = vault.list()
+    _refuse_replay(target, rotation_id, versions)
     previous = previous_version(versions, rotation_id)
     mine = [v for v in secret_versions.of_rotation(versions, rotation_id) if v.enabled]
 
@@ -99,6 +100,25 @@ def provision_new_key(request: ActivityRequest) -> dict[str, Any]:
     return with_step_events(
         request, _result(key_name, stored, previous, previous_key_name, accepted=True, attempts=attempts)
     )
+
+
+def _refuse_replay(target: Target, rotation_id: str, versions: list[Version]) -> None:
+    """A rotation older than one already stored for this target is a replayed or stale request (a signed
+    input copied from an instance's status or a Supersede in the history): it must not create, renew or
+    later revoke anything. Nothing has changed when this raises."""
+    started = naming.parse_rotation_id(rotation_id).started_at
+    newer = sorted(
+        v.rotation_id
+        for v in versions
+        if v.rotation_id
+        and naming.is_rotation_id(v.rotation_id)
+        and naming.parse_rotation_id(v.rotation_id).started_at > started
+    )
+    if newer:
+        raise TargetRefused(
+            f"rotation {rotation_id} is older than rotation {newer[-1]}, already stored for {target.id}: "
+            "a replayed or stale request; nothing was changed"
+        )
 
 
 def _provision_key(

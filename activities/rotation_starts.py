@@ -28,8 +28,9 @@ from rotation import naming, stuck
 from rotation.contracts import RUNNING_STATUSES, ActivityRequest, json_object
 from rotation.durations import format_timestamp
 from rotation.identity import SCHEDULE_ACTOR
-from rotation.inputs import rotation_input
+from rotation.inputs import KEY_NAME, rotation_input
 from rotation.policy import current_policy
+from rotation.reasons import MAX_REASON, clean_optional
 
 ORCHESTRATOR = "rotation_orchestrator"
 
@@ -59,8 +60,8 @@ def in_flight(target_id: str, found: dict[str, Any]) -> dict[str, Any]:
 
 def _started_after(found: dict[str, Any], stamp: str | None) -> bool:
     """Whether the instance's rotation began after the tick did (another tick or the API got there first)."""
-    if not stamp or not found.get("rotationId"):
-        return False
+    if not stamp or not found.get("rotationId") or found.get("stage") == "refused":
+        return False  # a refused (forged) start rotated nothing
     try:
         began = naming.parse_rotation_id(str(found["rotationId"])).started_at
     except naming.NamingError:
@@ -94,13 +95,14 @@ async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrati
     if parts is None or parts.target_id != target_id or parts.mode != mode:
         why = f"rotation id {wanted['rotationId']!r} is not a {mode} rotation of {target_id}"
         return {"started": False, "targetId": target_id, "refused": why}
+    current = wanted.get("currentKeyName")
     rotation = rotation_input(
         target,
         wanted["rotationId"],
         mode,
         SCHEDULE_ACTOR,
-        str(wanted.get("reason") or "due")[:200],
-        current_key_name=wanted.get("currentKeyName"),
+        clean_optional(wanted.get("reason"), MAX_REASON) or "due",
+        current_key_name=current if isinstance(current, str) and KEY_NAME.match(current) else None,
         replaces=replaces,
     )
     try:

@@ -36,7 +36,7 @@ from rotation import events, naming
 from rotation.contracts import json_object
 from rotation.durations import DurationError, format_duration, format_timestamp, parse_duration
 from rotation.identity import Actor
-from rotation.inputs import InputError, check_shape
+from rotation.inputs import InputError, check_shape, check_start_time
 from rotation.policy import MASTER_KEY_NAME, Target, parse_target
 from rotation.reasons import MAX_REASON, clean_optional
 
@@ -904,7 +904,8 @@ class RotationRun:
 def refused(context: df.DurableOrchestrationContext, data: Any, why: str) -> dict[str, Any]:
     """End a rotation the app did not ask for, or one the policy forbids, before it touches anything."""
     request = data if isinstance(data, dict) else {}
-    rotation_id = request.get("rotationId") if isinstance(request.get("rotationId"), str) else None
+    given = request.get("rotationId")
+    rotation_id = given if isinstance(given, str) and naming.is_rotation_id(given) else None
     if not context.is_replaying:
         log.error("refused rotation %s on instance %s: %s", rotation_id, context.instance_id, why)
     context.set_custom_status({"rotationId": rotation_id, "stage": "refused", "error": why})
@@ -917,6 +918,7 @@ def rotation_orchestrator(context: df.DurableOrchestrationContext) -> Orchestrat
     data = json_object(context.get_input())
     try:
         check_shape(data, context.instance_id)
+        check_start_time(data, context.current_utc_datetime)
     except InputError as exc:
         return refused(context, data, str(exc))
     resolved = yield context.call_activity_with_retry("resolve_target", KEY_STEP, {"input": data})

@@ -10,7 +10,9 @@ and 3.6) cannot choose the app, the key, the vault or the probe host: only the p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from rotation import naming, signing
@@ -18,6 +20,8 @@ from rotation.identity import Actor
 from rotation.policy import Target
 
 INSTANCE_PREFIX = "rotation-"
+MAX_FUTURE = timedelta(minutes=5)  # clock skew between the starter and the orchestration
+KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 class InputError(ValueError):
@@ -54,6 +58,14 @@ def rotation_input(
     return signing.sign_input(key if key is not None else signing.signing_key(), request)
 
 
+def check_start_time(request: Mapping[str, Any], now: datetime) -> None:
+    """A rotation id dated in the future (beyond clock skew) would be taken as "rotated since" by every
+    later tick and set its key's expiry years ahead: refused. `now` is the orchestration's own time."""
+    started = naming.parse_rotation_id(str(request["rotationId"])).started_at
+    if started > now + MAX_FUTURE:
+        raise InputError(f"rotationId: {request['rotationId']} is dated after the rotation started")
+
+
 def check_shape(request: Any, instance_id: str) -> dict[str, Any]:
     """What the orchestrator can check without I/O: the input is an object naming a rotation of the target
     its instance id names, in the mode its rotation id says (a forged input on another instance id would
@@ -71,6 +83,9 @@ def check_shape(request: Any, instance_id: str) -> dict[str, Any]:
         raise InputError(f"rotationId: {rotation_id} is not a rotation of instance {instance_id}")
     if request.get("mode") != parts.mode:
         raise InputError(f"mode: {request.get('mode')!r} is not the mode rotation id {rotation_id} names")
+    current = request.get("currentKeyName")
+    if current is not None and not (isinstance(current, str) and KEY_NAME.match(current)):
+        raise InputError("currentKeyName: must be a Functions key name")
     if not isinstance(request.get("fingerprint"), str) or not isinstance(request.get(signing.SIGNATURE_FIELD), str):
         raise InputError("the input is not signed by the app (fingerprint, signature)")
     return request

@@ -20,7 +20,7 @@ from rotation.redaction import looks_secret, redact
 
 MAX_REASON = 500  # what a caller may send (API bodies)
 MAX_EVENT_TEXT = 1024  # what an event's free-text field holds (maxLength in config/events/*.schema.json)
-REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # Cf: zero-width and bidi controls
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 ELLIPSIS = "..."
 
@@ -41,8 +41,8 @@ def check_reason(value: str, limit: int = MAX_REASON) -> str:
         raise ReasonError(f"must be 1-{limit} characters")
     if any(refused(c) for c in text):
         raise ReasonError(
-            "must not contain control characters (Unicode Cc, including tab), line or paragraph separators, "
-            "or bidirectional controls"
+            "must not contain control characters (Unicode Cc, including tab), format characters (Cf: zero-width, "
+            "bidirectional controls), line or paragraph separators"
         )
     if looks_secret(text):  # it goes into the orchestration input, events and logs (I1)
         raise ReasonError("must not contain a key, token or other secret value")

@@ -19,6 +19,7 @@ import requests
 from activities import clients, site_hosts
 from activities.function_keys import FunctionKeyStore
 from activities.provision import provision_new_key
+from activities.targets import TargetRefused
 from activities.verify import verify_new_key
 from rotation import naming
 from rotation.policy import Target, parse_policy
@@ -241,6 +242,19 @@ def test_provision_twice_converges_on_the_same_key_and_version(env: Emulator, ca
     assert {**second, "probeAttempts": None} == {**first, "probeAttempts": None}
     assert "arm.put_host_secret" not in operations(env, since) and "keyvault.set_secret" not in operations(env, since)
     assert_no_values(env, json.dumps(second), caplog.text)
+
+
+def test_a_replayed_older_rotation_changes_nothing(env: Emulator) -> None:
+    """Issue 12 review: a signed input copied from an instance's status (or a Supersede in the history),
+    started again once the target is idle, must not make a key (nor, later, revoke the family)."""
+    target = make_target(env)
+    provision(target, rid(target, day=2))
+    before = snapshot(env, target)
+    since = last_seq(env)
+    with pytest.raises(TargetRefused, match="older than rotation"):
+        provision(target, rid(target, day=1))
+    assert snapshot(env, target) == before
+    assert not {"arm.put_host_secret", "keyvault.set_secret"} & set(operations(env, since))
 
 
 def test_provision_adopts_the_base_key_then_retags_the_previous_version(env: Emulator) -> None:

@@ -119,7 +119,7 @@ def test_a_kill_at_every_stage_boundary_still_completes_the_rotation(tmp_path: P
 
         # A second rotation replaces the first: its key is deleted and its Key Vault version disabled.
         first_version = final["output"]["version"]
-        start_rotation(stack, orders, "demo-orders-20301122t030000z-o")
+        start_rotation(stack, orders, rotation_id_now(stack, "demo-orders"))
         second = wait_for(stack, "rotation-demo-orders")
         assert second["output"]["outcome"] == "completed", second
         state = stack.control_json("state")

@@ -80,7 +80,14 @@ def wait_until(check: Any, timeout: float = 15) -> None:
 
 @pytest.mark.parametrize(
     "variant",
-    ["old-shape-with-target", "unsigned-by-id", "tampered-signed", "master-key-not-emergency", "other-instance"],
+    [
+        "old-shape-with-target",
+        "unsigned-by-id",
+        "tampered-signed",
+        "master-key-not-emergency",
+        "other-instance",
+        "future-dated",
+    ],
 )
 def test_a_forged_input_is_refused_before_any_step(run: Scripted, variant: str) -> None:
     run.use()
@@ -97,6 +104,8 @@ def test_a_forged_input_is_refused_before_any_step(run: Scripted, variant: str) 
         master = local_target("demo-orders-master")
         payload = {**signed, "targetId": master["id"], "rotationId": "demo-orders-master-20261122t030000z-s"}
         instance = "rotation-demo-orders-master"
+    elif variant == "future-dated":  # signed, but dated years ahead: later ticks would take it as "rotated since"
+        payload = scheduled_input("demo-orders-20991231t000000z-s")
     else:  # a second rotation of demo-orders on another instance id: two rotations of one target (I3)
         payload = signed
         instance = "rotation-demo-orders-twin"
