@@ -17,7 +17,22 @@ from triggers.api_http import ApiError, reason_field
 
 KEY = base64.urlsafe_b64encode(os.urandom(40)).decode()
 # Each accepted by the API before issue 12 although it said it refused control characters.
-SLIPPED_THROUGH = ["\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\u202e", "\u2066", "\u2069", "\u200f", "\u061c", "\u200b", "\u2060", "\ufeff", "\u00ad"]  # the last four: Cf (review)
+SLIPPED_THROUGH = [
+    "\x7f",
+    "\x85",
+    "\x9b",
+    "\u2028",
+    "\u2029",
+    "\u202e",
+    "\u2066",
+    "\u2069",
+    "\u200f",
+    "\u061c",
+    "\u200b",
+    "\u2060",
+    "\ufeff",
+    "\u00ad",
+]  # the last four: Cf (review)
 
 
 @pytest.mark.parametrize("char", [*SLIPPED_THROUGH, "\t", "\n", "\x00", "\ud800"])

@@ -137,6 +137,8 @@ def rotation_view(snap: Snapshot) -> dict[str, Any]:
         dict(raw) if isinstance(raw, dict) else {"actor": snap.input.get("actor"), "reason": snap.input.get("reason")}
     )
     trigger["reason"] = clean_optional(trigger.get("reason"))  # an input from before every door validated
+    if snap.stage == "refused":  # a start the app did not sign: its actor and reason are whatever it claimed
+        trigger = {"actor": None, "reason": None}
     view: dict[str, Any] = {
         "rotationId": snap.rotation_id,
         "targetId": snap.field("targetId") or (snap.input.get("target") or {}).get("id"),
