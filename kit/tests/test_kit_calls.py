@@ -67,7 +67,7 @@ def test_a_dead_key_with_nothing_newer_backs_off_instead_of_reading_on_every_cal
     assert len(vault.reads) == 2  # the first read, one refresh; then the gap holds further reads back
     gaps = []
     for _ in range(6):
-        gaps.append(kit.refresher.wait_hint())
+        gaps.append(kit.refresher.wait_hint(refused=True))
         clock.now += gaps[-1]
         kit.call(target.send, status=int)
     assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # it grows

@@ -113,7 +113,7 @@ class ConsumerKit:
         self.holder.count("rejections")
         current = self.holder.current()
         if current is None or current.version == used.version:
-            self.refresher.refresh("refused by the target", found_nothing_new_is_failure=True)
+            self.refresher.refresh("refused by the target", refused=True)
             current = self.holder.current()
         if current is not None and current.version != used.version:
             self.holder.mark_dead(used.version)  # an older key, refused: never a fallback again

@@ -58,50 +58,63 @@ class Refresher:
         self._install = install
         self._count = count
         self._clock = clock
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff()  # after failed reads: every read waits
+        self.refusal_backoff = Backoff(min_gap, self.backoff.cap, self.backoff._rng)  # after fruitless refusals
         self.min_gap = min_gap
         self._cond = threading.Condition()
         self._in_flight = False
-        self._not_before = float("-inf")
+        self._not_before = float("-inf")  # any read
+        self._refusal_not_before = float("-inf")  # reads because the target refused a key
         self._last: SecretVersion | None = None
         self.last_error: str | None = None
 
-    def wait_hint(self) -> float:
+    def wait_hint(self, *, refused: bool = False) -> float:
         """Seconds until another read is allowed (0 when one is)."""
         with self._cond:
-            return max(0.0, self._not_before - self._clock())
+            until = max(self._not_before, self._refusal_not_before) if refused else self._not_before
+            return max(0.0, until - self._clock())
 
-    def refresh(self, reason: str, *, found_nothing_new_is_failure: bool = False) -> SecretVersion | None:
+    def refresh(self, reason: str, *, refused: bool = False) -> SecretVersion | None:
         """Read latest once. Returns what was read, or None when a read was not allowed or failed.
-        A caller arriving while a read is in flight waits for it and gets its result (no second read)."""
+        A caller arriving while a read is in flight waits for it and gets its result (no second read).
+        `refused`: the target refused the key held; such reads are spaced out on their own (a periodic
+        read a moment ago does not hold one back, an earlier refusal that found nothing new does)."""
         with self._cond:
             if self._in_flight:
                 self._cond.wait_for(lambda: not self._in_flight)
                 return self._last
-            if self._clock() < self._not_before:
+            now = self._clock()
+            if now < self._not_before or (refused and now < self._refusal_not_before):
                 return None
             self._in_flight = True
             self._last = None
         got: SecretVersion | None = None
-        gap = self.min_gap
+        failed_gap: float | None = None
+        refusal_gap: float | None = None
         try:
             self._count("refreshes")
             got = self._source.read(None)
             self._count("keyVaultReads")
             changed = self._install(got)
-            if changed or not found_nothing_new_is_failure:
-                self.backoff.reset()
-            else:
-                gap = max(gap, self.backoff.next_delay())
+            self.backoff.reset()
+            if refused and not changed:
+                refusal_gap = self.refusal_backoff.next_delay()
+            elif refused or changed:
+                self.refusal_backoff.reset()
+                refusal_gap = self.min_gap
             self.last_error = None
         except KeyVaultError as exc:
             self._count("keyVaultFailures")
-            gap = self.backoff.next_delay()
+            failed_gap = self.backoff.next_delay()
             self.last_error = str(exc)
-            log.warning("Key refresh (%s) failed: %s; next read in %.1f s at the earliest", reason, exc, gap)
+            log.warning("Key refresh (%s) failed: %s; next read in %.1f s at the earliest", reason, exc, failed_gap)
         finally:
             with self._cond:
-                self._not_before = self._clock() + gap
+                now = self._clock()
+                if failed_gap is not None:
+                    self._not_before = now + failed_gap
+                if refusal_gap is not None:
+                    self._refusal_not_before = now + refusal_gap
                 self._last = got
                 self._in_flight = False
                 self._cond.notify_all()
