@@ -4,8 +4,9 @@ through the app's own `POST /api/rotations/{id}/ack` (Easy Auth token, KeyRotati
 the only registered consumer's — ends the overlap early.
 
 The sample acknowledges after its first call that worked with the new key (the kit's rule), so the
-test calls through it while the rotation runs. The policy is written here: one target, one consumer whose object id is the sample's. The virtual
-clock's auto-advance is off so time moves only in real time and the overlap can only end by the ack.
+test calls through it while the rotation runs. The policy is written here: one target, one consumer
+whose object id is the sample's. The virtual clock's auto-advance is off so time moves only in real
+time and the overlap can only end by the ack.
 """
 
 from __future__ import annotations
