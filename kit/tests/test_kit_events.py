@@ -153,3 +153,21 @@ def test_drift_repair_of_a_key_no_longer_held_or_of_a_missing_key_changes_nothin
     assert kit.handle_event(drift("rotation", secret_id(A), None)) == "ignored"
     assert kit.handle_event({**drift(previous=None), "id": "other"}) == "invalid"
     assert kit.state()["version"] == B and vault.reads == [B]
+
+
+def test_revoking_the_held_key_while_a_refresh_is_in_flight_does_not_deadlock() -> None:
+    clock = Clock()
+    vault = FakeVault({A: R1})
+    kit = make_kit(vault, clock=clock)
+    kit.key()
+    vault.write(B, R2)
+    vault.delay = 0.2
+    clock.now += 60
+    periodic = threading.Thread(target=kit.refresher.refresh, args=("periodic",))
+    periodic.start()
+    handled: list[str] = []
+    event = threading.Thread(target=lambda: handled.append(kit.handle_event(revoked(A))))
+    event.start()
+    event.join(timeout=10)
+    periodic.join(timeout=10)
+    assert handled == ["revoked"] and kit.state()["version"] == B

@@ -175,7 +175,12 @@ class ConsumerKit:
                 log.error("Event %s not used: %s", incoming.id, exc)
                 outcome = "invalid"
             self.holder.remember(incoming.id)
-            return outcome
+            held = self.holder.current()
+            read_latest = outcome == "revoked" and held is not None and self.holder.is_dead(held.version)
+        if read_latest:  # outside the lock: a refresh in flight on another thread may be waiting for it
+            log.warning("Event %s: the key held was revoked; reading the latest", incoming.id)
+            self.refresher.refresh("held key revoked")
+        return outcome
 
     def _new_key(self, event: Incoming) -> Outcome:
         ref = parse_secret_id(event.data.get("secretId"), self.settings)
@@ -227,15 +232,11 @@ class ConsumerKit:
         return "reloaded"
 
     def _revoked(self, event: Incoming) -> Outcome:
-        """The versions listed are dead: never a fallback again; if the held one is among them, read latest."""
+        """The versions listed are dead: never a fallback again (handle_event reads latest if the held one is)."""
         revoked = event.data.get("revokedSecretIds")
         versions = [parse_secret_id(s, self.settings).version for s in revoked] if isinstance(revoked, list) else []
         for version in versions:
             self.holder.mark_dead(version)
-        held = self.holder.current()
-        if held and held.version in versions:
-            log.warning("Event %s: the key held (version %s) was revoked; reading the latest", event.id, held.version)
-            self.refresher.refresh("held key revoked")
         return "revoked"
 
     def _ignore(self, event: Incoming, why: str) -> Outcome:
