@@ -9,6 +9,7 @@ import ast
 import json
 import re
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ def test_the_sample_consumer_imports_nothing_from_the_rotation_app() -> None:
     files = sorted(SAMPLE.rglob("*.py"))
     assert SAMPLE / "function_app.py" in files
     own = {p.stem for p in SAMPLE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
-    allowed = set(sys.stdlib_module_names) | {"azure", "requests", *own}
+    allowed = set(sys.stdlib_module_names) | {"azure", "requests", "keyrotation_kit", *own}
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
@@ -92,4 +93,20 @@ def test_the_sample_pins_what_it_shares_with_the_app_at_the_same_versions() -> N
         return dict(line.split("==", 1) for line in lines if line)
 
     sample, app = pins(SAMPLE / "requirements.txt"), pins(ROOT / "requirements.txt")
+    kit = tomllib.loads((ROOT / "kit" / "pyproject.toml").read_text())["project"]
+    assert sample.pop(kit["name"]) == kit["version"], "the sample pins the kit's own version"
     assert sample and all(version == app.get(name) for name, version in sample.items()), (sample, app)
+
+
+def test_the_kit_imports_only_what_its_pyproject_declares() -> None:
+    kit = ROOT / "kit" / "src" / "keyrotation_kit"
+    # azure-core (azure.core) comes with azure-identity and azure-keyvault-secrets; azure.functions is
+    # imported only inside the Functions helper, which only a Functions app (that has it) calls.
+    allowed = set(sys.stdlib_module_names) | {"azure", "requests", "httpx", "keyrotation_kit"}
+    for path in sorted(kit.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.relative_to(ROOT)} imports {name}"

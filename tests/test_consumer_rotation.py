@@ -3,8 +3,10 @@ Grid emulator delivers NewKeyAvailable to the consumer on its own devhost, and i
 through the app's own `POST /api/rotations/{id}/ack` (Easy Auth token, KeyRotation.Consumer role) —
 the only registered consumer's — ends the overlap early.
 
-The policy is written here: one target, one consumer whose object id is the sample's. The virtual
-clock's auto-advance is off so time moves only in real time and the overlap can only end by the ack.
+The sample acknowledges after its first call that worked with the new key (the kit's rule), so the
+test calls through it while the rotation runs. The policy is written here: one target, one consumer
+whose object id is the sample's. The virtual clock's auto-advance is off so time moves only in real
+time and the overlap can only end by the ack.
 """
 
 from __future__ import annotations
@@ -76,8 +78,13 @@ class PolicyStack(DemoStack):
 
 
 def wait_for_end(stack: DemoStack, consumer: ConsumerHost, timeout: float = 60) -> dict[str, Any]:
+    """Until the rotation ends, the consumer keeps calling its target: its first success with the new key
+    is what sends the acknowledgement."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if consumer.state()["version"] is not None:  # Key Vault holds nothing before the rotation's first key
+            called = consumer.call_target()
+            assert called.status_code == 200 and called.json()["targetStatus"] == 200, called.text
         status = stack.status(rotation_instance_id(TARGET))
         if status and status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
             return status

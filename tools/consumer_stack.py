@@ -100,7 +100,8 @@ class ConsumerHost:
         path.unlink(missing_ok=True)
         # Only what a Functions app gets: the process environment minus anything aimed at the main app.
         base = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUMER_", "KEYROTATION_"))}
-        env = {**base, "PYTHONPATH": str(ROOT), **self.settings}
+        # The kit from this checkout (make setup also installs it into .venv; this keeps the source in use).
+        env = {**base, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "kit" / "src")]), **self.settings}
         with self.output_path.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
                 self.command(), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT

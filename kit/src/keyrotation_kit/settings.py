@@ -1,4 +1,4 @@
-"""The consumer's app settings, read and checked in one place so a bad setting stops it at startup.
+"""The consumer's settings, read and checked in one place so a bad setting stops it at startup.
 
 In Azure the consumer uses its managed identity for Key Vault and for the rotation app's API. On the
 local stack it uses a loopback token credential with its own object id, which is refused unless every
@@ -33,7 +33,9 @@ SETTING_NAMES = (
     "KEYROTATION_API_URL",
     "KEYROTATION_API_AUDIENCE",
     "KEYROTATION_API_TOKEN",
+    "CONSUMER_REFRESH_SECONDS",
 )
+DEFAULT_REFRESH_SECONDS = 300.0  # the fallback when events are lost: a Key Vault read per instance per 5 min
 
 
 class SettingsError(ValueError):
@@ -62,6 +64,7 @@ class ConsumerSettings:
     ca_bundle: str | None = None
     api_audience: str | None = None
     api_token: str | None = None
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS
 
     @property
     def is_local(self) -> bool:
@@ -87,6 +90,18 @@ def _url(value: str, setting: str, *, local: bool, allow_http_loopback: bool = F
     if local and not is_loopback(host):
         raise SettingsError(f"{setting}: {value!r} is not loopback; CONSUMER_CREDENTIAL=loopback-token is local only")
     return value.rstrip("/")
+
+
+def _seconds(value: str | None, setting: str) -> float:
+    if value is None:
+        return DEFAULT_REFRESH_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise SettingsError(f"{setting}: must be a number of seconds, got {value!r}") from None
+    if not 0.05 <= seconds <= 86400:
+        raise SettingsError(f"{setting}: must be between 0.05 and 86400 seconds")
+    return seconds
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ConsumerSettings:
@@ -118,13 +133,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ConsumerSettings:
         key_vault_url=_url(need("CONSUMER_KEY_VAULT_URL"), "CONSUMER_KEY_VAULT_URL", local=local),
         secret_name=secret_name,
         api_url=_url(need("KEYROTATION_API_URL"), "KEYROTATION_API_URL", local=local, allow_http_loopback=True),
-        credential_kind=kind,  # type: ignore[arg-type]
+        credential_kind=kind,  # type: ignore[arg-type]  # checked against CREDENTIAL_KINDS above
         target_url=_url(target_url, "CONSUMER_TARGET_URL", local=local) if target_url else None,
         managed_identity_client_id=get("AZURE_CLIENT_ID"),
         object_id=get("CONSUMER_OBJECT_ID"),
         ca_bundle=get("CONSUMER_CA_BUNDLE"),
         api_audience=get("KEYROTATION_API_AUDIENCE"),
         api_token=get("KEYROTATION_API_TOKEN"),
+        refresh_seconds=_seconds(get("CONSUMER_REFRESH_SECONDS"), "CONSUMER_REFRESH_SECONDS"),
     )
     if local:
         if not settings.object_id or not OBJECT_ID.match(settings.object_id):
