@@ -18,24 +18,31 @@ from activities import secret_versions
 from activities.secret_versions import Version
 from rotation import naming
 from rotation.durations import format_timestamp
+from rotation.policy import Target
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
 
 
-def _derived(rotation_id: str, mine: list[Version], own: list[Version]) -> str:
+def _derived(target: Target, rotation_id: str, mine: list[Version], own: list[Version], after: str | None) -> str:
     """How an older rotation ended, as far as the versions say: `rolled-back` when a version of an
-    earlier rotation was stored after its own (compensation stores the previous key again), else
-    `completed` (its key was announced; a later rotation retired it, or it is still current)."""
+    earlier rotation was stored after its own (compensation stores the previous key again);
+    `superseded` when the next rotation is an emergency that began before this one's overlap could end
+    (only an emergency starts while a rotation runs); else `completed` (its key was announced, and no
+    other rotation could start until it ended)."""
     started = naming.parse_rotation_id(rotation_id).started_at
     last = max(v.created for v in own)
     later_copies = [v for v in mine if v.rotation_id != rotation_id and v.created > last]
     if any(naming.parse_rotation_id(str(v.rotation_id)).started_at < started for v in later_copies):
         return "rolled-back"
+    if after is not None:
+        following = naming.parse_rotation_id(after)
+        if following.mode == "emergency" and following.started_at < started + target.overlap:
+            return "superseded"
     return "completed"
 
 
-def entries(versions: list[Version], latest: dict[str, Any] | None) -> list[dict[str, Any]]:
+def entries(target: Target, versions: list[Version], latest: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Every rotation on record, newest first (pure). `latest`: the rotation view of the target's instance."""
     mine = [v for v in secret_versions.ours(versions) if v.rotation_id and naming.is_rotation_id(v.rotation_id)]
     current = secret_versions.newest_enabled(mine)
@@ -44,6 +51,8 @@ def entries(versions: list[Version], latest: dict[str, Any] | None) -> list[dict
         by_id.setdefault(str(v.rotation_id), []).append(v)
     latest_id = latest.get("rotationId") if latest else None
     ids = set(by_id) | ({latest_id} if isinstance(latest_id, str) and naming.is_rotation_id(latest_id) else set())
+    ordered = sorted(ids, key=lambda r: (naming.parse_rotation_id(r).started_at, r))
+    following = dict(zip(ordered, [*ordered[1:], None], strict=True))
     out = []
     for rid in ids:
         parts = naming.parse_rotation_id(rid)
@@ -52,7 +61,7 @@ def entries(versions: list[Version], latest: dict[str, Any] | None) -> list[dict
             "rotationId": rid,
             "mode": parts.mode,
             "startedAt": format_timestamp(parts.started_at),
-            "outcome": _derived(rid, mine, own) if own else None,
+            "outcome": _derived(target, rid, mine, own, following[rid]) if own else None,
             "source": "key-vault",
             "keyName": own[-1].key_name if own else None,
             "keyInUse": bool(current and current.rotation_id == rid),

@@ -125,7 +125,7 @@ async def api_list_rotations(req: func.HttpRequest, client: df.DurableOrchestrat
             raise ApiError(
                 502, "key_vault_unreadable", f"the history is read from Key Vault: {safe_error_message(exc)}"
             ) from None
-        items = history.entries(versions, rotation_view(snap) if snap else None)
+        items = history.entries(target, versions, rotation_view(snap) if snap else None)
         chunk, next_cursor = history.page(items, limit, cursor)
         body: dict[str, Any] = {"targetId": target.id, "rotations": chunk, "nextCursor": next_cursor}
         return Reply(200, body, audit={"targetId": target.id})
