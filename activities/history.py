@@ -52,7 +52,7 @@ def entries(target: Target, versions: list[Version], latest: dict[str, Any] | No
     latest_id = latest.get("rotationId") if latest else None
     ids = set(by_id) | ({latest_id} if isinstance(latest_id, str) and naming.is_rotation_id(latest_id) else set())
     ordered = sorted(ids, key=lambda r: (naming.parse_rotation_id(r).started_at, r))
-    following = dict(zip(ordered, [*ordered[1:], None], strict=True))
+    following = {r: ordered[i + 1] if i + 1 < len(ordered) else None for i, r in enumerate(ordered)}
     out = []
     for rid in ids:
         parts = naming.parse_rotation_id(rid)

@@ -138,6 +138,27 @@ def test_errors_exit_with_their_code_and_one_line(api: ApiStack, tmp_path: Path)
     one_line_error(run(api, "targets", state=tmp_path / "nothing"), 7, "no local stack running")
 
 
+def test_the_read_routes_refuse_what_they_do_not_take(api: ApiStack) -> None:
+    reader = api.token("reader", "KeyRotation.Reader")
+    bad = {
+        f"targets/{ORDERS}/plan?mode=sideways": "mode",
+        f"targets/{ORDERS}/plan?overlap=PT0S": "overlap",
+        f"targets/{ORDERS}/plan?mode=emergency&overlap=P99D": "overlap",
+        f"targets/{ORDERS}/rotations?limit=0": "limit",
+        f"targets/{ORDERS}/rotations?limit=many": "limit",
+        f"targets/{ORDERS}/rotations?cursor={REPORTS}-20260101t000000z-s": "cursor",
+        "plan?code=abc": "code",
+        "openapi.json?x=1": "x",
+    }
+    for path, field in bad.items():
+        response = api.call("GET", path, as_=reader)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["field"] == field, path
+    assert api.call("GET", "targets/no-such-target/rotations", as_=reader).status_code == 404
+    served = api.call("GET", "openapi.json", as_=reader).json()
+    assert served == document()
+
+
 def refused(api: ApiStack, key: str) -> bool:
     url = f"{api.stack.emulator['url']}/_targets/demo-orders.azurewebsites.net/api/ping"
     response = requests.get(url, headers={"x-functions-key": key}, verify=api.stack.ca_bundle, timeout=10)

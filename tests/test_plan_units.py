@@ -110,3 +110,8 @@ def test_history_newest_first_with_rolled_back_rotations_and_pages() -> None:
     assert len(chunk) == 3 and cursor == chunk[-1]["rotationId"]
     rest, end = history.page(items, 3, cursor)
     assert [e["rotationId"] for e in rest] == [first.rotation_id] and end is None
+
+
+def test_a_target_never_rotated_has_an_empty_history() -> None:
+    assert history.entries(target(), [], None) == []
+    assert history.page([], 20, None) == ([], None)
