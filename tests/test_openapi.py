@@ -4,37 +4,41 @@ entry fails here."""
 
 from __future__ import annotations
 
-import importlib
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import jsonschema
 import pytest
 
 from rotation.identity import ROLES
-from tests.rotation_harness import LOCAL_POLICY, PLACEHOLDER_ENV
+from tests.rotation_harness import LOCAL_POLICY, PLACEHOLDER_ENV, ROOT
 from triggers.openapi import document
 
-
-@pytest.fixture(scope="module")
-def routes(monkeypatch_module: pytest.MonkeyPatch) -> set[tuple[str, str]]:
-    """(path, method) of every HTTP trigger function_app registers."""
-    for name, value in {**PLACEHOLDER_ENV, "ROTATION_POLICY_PATH": str(LOCAL_POLICY)}.items():
-        monkeypatch_module.setenv(name, value)
-    app = importlib.import_module("function_app").app
-    found = set()
-    for function in app.get_functions():
-        for binding in function.get_bindings():
-            spec = binding.get_dict_repr()
-            if spec.get("type") == "httpTrigger":
-                for method in spec["methods"]:
-                    found.add((f"/api/{spec['route']}", str(getattr(method, "value", method)).lower()))
-    return found
+ROUTES_SCRIPT = """
+import json
+import function_app
+found = []
+for function in function_app.app.get_functions():
+    for binding in function.get_bindings():
+        spec = binding.get_dict_repr()
+        if spec.get("type") == "httpTrigger":
+            found += [("/api/" + spec["route"], str(getattr(m, "value", m)).lower()) for m in spec["methods"]]
+print(json.dumps(found))
+"""
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module() -> Any:
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def routes() -> set[tuple[str, str]]:
+    """(path, method) of every HTTP trigger function_app registers, read in a fresh interpreter (the app's
+    blueprints are module-level: a second app in this process would register their functions twice)."""
+    env = {**os.environ, **PLACEHOLDER_ENV, "ROTATION_POLICY_PATH": str(LOCAL_POLICY)}
+    out = subprocess.run(
+        [sys.executable, "-c", ROUTES_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return {(path, method) for path, method in json.loads(out)}
 
 
 def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
