@@ -10,7 +10,7 @@ PORT ?= 7071
 .PHONY: setup test test-faults lint serve demo bench-scale clean
 
 # The stamp names the Python version: a .venv left by an older Python is rebuilt, not reused.
-$(VENV)/.installed-3.13: requirements.txt requirements-dev.txt kit/pyproject.toml
+$(VENV)/.installed-3.13: requirements.txt requirements-dev.txt pyproject.toml kit/pyproject.toml
 	@test -n "$(BASE_PYTHON)" || { echo "make: no Python 3.13 interpreter (see above)" >&2; exit 2; }
 	$(BASE_PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -45,7 +45,7 @@ $(INFRA_LINT)/.installed: infra/requirements-lint.txt $(VENV)/.installed-3.13
 # mypy: the deployed app and the consumer kit (its file list is in pyproject.toml).
 # Bandit's "nosec encountered (B608), but no failed test" warnings on f-strings are a known bandit
 # bug (PyCQA/bandit#1204): the suppressed finding is real, the warning is not.
-BANDIT_PATHS := function_app.py rotation activities orchestrations triggers devhost emulators tools samples infra benchmarks kit
+BANDIT_PATHS := function_app.py rotation activities orchestrations triggers devhost emulators tools samples infra benchmarks kit keyrotation_cli
 lint: setup $(INFRA_LINT)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -58,8 +58,9 @@ serve: setup
 	ROTATION_SCHEDULE="$${ROTATION_SCHEDULE:-0 0 3 * * *}" \
 	$(PY) -m devhost serve --port $(PORT) --state $(STATE)
 
+# KEEP=1: the stack stays up afterwards for the keyrotation command (docs/cli.md); Ctrl-C stops it.
 demo: setup
-	$(PY) -m tools.demo
+	$(PY) -m tools.demo $(if $(KEEP),--keep)
 
 clean:
 	rm -rf $(VENV) $(STATE) .pytest_cache .ruff_cache .mypy_cache

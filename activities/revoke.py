@@ -21,6 +21,7 @@ would turn into a disabled version. The next rotation finds it older than its ow
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from activities import secret_versions
@@ -43,11 +44,25 @@ log = logging.getLogger("keyrotation.activities.revoke")
 def _keys_to_delete(
     target: Target, store: FunctionKeyStore, keep: str, names: list[str] | None, sweep: bool, spared: set[str]
 ) -> list[str]:
-    """The names to delete, as the target spells them. None = emergency: every other key of the family;
-    `sweep` adds those to the named ones, except `spared` (held by a version newer than the kept one)."""
+    """The names to delete, as the target spells them (plan_key_deletions over the target's keys now);
+    the kept key must be on the target."""
     present = store.list_names()
     if not any(n.lower() == keep.lower() for n in present):
         raise ValueError(f"keepKeyName: {keep} is not on {target.function_app.resource_id}; refusing to revoke")
+    return plan_key_deletions(target, present, keep, names, sweep, spared)
+
+
+def plan_key_deletions(
+    target: Target,
+    present: list[str],
+    keep: str,
+    names: list[str] | None,
+    sweep: bool,
+    spared: AbstractSet[str] = frozenset(),
+) -> list[str]:
+    """Which of the `present` key names a revoke deletes (pure: the rule itself, shared with the API's
+    plan). None = emergency: every other key of the family; `sweep` adds those to the named ones, except
+    `spared` (held by a version newer than the kept one)."""
     family = [n for n in naming.keys_to_revoke(target.base_key_name, present, keep) if n.lower() not in spared]
     if names is None:
         return family
@@ -63,18 +78,20 @@ def _keys_to_delete(
     return wanted
 
 
-def _versions_to_disable(
-    target: Target, versions: list[Version], keep: Version, wanted: list[str] | None, sweep: bool
+def plan_version_disables(
+    target: Target, versions: list[Version], keep: Version | None, wanted: list[str] | None, sweep: bool
 ) -> list[Version]:
-    """Our versions to disable. None = emergency: every other enabled version of ours older than the kept
-    one; `sweep` adds those to the named ones."""
+    """Our versions to disable (pure; the API's plan calls it too). None = emergency: every other enabled
+    version of ours older than the kept one; `sweep` adds those to the named ones. `keep` None: the kept
+    version is yet to be written (a plan), so it is newer than all of them."""
     mine = secret_versions.ours(versions)
-    others = [v for v in mine if v.enabled and v.version != keep.version and not _written_after(v, keep)]
+    kept = keep.version if keep else None
+    others = [v for v in mine if v.enabled and v.version != kept and not (keep and _written_after(v, keep))]
     if wanted is None:
         return others
     chosen: list[Version] = []
     for version in wanted:
-        if version == keep.version:
+        if version == kept:
             continue
         found = secret_versions.find(mine, version)
         if found is None:
@@ -180,7 +197,7 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
             deleted.append(name)
 
     disabled: list[str] = []
-    for version in _versions_to_disable(target, versions, keep, version_ids, sweep):
+    for version in plan_version_disables(target, versions, keep, version_ids, sweep):
         if (version.rotation_id, version.key_name) == kept_key:
             continue  # the announced version and its copy hold the kept key: readers pinned to either keep it
         vault.ensure_stage(version, "revoked", disable=True)

@@ -77,6 +77,10 @@ READER, CONSUMER = "KeyRotation.Reader", "KeyRotation.Consumer"
 ROUTES = [
     Route("GET", "targets", READER, 200),
     Route("GET", f"targets/{ORDERS}", READER, 200),
+    Route("GET", "plan", READER, 200),
+    Route("GET", f"targets/{ORDERS}/plan", READER, 200),
+    Route("GET", f"targets/{ORDERS}/rotations", READER, 200),
+    Route("GET", "openapi.json", READER, 200),
     Route("POST", f"targets/{REPORTS}/rotations", OPERATOR, 202, {"reason": "routine"}, idle(REPORTS)),
     Route("POST", f"targets/{REPORTS}/emergency-rotation", EMERGENCY, 202, {"reason": "leaked"}),
     Route("GET", "rotations/{rotation}", READER, 200, None, in_overlap),

@@ -46,8 +46,9 @@ def test_the_worker_indexes_and_loads_every_function_of_the_app(monkeypatch: pyt
     assert {n for n, k in kinds.items() if k == "activityTrigger"} == activities
     assert kinds["rotation_orchestrator"] == kinds["scheduler_orchestrator"] == "orchestrationTrigger"
     assert kinds["rotation_timer"] == "timerTrigger" and kinds["secret_near_expiry"] == "eventGridTrigger"
-    assert sum(k == "httpTrigger" for k in kinds.values()) == 9  # the API table of DESIGN.md
-    assert len(kinds) == len(activities) + 2 + 2 + 9
+    # The API table of DESIGN.md (9) and the read routes for tools (plan x2, history, openapi.json: issue 13).
+    assert sum(k == "httpTrigger" for k in kinds.values()) == 13
+    assert len(kinds) == len(activities) + 2 + 2 + 13
 
 
 def test_the_worker_indexes_and_loads_every_function_of_the_sample_consumer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -299,16 +299,29 @@ def run(stack: DemoStack, timeout: float) -> int:
     return 0
 
 
+def keep_serving(state_dir: Path) -> None:
+    """Leave the stack up until Ctrl-C, so the `keyrotation` command (docs/cli.md) can be tried on it."""
+    say(f"the stack stays up ({state_dir}); in another terminal: .venv/bin/keyrotation plan  (Ctrl-C stops it)")
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--state", default=".devhost/demo", help="state folder, wiped first (default .devhost/demo)")
     parser.add_argument("--timeout", type=float, default=120, help="real seconds to wait for the rotations")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards (for `keyrotation`)")
     args = parser.parse_args(argv)
     state_dir = (ROOT / args.state).resolve() if not os.path.isabs(args.state) else Path(args.state)
     stack = DemoStack(state_dir)
     try:
         prepare_state(state_dir)
-        return run(stack, args.timeout)
+        code = run(stack, args.timeout)
+        if args.keep:  # run() stopped devhost for the I1 scan: start it again on the same state
+            stack.start()
+            keep_serving(state_dir)
+        return code
     except (StackError, PolicyError, requests.RequestException, AzureError) as exc:
         say(f"demo FAILED: {exc}")
         for line in stack.tail():
