@@ -34,7 +34,14 @@ SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
 APP_ID = f"{SUBSCRIPTION}/resourceGroups/keyrotation-consumer/providers/Microsoft.Web/sites/{TARGET}"
 
 
-def write_policy(path: Path) -> Path:
+def write_policy(
+    path: Path,
+    target_id: str = TARGET,
+    app_id: str = APP_ID,
+    base_key_name: str = "consumer-demo-client",
+    consumers: tuple[tuple[str, str], ...] = (CONSUMER,),
+) -> Path:
+    """A policy of one host-key target with a probe and these consumers; the secret is named after the key."""
     policy = {
         "version": 1,
         "defaults": {
@@ -52,13 +59,13 @@ def write_policy(path: Path) -> Path:
         },
         "targets": [
             {
-                "id": TARGET,
-                "functionApp": APP_ID,
+                "id": target_id,
+                "functionApp": app_id,
                 "keyScope": {"kind": "host"},
-                "baseKeyName": "consumer-demo-client",
-                "keyVault": {"secretName": "consumer-demo-client-key"},
+                "baseKeyName": base_key_name,
+                "keyVault": {"secretName": f"{base_key_name}-key"},
                 "probe": {"path": "/api/ping"},
-                "consumers": [{"name": CONSUMER[0], "objectId": CONSUMER[1]}],
+                "consumers": [{"name": name, "objectId": oid} for name, oid in consumers],
             }
         ],
     }

@@ -14,7 +14,6 @@ printed (`pytest -s`).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from keyrotation_kit import ConsumerKit, handle_webhook, kit_session, load_setti
 from emulators.store import fingerprint
 from rotation.naming import rotation_instance_id
 from rotation.policy import Target, load_policy
+from tests.test_consumer_rotation import write_policy as consumer_policy
 from tools import demo_report
 from tools.consumer_stack import FAST_RETRIES, ConsumerSpec, consumer_environment, mint_token
 from tools.demo_seed import OPERATOR, create_operator_keys, seed_sites
@@ -49,35 +49,7 @@ REFRESH_SECONDS = 1.0  # the periodic fallback, short so a lost event is caught 
 
 
 def write_policy(path: Path) -> Path:
-    policy = {
-        "version": 1,
-        "defaults": {
-            "interval": "P30D",
-            "overlap": "P1D",
-            "keyVault": {"vaultUrl": "%KEY_VAULT_URL%"},
-            "probe": {"attempts": 3, "delay": "PT1S"},
-            "monitoring": {
-                "signal": "consumer-dependencies",
-                "workspaceId": "%LOG_ANALYTICS_WORKSPACE_ID%",
-                "threshold": {"maxFailures": 5, "maxRatio": 2.0},
-                "watch": "PT0S",
-            },
-            "hold": {"deadline": "P1D", "defaultAction": "abort"},
-        },
-        "targets": [
-            {
-                "id": TARGET,
-                "functionApp": APP_ID,
-                "keyScope": {"kind": "host"},
-                "baseKeyName": "kit-demo-client",
-                "keyVault": {"secretName": "kit-demo-client-key"},
-                "probe": {"path": "/api/ping"},
-                "consumers": [{"name": name, "objectId": oid} for name, oid in INSTANCES],
-            }
-        ],
-    }
-    path.write_text(json.dumps(policy, indent=2))
-    return path
+    return consumer_policy(path, TARGET, APP_ID, "kit-demo-client", tuple(INSTANCES))
 
 
 class PolicyStack(DemoStack):
