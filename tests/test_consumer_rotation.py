@@ -73,17 +73,6 @@ def write_policy(
     return path
 
 
-class PolicyStack(DemoStack):
-    """The demo's stack with the policy file this test wrote."""
-
-    def __init__(self, state_dir: Path, policy: Path) -> None:
-        super().__init__(state_dir)
-        self.policy = policy
-
-    def environment(self) -> dict[str, str]:
-        return {**super().environment(), "ROTATION_POLICY_PATH": str(self.policy)}
-
-
 def wait_for_end(stack: DemoStack, consumer: ConsumerHost, timeout: float = 60) -> dict[str, Any]:
     """Until the rotation ends, the consumer keeps calling its target: its first success with the new key
     is what sends the acknowledgement."""
@@ -100,7 +89,7 @@ def wait_for_end(stack: DemoStack, consumer: ConsumerHost, timeout: float = 60) 
 
 
 def test_the_sample_consumers_ack_ends_the_overlap_of_a_scheduled_rotation(tmp_path: Path) -> None:
-    stack = PolicyStack(tmp_path / "main", write_policy(tmp_path / "policy.json"))
+    stack = DemoStack(tmp_path / "main", policy=str(write_policy(tmp_path / "policy.json")))
     stack.start()
     consumer: ConsumerHost | None = None
     try:

@@ -52,15 +52,6 @@ def write_policy(path: Path) -> Path:
     return consumer_policy(path, TARGET, APP_ID, "kit-demo-client", tuple(INSTANCES))
 
 
-class PolicyStack(DemoStack):
-    def __init__(self, state_dir: Path, policy: Path) -> None:
-        super().__init__(state_dir)
-        self.policy = policy
-
-    def environment(self) -> dict[str, str]:
-        return {**super().environment(), "ROTATION_POLICY_PATH": str(self.policy)}
-
-
 @dataclass
 class Service:
     """One instance of the test service: the kit, a webhook for its events, and a caller thread."""
@@ -136,7 +127,7 @@ class Service:
 
 @dataclass
 class World:
-    stack: PolicyStack
+    stack: DemoStack
     target: Target
     services: list[Service]
 
@@ -169,7 +160,7 @@ class World:
         time.sleep(seconds)
 
 
-def store_operator_key(stack: PolicyStack, target: Target) -> None:
+def store_operator_key(stack: DemoStack, target: Target) -> None:
     """The key the operator made, put in Key Vault by hand (untagged): what the kit reads on first use."""
     from activities import clients
     from rotation.settings import load_settings as app_settings
@@ -180,7 +171,7 @@ def store_operator_key(stack: PolicyStack, target: Target) -> None:
         vault.set_secret(target.key_vault.secret_name, value)
 
 
-def subscribe_webhook(stack: PolicyStack, name: str, endpoint: str) -> None:
+def subscribe_webhook(stack: DemoStack, name: str, endpoint: str) -> None:
     subject = f"targets/{TARGET}"
     body = {
         "endpoint": endpoint,
@@ -195,7 +186,7 @@ def subscribe_webhook(stack: PolicyStack, name: str, endpoint: str) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("kit-stack")
-    stack = PolicyStack(root / "main", write_policy(root / "policy.json"))
+    stack = DemoStack(root / "main", policy=str(write_policy(root / "policy.json")))
     stack.start()
     services: list[Service] = []
     try:
