@@ -101,8 +101,12 @@ class BoundedRetryPolicy(RetryPolicy[Any, Any]):  # its clients use either azure
 
 def client_kwargs(budget: CallBudget) -> dict[str, Any]:
     """Constructor keywords for an SDK client that takes them (ARM, Key Vault, Logs)."""
+    return {"retry_policy": BoundedRetryPolicy(budget)}
+
+
+def transport_kwargs(budget: CallBudget) -> dict[str, Any]:
+    """The timeouts, for the client's own transport (a client given a transport passes none to it)."""
     return {
-        "retry_policy": BoundedRetryPolicy(budget),
         "connection_timeout": budget.connect_timeout.total_seconds(),
         "read_timeout": budget.read_timeout.total_seconds(),
     }
