@@ -41,6 +41,7 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 TICK_EPISODE = re.compile(
     r"Orchestration scheduler_orchestrator \(instance (\S+)\) episode: \w+; replayed (\d+) history"
 )
+CLOCK_SKIP = "Virtual clock skipped"
 
 
 def policy_document(count: int, overlap: str) -> dict[str, Any]:
@@ -114,15 +115,16 @@ def wait_for_tick(stack: DemoStack, timeout: float, count: int) -> dict[str, Any
     raise TimeoutError(f"the tick did not finish within {timeout:.0f} s: {stack.tail()}")
 
 
-def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float) -> dict[str, Any]:
+def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float, grace: float) -> dict[str, Any]:
     policy_file = state / "policy.json"
     state.mkdir(parents=True, exist_ok=True)
     policy_file.write_text(json.dumps(policy_document(count, overlap)))
     stack = DemoStack(
         state / "stack",
         policy=str(policy_file),
-        # The clock jumps after 0.1 s of idle real time (the demo waits longer so it can act between jumps).
-        extra_env={"ROTATION_MAX_CONCURRENCY": str(concurrency), "DEVHOST_CLOCK_IDLE_GRACE": "0.1"},
+        # The clock jumps after `grace` s of idle real time (the demo waits longer so it can act between
+        # jumps); nothing outside the engine acts here, so a short grace races nothing.
+        extra_env={"ROTATION_MAX_CONCURRENCY": str(concurrency), "DEVHOST_CLOCK_IDLE_GRACE": str(grace)},
     )
     stack.start()
     try:
@@ -148,10 +150,12 @@ def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float)
             spans.append((_at(status["createdTime"]), _at(status["lastUpdatedTime"])))
             path = f"/admin/devhost/durable/instances/rotation-{item['targetId']}/history"
             histories.append(len(stack.admin("GET", path).json()))
-        requests_by_service = Counter(
-            r["service"] for r in stack.control_json(f"requests?since={seq0}")["value"] if r.get("service")
-        )
-        replayed = [int(n) for _, n in TICK_EPISODE.findall(stack.host_log.read_text(errors="replace"))]
+        served = [r for r in stack.control_json(f"requests?since={seq0}")["value"] if r.get("service")]
+        requests_by_service = Counter(r["service"] for r in served)
+        by_operation = Counter(f"{r['method']} {r.get('operation')}" for r in served if r["service"] != "proxy")
+        log = stack.host_log.read_text(errors="replace")
+        replayed = [int(n) for _, n in TICK_EPISODE.findall(log)]
+        skips = log.count(CLOCK_SKIP)
         rss = peak_rss_mb(pid)
     finally:
         stack.stop()
@@ -164,6 +168,8 @@ def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float)
         "completed": len(completed),
         "failed": len(summary.get("failed") or []),
         "wall_s": round(wall, 1),
+        "clock_skips": skips,
+        "idle_grace_s": round(skips * grace, 1),
         "rotations_per_s": round(len(completed) / wall, 2) if wall else None,
         "cpu_per_rotation_s": round(cpu / rotated, 3),
         "mean_in_flight": round(mean, 1),
@@ -171,6 +177,7 @@ def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float)
         "virtual_span_h": round(span / 3600, 1),
         "ideal_span_h": round(ideal / 3600, 1),
         "requests_per_key": {k: round(v / rotated, 1) for k, v in sorted(requests_by_service.items())},
+        "operations_per_key": {k: round(v / rotated, 1) for k, v in sorted(by_operation.items())},
         "history_per_rotation": round(statistics.mean(histories), 1) if histories else None,
         "tick_executions": summary.get("executions"),
         "tick_max_replayed_history": max(replayed) if replayed else None,
@@ -185,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--overlap", default="PT1H")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--idle-grace", type=float, default=0.02, help="devhost's clock idle grace (s)")
     parser.add_argument("--keep", type=Path, help="state folder to use and keep (default: a temporary one)")
     args = parser.parse_args(argv)
     state = args.keep or Path(tempfile.mkdtemp(prefix="scale-"))
     try:
-        figures = run(args.targets, args.concurrency, args.overlap, state, args.timeout)
+        figures = run(args.targets, args.concurrency, args.overlap, state, args.timeout, args.idle_grace)
     finally:
         if args.keep is None:
             shutil.rmtree(state, ignore_errors=True)

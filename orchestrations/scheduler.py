@@ -28,7 +28,7 @@ import azure.durable_functions as df
 
 from orchestrations import drift
 from orchestrations.retry import KEY_STEP, QUERY_STEP, step_error
-from rotation import naming
+from rotation import naming, pacing
 from rotation import stuck as stuck_rotations
 from rotation.durations import format_timestamp, parse_duration, parse_timestamp
 from rotation.identity import SCHEDULE_ACTOR
@@ -134,7 +134,7 @@ def scheduler_orchestrator(context: df.DurableOrchestrationContext) -> Generator
             return found
         state = found
     window = concurrency(request.get("maxConcurrency", DEFAULT_CONCURRENCY))
-    finished = yield from fan_out(context, state, window)
+    finished = yield from fan_out(context, state, window, pacing.pace(request.get("maxStartsPerMinute")))
     if not finished:
         context.continue_as_new({**request, "resume": state})
         return dict(state["summary"])  # not the output: the next execution's is
@@ -187,11 +187,13 @@ def discover(context: df.DurableOrchestrationContext, request: dict[str, Any]) -
     }
 
 
-def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], window: int) -> Generator[Any, Any, bool]:
+def fan_out(
+    context: df.DurableOrchestrationContext, state: dict[str, Any], window: int, pace: pacing.Pace
+) -> Generator[Any, Any, bool]:
     """Start rotations while fewer than `window` of ours are in progress; read the started ones after a
     backing-off pause; settle those that ended. True when every target is settled; False when this
     execution has done YIELDS_PER_EXECUTION steps: the caller continues as new, carrying `state`, so one
-    execution's history stays bounded whatever the number of targets."""
+    execution's history stays bounded whatever the number of targets. Starts are paced (`paced`)."""
     summary, queue, started = state["summary"], state["queue"], state["started"]
     tick, stamp = summary["tick"], parse_timestamp(state["startedAt"])
     steps = 0
@@ -200,6 +202,7 @@ def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], wind
             summary["executions"] = int(summary.get("executions", 1)) + 1
             return False
         while queue and len(started) < window and steps < YIELDS_PER_EXECUTION:
+            steps += yield from paced(context, state, pace)
             item = queue.pop(0)
             rotation_id = naming.rotation_id(item["targetId"], item.get("mode", "scheduled"), stamp)
             steps += 1
@@ -234,6 +237,24 @@ def fan_out(context: df.DurableOrchestrationContext, state: dict[str, Any], wind
             state["polls"] = state["late"] = 0
             settle(summary, entry)
     return True
+
+
+def paced(
+    context: df.DurableOrchestrationContext, state: dict[str, Any], pace: pacing.Pace
+) -> Generator[Any, Any, int]:
+    """Take a start token from the tick's bucket (rotation/pacing.py), first waiting on a durable timer
+    when none is left; returns the steps that cost (a timer is two history events)."""
+    now = context.current_utc_datetime
+    bucket = pacing.StartBucket.from_json(state.get("bucket"), pace, now).refilled(pace, now)
+    steps = 0
+    delay = bucket.wait(pace, state["queue"][0]["targetId"])
+    if delay:
+        yield context.create_timer(now + delay)
+        steps = 2
+        bucket = bucket.refilled(pace, context.current_utc_datetime)
+        state["summary"]["pacedStarts"] = int(state["summary"].get("pacedStarts", 0)) + 1
+    state["bucket"] = bucket.take().to_json()
+    return steps
 
 
 QUEUED_FIELDS = ("targetId", "mode", "reason", "currentKeyName", "replaces")

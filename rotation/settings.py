@@ -34,6 +34,7 @@ SETTING_NAMES = (
     "ROTATION_POLICY_PATH",
     "ROTATION_SCHEDULE",
     "ROTATION_MAX_CONCURRENCY",
+    "ROTATION_MAX_STARTS_PER_MINUTE",  # read by the timer trigger (rotation/pacing.py)
     "KEYROTATION_SIGNING_KEY",  # read by rotation/signing.py
 )
 # Only meaningful on the local stack; a deployment never sets them.

@@ -72,3 +72,34 @@ def test_a_tick_of_200_targets_keeps_its_window_full_with_bounded_history(tmp_pa
     )
     assert span <= 1.5 * ideal  # a slot frees about when its rotation ends: at its expected end, read then
     assert in_flight >= 6
+
+
+def test_a_wide_window_starts_a_burst_then_paces_its_starts_within_the_rate(tmp_path: Path) -> None:
+    targets, per_minute = 60, 30  # a window of 64 would start all 60 at once; the bucket lets 25 through
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(policy_document(targets, f"PT{OVERLAP}S")))
+    env = {
+        **PLACEHOLDER_ENV,
+        "ROTATION_POLICY_PATH": str(policy),
+        "KEYROTATION_SIGNING_KEY": TEST_SIGNING_KEY,
+        "SCHEDULER_TARGETS": str(targets),
+        "SCHEDULER_OVERLAP_SECONDS": str(OVERLAP),
+        "DEVHOST_CLOCK_IDLE_GRACE": "0.05",
+    }
+    request = {"tick": "2026-11-22T03:00:00.000Z", "maxConcurrency": 64, "maxStartsPerMinute": str(per_minute)}
+    with running_devhost(tmp_path / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as host:
+        durable = Durable(host)
+        durable.start("scheduler_orchestrator", "paced-tick", request)
+        status = durable.wait("paced-tick", timeout=240)
+        summary = status["output"]
+        starts = sorted(_at(durable.status(f"rotation-{i['targetId']}")["createdTime"]) for i in summary["completed"])
+
+    assert status["runtimeStatus"] == "Completed" and len(summary["completed"]) == targets
+    burst, rate = 25, per_minute / 60
+    assert summary["pacedStarts"] > 0  # starts waited for a token (the count depends on the polls between)
+    offsets = [(s - starts[0]).total_seconds() for s in starts]
+    assert offsets[burst - 1] < 5  # the burst goes at once
+    assert offsets[-1] >= (targets - burst) / rate  # the rest no faster than the rate
+    for i, first in enumerate(offsets):  # and no window of time holds more than burst + rate x its length
+        for j in range(i, len(offsets)):
+            assert j - i + 1 <= burst + rate * (offsets[j] - first) + 1, (i, j)

@@ -107,6 +107,7 @@ async def rotation_timer(timer: func.TimerRequest, client: df.DurableOrchestrati
         "tick": format_timestamp(tick),
         "pastDue": bool(timer.past_due),
         "maxConcurrency": os.environ.get("ROTATION_MAX_CONCURRENCY", "8"),
+        "maxStartsPerMinute": os.environ.get("ROTATION_MAX_STARTS_PER_MINUTE"),
         **(await look_at_rotations(client)),
     }
     try:
