@@ -9,10 +9,7 @@ or the built-in one when no target is at hand.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +17,7 @@ from rotation.policy import CallBudget
 from rotation.settings import Settings, SettingsError, is_loopback, load_settings
 
 if TYPE_CHECKING:
-    from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
+    from azure.core.credentials import TokenCredential
     from azure.eventgrid import EventGridPublisherClient
     from azure.keyvault.secrets import SecretClient
     from azure.mgmt.web import WebSiteManagementClient
@@ -28,63 +25,6 @@ if TYPE_CHECKING:
 
 ARM_SCOPE = "https://management.azure.com/.default"
 LOGS_AUDIENCE = "https://api.loganalytics.io"
-TOKEN_LIFETIME = 3600
-
-
-def _b64(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).rstrip(b"=").decode()
-
-
-class LoopbackTokenCredential:
-    """A TokenCredential minting unsigned JWT-shaped tokens for the local emulators.
-
-    The emulators read the audience and the caller's object id from it (Key Vault's audit records who
-    read which version), so each local identity — the app, a sample consumer — gets its own `oid`.
-    Only ever handed to clients whose endpoint is loopback (see Settings.check_endpoint).
-    """
-
-    def __init__(self, object_id: str, name: str | None = None, tenant_id: str | None = None) -> None:
-        self.object_id = object_id
-        self.name = name
-        self.tenant_id = tenant_id
-
-    def _mint(self, scopes: tuple[str, ...], tenant_id: str | None) -> tuple[str, int]:
-        if not scopes:
-            raise ValueError("at least one scope is required")
-        audience = scopes[0].removesuffix("/.default")
-        now = int(time.time())
-        expires = now + TOKEN_LIFETIME
-        claims = {
-            "aud": audience,
-            "oid": self.object_id,
-            "name": self.name,
-            "tid": tenant_id or self.tenant_id,
-            "iat": now,
-            "exp": expires,
-        }
-        return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.", expires
-
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        from azure.core.credentials import AccessToken
-
-        token, expires = self._mint(scopes, tenant_id)
-        return AccessToken(token, expires)
-
-    def get_token_info(self, *scopes: str, options: dict[str, Any] | None = None) -> AccessTokenInfo:
-        from azure.core.credentials import AccessTokenInfo
-
-        token, expires = self._mint(scopes, (options or {}).get("tenant_id"))
-        return AccessTokenInfo(token, expires)
-
-    def close(self) -> None:
-        """Nothing to release; present so clients can close their credential."""
 
 
 @lru_cache(maxsize=1)
@@ -93,16 +33,13 @@ def settings() -> Settings:
 
 
 def credential(cfg: Settings | None = None) -> TokenCredential:
+    """The app's user-assigned managed identity, wherever it runs: azure-identity finds the token service
+    from IDENTITY_ENDPOINT / IDENTITY_HEADER (App Service sets them; locally devhost points them at the
+    emulators' token service), so the local stack runs the production credential path."""
     cfg = cfg or settings()
-    if cfg.is_local:
-        return LoopbackTokenCredential(cfg.local_identity, "keyrotation-app", cfg.tenant_id)
     from azure.identity import ManagedIdentityCredential
 
     return ManagedIdentityCredential(client_id=cfg.managed_identity_client_id)
-
-
-def _transport_kwargs(cfg: Settings) -> dict[str, Any]:
-    return {"connection_verify": cfg.ca_bundle} if cfg.ca_bundle else {}
 
 
 def _budget_kwargs(budget: CallBudget | None) -> dict[str, Any]:
@@ -123,7 +60,6 @@ def web_client(
         subscription_id,
         base_url=cfg.arm_endpoint,
         credential_scopes=[ARM_SCOPE],
-        **_transport_kwargs(cfg),
         **_budget_kwargs(budget),
     )
 
@@ -141,7 +77,6 @@ def secret_client(vault_url: str, cfg: Settings | None = None, budget: CallBudge
         vault_url,
         credential(cfg),
         verify_challenge_resource=not loopback_vault,
-        **_transport_kwargs(cfg),
         **_budget_kwargs(budget),
     )
 
@@ -160,8 +95,8 @@ class _SendKeywordNoise(logging.Filter):
 
 
 class EventPublisher:
-    """EventGridPublisherClient drops constructor kwargs for basic topics (quirk 5), so transport
-    settings and the call budget go with every send."""
+    """EventGridPublisherClient drops constructor kwargs for basic topics (quirk 5), so the call budget
+    goes with every send (TLS trust comes from the environment: REQUESTS_CA_BUNDLE, when set)."""
 
     NOISY_LOGGER = "azure.eventgrid._legacy._generated._serialization"
 
@@ -188,7 +123,7 @@ def event_publisher(cfg: Settings | None = None, budget: CallBudget | None = Non
     if not cfg.eventgrid_topic_endpoint:
         raise SettingsError("EVENTGRID_TOPIC_ENDPOINT: required to publish rotation events")
     client = EventGridPublisherClient(cfg.eventgrid_topic_endpoint, credential(cfg))
-    return EventPublisher(client, {**_transport_kwargs(cfg), **call_budget.request_kwargs(budget or CallBudget())})
+    return EventPublisher(client, call_budget.request_kwargs(budget or CallBudget()))
 
 
 def logs_client(cfg: Settings | None = None, budget: CallBudget | None = None) -> LogsQueryClient:
@@ -200,6 +135,5 @@ def logs_client(cfg: Settings | None = None, budget: CallBudget | None = None) -
         credential(cfg),
         endpoint=cfg.logs_endpoint,
         audience=LOGS_AUDIENCE,
-        **_transport_kwargs(cfg),
         **_budget_kwargs(budget),
     )

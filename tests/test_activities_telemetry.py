@@ -17,8 +17,9 @@ import pytest
 from azure.keyvault.secrets import SecretClient
 
 from activities import clients
-from activities.clients import LoopbackTokenCredential, secret_client
+from activities.clients import secret_client
 from activities.telemetry import check_adoption, count_auth_failures
+from emulators.local_identity import LocalTokenCredential
 from rotation.durations import format_timestamp
 from rotation.redaction import SafeError
 from tests.deployed_policy import deploy
@@ -208,7 +209,7 @@ STRANGER = "00000000-0000-0000-0000-00000000ad99"  # reads the new version, but 
 
 
 def consumer_client(emulator: Emulator, object_id: str) -> SecretClient:
-    credential = LoopbackTokenCredential(object_id, f"consumer-{object_id[-4:]}")
+    credential = LocalTokenCredential(object_id, f"consumer-{object_id[-4:]}", endpoint=emulator.url)
     return SecretClient(emulator.url, credential, verify_challenge_resource=False, connection_verify=emulator.ca)
 
 

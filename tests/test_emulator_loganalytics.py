@@ -17,7 +17,8 @@ import requests
 from azure.core.exceptions import HttpResponseError
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsQueryResult, LogsQueryStatus
 
-from activities.clients import LoopbackTokenCredential, logs_client, secret_client
+from activities.clients import logs_client, secret_client
+from emulators.local_identity import LocalTokenCredential
 from tests.emulator_process import Emulator
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,7 +65,9 @@ def only_table(result: Any) -> Any:
 def raw_query(emulator: Emulator, body: Any, token: str | None = "app", path: str | None = None) -> requests.Response:
     headers = {}
     if token:
-        minted = LoopbackTokenCredential(str(uuid.uuid4()), token).get_token("https://api.loganalytics.io/.default")
+        minted = LocalTokenCredential(str(uuid.uuid4()), token, endpoint=emulator.url).get_token(
+            "https://api.loganalytics.io/.default"
+        )
         headers["Authorization"] = f"Bearer {minted.token}"
     url = f"{emulator.url}/v1/{path or f'workspaces/{workspace(emulator)}/query'}"
     return requests.post(url, json=body, headers=headers, verify=emulator.ca, timeout=10)
@@ -231,7 +234,7 @@ def test_key_vault_reads_appear_in_both_audit_tables(la: Emulator, client: LogsQ
     consumer_oid = str(uuid.uuid4())
     consumer = SecretClient(
         la.url,
-        LoopbackTokenCredential(consumer_oid, "consumer-a"),
+        LocalTokenCredential(consumer_oid, "consumer-a", endpoint=la.url),
         verify_challenge_resource=False,
         connection_verify=la.ca,
     )
@@ -321,7 +324,7 @@ def test_missing_query_is_a_bad_argument(la: Emulator) -> None:
 
 def test_wrong_audience_or_no_token_is_401(la: Emulator) -> None:
     wrong = LogsQueryClient(
-        LoopbackTokenCredential(str(uuid.uuid4()), "app"),
+        LocalTokenCredential(str(uuid.uuid4()), "app", endpoint=la.url),
         endpoint=la.url,
         audience="https://management.azure.com",
         connection_verify=la.ca,
