@@ -180,7 +180,7 @@ def test_built_in_roles_are_the_documented_ones_on_single_resources() -> None:
 def test_app_settings_are_the_settings_module() -> None:
     app_settings = bicep("main.bicep")["modules"]["functionApp"]["config"]["params"]["appSettings"]
     assert set(app_settings) == set(SETTING_NAMES)
-    client_id = json.dumps(app_settings["AZURE_CLIENT_ID"])  # the user-assigned identity ManagedIdentityCredential selects
+    client_id = json.dumps(app_settings["AZURE_CLIENT_ID"])  # the identity ManagedIdentityCredential selects
     assert all(f'"{part}"' in client_id for part in ("identity", "outputs", "clientId"))
 
 
