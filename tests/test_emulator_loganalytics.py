@@ -248,22 +248,25 @@ def test_key_vault_reads_appear_in_both_audit_tables(la: Emulator, client: LogsQ
             workspace(la),
             'AzureDiagnostics | where ResourceProvider == "MICROSOFT.KEYVAULT" and OperationName == "SecretGet"'
             f' and id_s startswith "{la.url}/secrets/{name}/" and httpStatusCode_d == 200'
-            " | summarize Reads = count() by identity_claim_oid_g",
+            " | summarize Reads = count() by identity_claim_oid_g,"
+            " identity_claim_http_schemas_microsoft_com_identity_claims_objectidentifier_g",
             timespan=window,
         )
     )
-    assert flat.columns_types == ["guid", "long"]
-    assert [list(row) for row in flat.rows] == [[consumer_oid, 3]]
+    assert flat.columns_types == ["guid", "guid", "long"]
+    assert [list(row) for row in flat.rows] == [[consumer_oid, consumer_oid, 3]]  # both claim columns
 
     specific = only_table(
         client.query_workspace(
             workspace(la),
             f'AZKVAuditLogs | where OperationName == "SecretGet" and Id == "{written.id}" and HttpStatusCode == 200'
-            " | extend Caller = tostring(Identity.claim.oid) | distinct Caller, Id",
+            " | extend Caller = tostring(Identity.claim.oid),"
+            ' Long = tostring(Identity.claim["http://schemas.microsoft.com/identity/claims/objectidentifier"])'
+            " | distinct Caller, Long, Id",
             timespan=window,
         )
     )
-    assert [list(row) for row in specific.rows] == [[consumer_oid, written.id]]
+    assert [list(row) for row in specific.rows] == [[consumer_oid, consumer_oid, written.id]]
 
     # the challenge round trips are audited too, as refused calls without a caller
     refused = only_table(

@@ -22,7 +22,7 @@ from pycep import BicepParser
 from activities import function_keys, site_hosts
 from rotation.events import DRIFT_DETECTED, ROTATION_FAILED, ROTATION_HELD
 from rotation.identity import ROLES
-from rotation.policy import KeyScope
+from rotation.policy import DEFAULT_AUDIT_TABLE, KeyScope
 from rotation.settings import SETTING_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,8 +257,10 @@ def test_data_services_baseline() -> None:
 
 
 def test_diagnostics_near_expiry_subscription_and_alerts() -> None:
-    audit = one("modules/keyvault.bicep", "Microsoft.Insights/diagnosticSettings")["properties"]["logs"]
-    assert audit == [{"categoryGroup": "audit", "enabled": True}]
+    audit = one("modules/keyvault.bicep", "Microsoft.Insights/diagnosticSettings")["properties"]
+    assert audit["logs"] == [{"categoryGroup": "audit", "enabled": True}]
+    # resource-specific mode: the audit lands in AZKVAuditLogs, the table adoption reads by default
+    assert audit["logAnalyticsDestinationType"] == "Dedicated" and DEFAULT_AUDIT_TABLE == "AZKVAuditLogs"
     logs = one("modules/functionapp.bicep", "Microsoft.Insights/diagnosticSettings")["properties"]["logs"]
     assert logs == [{"category": "FunctionAppLogs", "enabled": True}]
     subscription = one("modules/keyvault-events.bicep", "Microsoft.EventGrid/systemTopics/eventSubscriptions")
