@@ -25,13 +25,13 @@ def clean_faults(emulator: Emulator) -> Iterator[Emulator]:
 
 @pytest.fixture(autouse=True)
 def platform_environment() -> Iterator[None]:
-    """Every test starts with a managed identity endpoint that answers nothing (the discard port on
-    loopback), so a credential built without an emulator fails at once instead of probing the Azure VM
-    metadata address, and without a CA bundle; Emulator.settings() points them at its emulator. The
-    variables are restored after the test."""
+    """A test that has no managed identity endpoint of its own (from a fixture or Emulator.settings()) gets
+    one that answers nothing (the discard port on loopback), so a credential built without an emulator fails
+    at once instead of probing the Azure VM metadata address. The platform variables are put back as they
+    were before the test."""
     saved = {name: os.environ.get(name) for name in PLATFORM_VARIABLES}
-    os.environ.update({"IDENTITY_ENDPOINT": "https://127.0.0.1:9/msi/token", "IDENTITY_HEADER": "no-emulator"})
-    os.environ.pop("REQUESTS_CA_BUNDLE", None)
+    if not saved["IDENTITY_ENDPOINT"]:
+        os.environ.update({"IDENTITY_ENDPOINT": "https://127.0.0.1:9/msi/token", "IDENTITY_HEADER": "no-emulator"})
     yield
     for name, value in saved.items():
         if value is None:

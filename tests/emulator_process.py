@@ -94,8 +94,11 @@ class Emulator:
     def clear_faults(self) -> None:
         self.control("DELETE", "faults").raise_for_status()
 
-    def requests_log(self, since: int = 0) -> list[dict[str, Any]]:
-        return self.control("GET", f"requests?since={since}").json()["value"]
+    def requests_log(self, since: int = 0, *, tokens: bool = False) -> list[dict[str, Any]]:
+        """The requests to the emulated services; the credential's own token requests (`identity.token`,
+        one per client and resource) only with `tokens=True`, so call counts are the services' calls."""
+        log = self.control("GET", f"requests?since={since}").json()["value"]
+        return [r for r in log if tokens or r.get("operation") != "identity.token"]
 
 
 def wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:

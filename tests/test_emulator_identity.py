@@ -107,13 +107,13 @@ def test_a_wrong_client_id_fails_the_credential_without_a_token(emulator: Emulat
 
 def test_every_app_client_authenticates_through_the_endpoint(emulator: Emulator) -> None:
     cfg = emulator.settings()
-    since = max([r["seq"] for r in emulator.requests_log()], default=0)
+    since = max([r["seq"] for r in emulator.requests_log(tokens=True)], default=0)
     with secret_client(emulator.url, cfg) as vault:
         vault.set_secret("identity-check", "v" * 40)
     with web_client("00000000-0000-0000-0000-0000000000b1", cfg) as web, pytest.raises(ResourceNotFoundError):
         web.web_apps.list_host_keys("no-such-group", "no-such-app")  # authenticated, then 404
     logs_client(cfg).query_workspace(emulator.endpoints["workspaceId"], "AppRequests | count", timespan=None)
-    log = emulator.requests_log(since)
+    log = emulator.requests_log(since, tokens=True)
     tokens = [r for r in log if r["operation"] == "identity.token"]
     assert {r["status"] for r in tokens} == {200}
     assert {r["query"].split("resource=")[1].split("&")[0] for r in tokens} == {
