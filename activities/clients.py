@@ -9,11 +9,9 @@ or the built-in one when no target is at hand.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
+import os
 import threading
-import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +19,7 @@ from rotation.policy import CallBudget
 from rotation.settings import Settings, SettingsError, is_loopback, load_settings
 
 if TYPE_CHECKING:
-    from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
+    from azure.core.credentials import TokenCredential
     from azure.eventgrid import EventGridPublisherClient
     from azure.keyvault.secrets import SecretClient
     from azure.mgmt.web import WebSiteManagementClient
@@ -29,63 +27,6 @@ if TYPE_CHECKING:
 
 ARM_SCOPE = "https://management.azure.com/.default"
 LOGS_AUDIENCE = "https://api.loganalytics.io"
-TOKEN_LIFETIME = 3600
-
-
-def _b64(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).rstrip(b"=").decode()
-
-
-class LoopbackTokenCredential:
-    """A TokenCredential minting unsigned JWT-shaped tokens for the local emulators.
-
-    The emulators read the audience and the caller's object id from it (Key Vault's audit records who
-    read which version), so each local identity — the app, a sample consumer — gets its own `oid`.
-    Only ever handed to clients whose endpoint is loopback (see Settings.check_endpoint).
-    """
-
-    def __init__(self, object_id: str, name: str | None = None, tenant_id: str | None = None) -> None:
-        self.object_id = object_id
-        self.name = name
-        self.tenant_id = tenant_id
-
-    def _mint(self, scopes: tuple[str, ...], tenant_id: str | None) -> tuple[str, int]:
-        if not scopes:
-            raise ValueError("at least one scope is required")
-        audience = scopes[0].removesuffix("/.default")
-        now = int(time.time())
-        expires = now + TOKEN_LIFETIME
-        claims = {
-            "aud": audience,
-            "oid": self.object_id,
-            "name": self.name,
-            "tid": tenant_id or self.tenant_id,
-            "iat": now,
-            "exp": expires,
-        }
-        return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.", expires
-
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        from azure.core.credentials import AccessToken
-
-        token, expires = self._mint(scopes, tenant_id)
-        return AccessToken(token, expires)
-
-    def get_token_info(self, *scopes: str, options: dict[str, Any] | None = None) -> AccessTokenInfo:
-        from azure.core.credentials import AccessTokenInfo
-
-        token, expires = self._mint(scopes, (options or {}).get("tenant_id"))
-        return AccessTokenInfo(token, expires)
-
-    def close(self) -> None:
-        """Nothing to release; present so clients can close their credential."""
 
 
 @lru_cache(maxsize=1)
@@ -94,15 +35,18 @@ def settings() -> Settings:
 
 
 def credential(cfg: Settings | None = None) -> TokenCredential:
-    """One credential per worker process and settings: azure-identity credentials are thread-safe and
-    cache their tokens, so sharing one means one token request per audience per hour, not per activity."""
-    return _credential(cfg or settings())
+    """The app's user-assigned managed identity, wherever it runs: azure-identity finds the token service
+    from IDENTITY_ENDPOINT / IDENTITY_HEADER (App Service sets them; locally devhost points them at the
+    emulators' token service), so the local stack runs the production credential path. One credential
+    per worker process and settings: credentials are thread-safe and cache their tokens, so sharing one
+    means one token request per audience per hour, not one per client. The token service's address is
+    part of the key: it is read from the environment when the credential is built."""
+    service = (os.environ.get("IDENTITY_ENDPOINT"), os.environ.get("IDENTITY_HEADER"))
+    return _credential(cfg or settings(), service)
 
 
 @lru_cache(maxsize=4)
-def _credential(cfg: Settings) -> TokenCredential:
-    if cfg.is_local:
-        return LoopbackTokenCredential(cfg.local_identity, "keyrotation-app", cfg.tenant_id)
+def _credential(cfg: Settings, service: tuple[str | None, str | None]) -> TokenCredential:
     from azure.identity import ManagedIdentityCredential
 
     return ManagedIdentityCredential(client_id=cfg.managed_identity_client_id)
@@ -131,16 +75,15 @@ def _thread_session() -> Any:
     return session
 
 
-def _transport_kwargs(cfg: Settings, budget: CallBudget | None = None) -> dict[str, Any]:
-    """A transport of the client's own (its timeouts and CA) over this thread's shared session.
-    Closing the client leaves the session open (`session_owner=False`)."""
+def _transport_kwargs(budget: CallBudget | None = None) -> dict[str, Any]:
+    """A transport of the client's own (its timeouts) over this thread's shared session; the session
+    trusts the environment (REQUESTS_CA_BUNDLE), as azure-core's own does. Closing the client leaves the
+    session open (`session_owner=False`)."""
     from azure.core.pipeline.transport import RequestsTransport
 
     from activities import call_budget
 
     options = call_budget.transport_kwargs(budget or CallBudget())
-    if cfg.ca_bundle:
-        options["connection_verify"] = cfg.ca_bundle
     return {"transport": RequestsTransport(session=_thread_session(), session_owner=False, **options)}
 
 
@@ -162,7 +105,7 @@ def web_client(
         subscription_id,
         base_url=cfg.arm_endpoint,
         credential_scopes=[ARM_SCOPE],
-        **_transport_kwargs(cfg, budget),
+        **_transport_kwargs(budget),
         **_budget_kwargs(budget),
     )
 
@@ -180,7 +123,7 @@ def secret_client(vault_url: str, cfg: Settings | None = None, budget: CallBudge
         vault_url,
         credential(cfg),
         verify_challenge_resource=not loopback_vault,
-        **_transport_kwargs(cfg, budget),
+        **_transport_kwargs(budget),
         **_budget_kwargs(budget),
     )
 
@@ -199,9 +142,10 @@ class _SendKeywordNoise(logging.Filter):
 
 
 class EventPublisher:
-    """EventGridPublisherClient drops constructor kwargs for basic topics (quirk 5), so transport
-    settings and the call budget go with every send — and its transport cannot be shared, so the client
-    itself is kept per thread (see _thread_session) and `close()` leaves it open."""
+    """EventGridPublisherClient drops constructor kwargs for basic topics (quirk 5), so the call budget
+    goes with every send (TLS trust comes from the environment: REQUESTS_CA_BUNDLE, when set) — and its
+    transport cannot be shared, so the client itself is kept per thread (see _thread_session) and
+    `close()` leaves it open."""
 
     NOISY_LOGGER = "azure.eventgrid._legacy._generated._serialization"
 
@@ -235,9 +179,8 @@ def event_publisher(cfg: Settings | None = None, budget: CallBudget | None = Non
     cfg = cfg or settings()
     if not cfg.eventgrid_topic_endpoint:
         raise SettingsError("EVENTGRID_TOPIC_ENDPOINT: required to publish rotation events")
-    verify = {"connection_verify": cfg.ca_bundle} if cfg.ca_bundle else {}
     client = _thread_publisher(cfg, cfg.eventgrid_topic_endpoint)
-    return EventPublisher(client, {**verify, **call_budget.request_kwargs(budget or CallBudget())})
+    return EventPublisher(client, call_budget.request_kwargs(budget or CallBudget()))
 
 
 def logs_client(cfg: Settings | None = None, budget: CallBudget | None = None) -> LogsQueryClient:
@@ -249,6 +192,6 @@ def logs_client(cfg: Settings | None = None, budget: CallBudget | None = None) -
         credential(cfg),
         endpoint=cfg.logs_endpoint,
         audience=LOGS_AUDIENCE,
-        **_transport_kwargs(cfg, budget),
+        **_transport_kwargs(budget),
         **_budget_kwargs(budget),
     )

@@ -66,12 +66,11 @@ def probe_once(target: Target, value: SecretValue) -> ProbeResult:
     site_hosts.ProbeDestinationRefused, sending nothing, when the destination is not the app's own host."""
     import requests
 
-    from activities import clients, site_hosts
+    from activities import site_hosts
 
     probe = target.probe
     if probe is None:
         raise ValueError(f"target {target.id} has no probe")
-    cfg = clients.settings()
     url = site_hosts.probe_url(target)
     connect = min(target.calls.connect_timeout, probe.timeout).total_seconds()
     try:
@@ -80,7 +79,7 @@ def probe_once(target: Target, value: SecretValue) -> ProbeResult:
             url,
             headers={KEY_HEADER: value.reveal()},
             timeout=(connect, probe.timeout.total_seconds()),
-            verify=cfg.ca_bundle or True,
+            verify=True,  # the system roots, or REQUESTS_CA_BUNDLE when set (the local stack's CA)
             allow_redirects=False,  # a redirect must not carry the key to another host
         )
     except requests.RequestException as exc:

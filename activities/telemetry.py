@@ -179,7 +179,7 @@ def check_adoption(request: ActivityRequest) -> dict[str, Any]:
     if not isinstance(secret_id, str) or not secret_id.lower().startswith(target.key_vault.secret_id().lower() + "/"):
         raise ValueError(f"secretId: must be a version of {target.key_vault.secret_id()}")
     window = parse_window({"start": request.get("since"), "end": request.get("until")}, "since/until")
-    text = adoption_query(secret_id)
+    text = adoption_query(secret_id, target.key_vault.audit_table)
     workspace = audit_workspace(target)
     if not workspace:
         return {"readers": [], "error": "no workspace holds the Key Vault audit: set LOG_ANALYTICS_WORKSPACE_ID"}

@@ -23,7 +23,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activities.clients import LoopbackTokenCredential  # noqa: E402
+from emulators.local_identity import LOCAL_EMULATORS, LocalTokenCredential  # noqa: E402
 from tests.emulator_process import running_emulator  # noqa: E402
 
 SUB, RG, SITE = "00000000-0000-0000-0000-0000000000b1", "bench-rg", "bench-app"
@@ -31,7 +31,7 @@ SITE_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Web/s
 
 
 def token(audience: str) -> str:
-    return LoopbackTokenCredential("bench-oid", "bench").get_token(f"{audience}/.default").token
+    return LocalTokenCredential("bench-oid", "bench", endpoint=LOCAL_EMULATORS).get_token(f"{audience}/.default").token
 
 
 async def drive(

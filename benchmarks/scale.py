@@ -128,7 +128,7 @@ def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float,
     )
     stack.start()
     try:
-        env = {"KEY_VAULT_URL": stack.emulator["keyVault"], **stack.app_settings("x")}
+        env = {"KEY_VAULT_URL": stack.emulator["keyVault"], **stack.app_settings()}
         targets = list(load_policy(policy_file, env))
         print(f"seeding {count} apps and their operator keys ...", flush=True)
         seed_sites(stack, targets)

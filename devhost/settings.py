@@ -4,8 +4,8 @@ Layers, later ones winning except where noted:
 1. the process environment;
 2. ``local.settings.json`` "Values" in the app folder — like Core Tools, a value never overrides a
    variable already set in the process environment;
-3. the emulators' settings (endpoints, credential kind) — always win, so a local run cannot be
-   pointed at real Azure by a stray variable;
+3. the emulators' settings (endpoints, the managed identity endpoint, the CA bundle) — always win,
+   so a local run cannot be pointed at real Azure by a stray variable;
 4. ``WEBSITE_AUTH_ENABLED=True`` when Easy Auth is simulated; removed when it is not, so the app
    sees exactly what the platform would tell it.
 """

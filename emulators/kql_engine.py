@@ -277,6 +277,7 @@ SCALAR_FUNCTIONS = (
     "toupper",
     "strlen",
     "strcat",
+    "column_ifexists",
 )
 
 
@@ -494,8 +495,22 @@ class ExpressionCompiler:
             raise semantic(f"'{name}' is an aggregation function; it is only valid in summarize", node.pos, name)
         if name not in SCALAR_FUNCTIONS:
             raise unsupported(f"The function '{name}()'", _token_at(node.pos, name))
+        if name == "column_ifexists":
+            return self._column_ifexists(node)
         args = [self.compile(arg) for arg in node.args]
         return self._scalar(node, args)
+
+    def _column_ifexists(self, node: Call) -> Typed:
+        """column_ifexists("Name", default): the column when the table has it, else the default. Queries
+        over AzureDiagnostics need it: a column exists there only once some resource has filled it."""
+        if len(node.args) != 2:
+            raise semantic(f"'column_ifexists' expects 2 argument(s), got {len(node.args)}", node.pos, node.name)
+        named = node.args[0]
+        if not (isinstance(named, Literal) and named.type == STRING):
+            raise semantic("'column_ifexists' expects the column name as a string literal", node.pos, node.name)
+        if named.value in self.schema:
+            return self._column(Column(named.value, named.pos))
+        return self.compile(node.args[1])
 
     def _arity(self, node: Call, args: list[Typed], low: int, high: int) -> None:
         if not low <= len(args) <= high:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators import arm, control, eventgrid, keyvault, loganalytics, target_apps
+from emulators import arm, control, eventgrid, identity, keyvault, loganalytics, target_apps
 from emulators.arm_sites import SITES_KEY
 from emulators.faults import Faults
 from emulators.operations import request_log
@@ -27,7 +27,7 @@ from emulators.tls import server_context
 
 log = logging.getLogger("emulators")
 
-SERVICES = (control, arm, keyvault, eventgrid, loganalytics)
+SERVICES = (control, identity, arm, keyvault, eventgrid, loganalytics)
 MAX_BODY = 4 * 1024 * 1024  # above Event Grid's 1 MB so the topic can answer 413 itself
 # Never through the proxy: the emulators' own endpoints and devhost are loopback addresses.
 NO_PROXY = "127.0.0.1,localhost,::1"
@@ -56,16 +56,23 @@ class RunningEmulator:
             "control": f"{self.url}/_emulator",
             "caBundle": str(self.ca_path),
             "proxy": self.proxy.url,
+            "managedIdentity": {
+                **identity.app_settings(self.state),
+                "objectId": identity.APP_IDENTITY.object_id,
+                "resourceId": identity.APP_IDENTITY.resource_id,
+            },
         }
 
     def app_settings(self) -> dict[str, str]:
-        """The app settings that point the app at the emulators (names read by rotation/settings.py),
-        and the standard proxy variables `requests` and azure-core read (both spellings: urllib lets a
-        lower-case one win, so a stray one in the environment must not route the probe elsewhere)."""
+        """The app settings that point the app at the emulators (names read by rotation/settings.py); what
+        App Service gives an app with a managed identity (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`, served by
+        emulators/identity.py, and the identity's `AZURE_CLIENT_ID`); and the standard variables `requests`
+        and azure-core read: the proxy (both spellings: urllib lets a lower-case one win, so a stray one in
+        the environment must not route the probe elsewhere) and the CA bundle they trust."""
         return {
             **proxy_settings(self.proxy.url),
-            "KEYROTATION_CREDENTIAL": "loopback-token",
-            "KEYROTATION_CA_BUNDLE": str(self.ca_path),
+            **platform_settings(self.ca_path),
+            **identity.app_settings(self.state),
             "ARM_ENDPOINT": self.url,
             "KEY_VAULT_URL": self.url,
             "EVENTGRID_TOPIC_ENDPOINT": f"{self.url}/api/events",
@@ -90,6 +97,12 @@ class RunningEmulator:
 def proxy_settings(proxy_url: str) -> dict[str, str]:
     """HTTPS_PROXY/NO_PROXY (and their lower-case twins) sending https:// to the emulators' proxy."""
     return {"HTTPS_PROXY": proxy_url, "https_proxy": proxy_url, "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY}
+
+
+def platform_settings(ca_path: Path) -> dict[str, str]:
+    """`REQUESTS_CA_BUNDLE`: the CA `requests` (and so azure-core's transport and azure-identity) trusts
+    when a client does not pass `connection_verify`; the local CA stands in for the public roots."""
+    return {"REQUESTS_CA_BUNDLE": str(ca_path)}
 
 
 def build_app(state: EmulatorState) -> web.Application:

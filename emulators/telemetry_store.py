@@ -234,6 +234,7 @@ def _audit_common(entry: Row) -> dict[str, Any]:
 
 def _azure_diagnostics(entry: Row, tenant_id: str) -> Row:
     common = _audit_common(entry)
+    caller = (entry["caller_oid"] or "").lower() or None
     return {
         "TimeGenerated": common["TimeGenerated"],
         "ResourceId": KEYVAULT_RESOURCE_ID.upper(),
@@ -255,7 +256,10 @@ def _azure_diagnostics(entry: Row, tenant_id: str) -> Row:
         "httpStatusCode_d": float(common["status"]),
         "requestUri_s": common["uri"],
         "id_s": common["id"],
-        "identity_claim_oid_g": (entry["caller_oid"] or "").lower() or None,
+        # Key Vault writes the caller's object id as claim `oid` or as the long objectidentifier claim (its
+        # samples show both, depending on the token): the emulator fills both columns, seeded rows either.
+        "identity_claim_oid_g": caller,
+        "identity_claim_http_schemas_microsoft_com_identity_claims_objectidentifier_g": caller,
         "identity_claim_upn_s": entry["caller_name"] or "",
         "identity_claim_appid_g": None,
         "properties_isAccessPolicyMatch_b": None,

@@ -140,6 +140,7 @@ TABLES: dict[str, Schema] = {
         "requestUri_s": STRING,
         "id_s": STRING,
         "identity_claim_oid_g": GUID,
+        "identity_claim_http_schemas_microsoft_com_identity_claims_objectidentifier_g": GUID,
         "identity_claim_upn_s": STRING,
         "identity_claim_appid_g": GUID,
         "properties_isAccessPolicyMatch_b": BOOL,

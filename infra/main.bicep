@@ -154,7 +154,6 @@ module functionApp 'modules/functionapp.bicep' = {
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     authClientId: authClientId
     appSettings: {
-      KEYROTATION_CREDENTIAL: 'managed-identity'
       AZURE_CLIENT_ID: identity.outputs.clientId
       AZURE_TENANT_ID: tenant().tenantId
       ARM_ENDPOINT: environment().resourceManager

@@ -198,10 +198,17 @@ class KeyScope:
         return "the master key" if self.kind == "masterKey" else "host function keys"
 
 
+# Where the vault's diagnostic setting sends its audit: the resource-specific table (logAnalyticsDestinationType
+# "Dedicated", what infra/modules/keyvault.bicep sets) or the shared AzureDiagnostics table (the default mode).
+AUDIT_TABLES = ("AZKVAuditLogs", "AzureDiagnostics")
+DEFAULT_AUDIT_TABLE = "AZKVAuditLogs"
+
+
 @dataclass(frozen=True)
 class KeyVaultRef:
     vault_url: str  # normalized: https://host[:port], lowercase host, no trailing slash
     secret_name: str
+    audit_table: str = DEFAULT_AUDIT_TABLE  # the Log Analytics table holding this vault's audit (adoption)
 
     @property
     def vault_name(self) -> str:
@@ -801,7 +808,9 @@ def _build_target(index: int, merged: dict[str, Any], issues: list[PolicyIssue])
         function_app=FunctionApp(site["sub"], site["rg"], site["name"], slot),
         key_scope=scope,
         base_key_name=base,
-        key_vault=KeyVaultRef(_normalize_vault_url(kv["vaultUrl"]), kv["secretName"]),
+        key_vault=KeyVaultRef(
+            _normalize_vault_url(kv["vaultUrl"]), kv["secretName"], kv.get("auditTable", DEFAULT_AUDIT_TABLE)
+        ),
         interval=interval,
         overlap=overlap,
         monitoring=Monitoring(signal, m.get("workspaceId"), m.get("resourceId"), m.get("query"), threshold, watch),
@@ -911,7 +920,9 @@ def _cross_target_issues(document: Mapping[str, Any]) -> list[PolicyIssue]:
 
 
 __all__ = [
+    "AUDIT_TABLES",
     "BUILTIN_DEFAULTS",
+    "DEFAULT_AUDIT_TABLE",
     "KQL_PLACEHOLDERS",
     "SIGNALS",
     "CallBudget",

@@ -17,10 +17,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rotation.policy import KQL_PLACEHOLDERS, Target, render_kql
+from rotation.policy import AUDIT_TABLES, DEFAULT_AUDIT_TABLE, KQL_PLACEHOLDERS, Target, render_kql
 
 FAILURES_COLUMN = "failures"
-READER_COLUMN = "identity_claim_oid_g"
+# The one column both adoption queries answer: the caller's Entra object id, whichever claim form carried it.
+READER_COLUMN = "ReaderObjectId"
 
 # The consumers' own HTTP dependency telemetry: sees every refusal, including the host's key-check 401s
 # (quirk 7), but only from consumers that send Application Insights telemetry to the queried scope.
@@ -47,12 +48,34 @@ PRESETS: Mapping[str, str] = {
     "target-requests": TARGET_REQUESTS,
 }
 
-# Successful reads of one exact Key Vault version, one row per distinct caller object id.
-ADOPTION = """\
+# Successful reads of one exact Key Vault version, one row per distinct caller object id. Key Vault records
+# the caller's object id as the claim `oid` or as `http://schemas.microsoft.com/identity/claims/objectidentifier`
+# (its logging samples show both), so each query reads either form.
+OBJECTIDENTIFIER_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+DIAGNOSTICS_OBJECTIDENTIFIER = "identity_claim_http_schemas_microsoft_com_identity_claims_objectidentifier_g"
+
+# Resource-specific mode (a diagnostic setting with logAnalyticsDestinationType "Dedicated"): the claims are
+# members of the dynamic `Identity.claim`; `Id` is the secret id that was read.
+ADOPTION_AZKV = f"""\
+AZKVAuditLogs
+| where OperationName == "SecretGet" and HttpStatusCode == 200
+| where Id =~ "{{secretId}}"
+| extend Oid = tostring(Identity.claim.oid), ObjectIdentifier = tostring(Identity.claim["{OBJECTIDENTIFIER_CLAIM}"])
+| extend {READER_COLUMN} = iff(isempty(Oid), ObjectIdentifier, Oid)
+| distinct {READER_COLUMN}"""
+
+# Azure diagnostics mode: each claim is a column of its own, and a column exists in AzureDiagnostics only once
+# some resource has filled it, hence column_ifexists (as Microsoft Sentinel's Key Vault rules read it).
+ADOPTION_AZURE_DIAGNOSTICS = f"""\
 AzureDiagnostics
 | where ResourceProvider == "MICROSOFT.KEYVAULT" and OperationName == "SecretGet"
-| where id_s =~ "{secretId}" and httpStatusCode_d == 200
-| distinct identity_claim_oid_g"""
+| where id_s =~ "{{secretId}}" and httpStatusCode_d == 200
+| extend Oid = tostring(column_ifexists("identity_claim_oid_g", ""))
+| extend ObjectIdentifier = tostring(column_ifexists("{DIAGNOSTICS_OBJECTIDENTIFIER}", ""))
+| extend {READER_COLUMN} = iff(isempty(Oid), ObjectIdentifier, Oid)
+| distinct {READER_COLUMN}"""
+
+ADOPTION: Mapping[str, str] = {"AZKVAuditLogs": ADOPTION_AZKV, "AzureDiagnostics": ADOPTION_AZURE_DIAGNOSTICS}
 
 # Values are pasted inside KQL string literals: host, app, function and slot names never need quoting, so
 # anything that would (a quote, a backslash, a space, a newline) is refused rather than escaped.
@@ -93,16 +116,24 @@ def failure_query(target: Target, host_name: str | None = None) -> SignalQuery:
     return SignalQuery(signal, render_kql(PRESETS[signal], values))
 
 
-def adoption_query(secret_id: str) -> str:
-    """Who read exactly this version. `secret_id` must be versioned: a read of another version is not adoption."""
+def adoption_query(secret_id: str, table: str = DEFAULT_AUDIT_TABLE) -> str:
+    """Who read exactly this version, from the vault's audit in `table` (which one the vault's diagnostic
+    setting writes: policy `keyVault.auditTable`). `secret_id` must be versioned: a read of another version
+    is not adoption."""
     if not _SECRET_ID.match(secret_id):
         raise SignalError(f"secretId: {secret_id!r} is not a versioned Key Vault secret id")
-    return ADOPTION.replace("{secretId}", secret_id)
+    if table not in ADOPTION:
+        raise SignalError(f"keyVault.auditTable: {table!r} is not one of {', '.join(AUDIT_TABLES)}")
+    return ADOPTION[table].replace("{secretId}", secret_id)
 
 
 __all__ = [
     "ADOPTION",
+    "ADOPTION_AZKV",
+    "ADOPTION_AZURE_DIAGNOSTICS",
+    "AUDIT_TABLES",
     "CONSUMER_DEPENDENCIES",
+    "DEFAULT_AUDIT_TABLE",
     "FAILURES_COLUMN",
     "KQL_PLACEHOLDERS",
     "PRESETS",

@@ -145,7 +145,7 @@ class ApiStack:
         raise KeyError(site)
 
     def policy(self) -> Policy:
-        env = {"KEY_VAULT_URL": self.stack.emulator["keyVault"], **self.stack.app_settings("x")}
+        env = {"KEY_VAULT_URL": self.stack.emulator["keyVault"], **self.stack.app_settings()}
         return load_policy(LOCAL_POLICY, env)
 
     # -- driving a rotation -------------------------------------------------------------------------

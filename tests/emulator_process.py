@@ -16,8 +16,14 @@ from typing import Any
 
 import requests
 
-from emulators.server import proxy_settings
+from emulators.local_identity import LocalTokenCredential
+from emulators.server import platform_settings, proxy_settings
 from rotation.settings import Settings, load_settings
+
+# What App Service (and devhost) put in the app's process environment rather than its settings mapping:
+# azure-identity and requests read them from os.environ, so tests set them there (tests/conftest.py
+# restores them after every test).
+PLATFORM_VARIABLES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,12 +46,21 @@ class Emulator:
     def proxy(self) -> str:
         return self.endpoints["proxy"]
 
+    @property
+    def app_object_id(self) -> str:
+        """The app's managed identity's object id: the caller the services record for the app."""
+        return str(self.endpoints["managedIdentity"]["objectId"])
+
     def app_settings(self) -> dict[str, str]:
-        """What devhost gives the app: endpoints, credential kind, and the proxy to the emulated apps."""
+        """What devhost gives the app: endpoints, the managed identity endpoint, the proxy to the emulated
+        apps and the CA bundle."""
+        identity = self.endpoints["managedIdentity"]
         return {
             **proxy_settings(self.proxy),
-            "KEYROTATION_CREDENTIAL": "loopback-token",
-            "KEYROTATION_CA_BUNDLE": self.ca,
+            **platform_settings(Path(self.ca)),
+            "IDENTITY_ENDPOINT": identity["IDENTITY_ENDPOINT"],
+            "IDENTITY_HEADER": identity["IDENTITY_HEADER"],
+            "AZURE_CLIENT_ID": identity["AZURE_CLIENT_ID"],
             "ARM_ENDPOINT": self.url,
             "EVENTGRID_TOPIC_ENDPOINT": self.endpoints["eventGridTopic"],
             "LOGS_ENDPOINT": self.url,
@@ -53,7 +68,14 @@ class Emulator:
         }
 
     def settings(self, **overrides: str) -> Settings:
-        return load_settings({**self.app_settings(), **overrides})
+        """The app's settings, with the platform's variables put in os.environ, where the SDKs read them."""
+        values = {**self.app_settings(), **overrides}
+        os.environ.update({name: values[name] for name in PLATFORM_VARIABLES})
+        return load_settings(values)
+
+    def credential_as(self, object_id: str, name: str | None = None) -> LocalTokenCredential:
+        """Another identity than the app's (a consumer, an operator), for clients built by the test."""
+        return LocalTokenCredential(object_id, name, endpoint=self.url, tenant_id=self.endpoints["tenantId"])
 
     def control(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Call /_emulator/<path>."""
@@ -72,8 +94,11 @@ class Emulator:
     def clear_faults(self) -> None:
         self.control("DELETE", "faults").raise_for_status()
 
-    def requests_log(self, since: int = 0) -> list[dict[str, Any]]:
-        return self.control("GET", f"requests?since={since}").json()["value"]
+    def requests_log(self, since: int = 0, *, tokens: bool = False) -> list[dict[str, Any]]:
+        """The requests to the emulated services; the credential's own token requests (`identity.token`,
+        one per client and resource) only with `tokens=True`, so call counts are the services' calls."""
+        log = self.control("GET", f"requests?since={since}").json()["value"]
+        return [r for r in log if tokens or r.get("operation") != "identity.token"]
 
 
 def wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:

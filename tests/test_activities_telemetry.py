@@ -17,13 +17,14 @@ import pytest
 from azure.keyvault.secrets import SecretClient
 
 from activities import clients
-from activities.clients import LoopbackTokenCredential, secret_client
+from activities.clients import secret_client
 from activities.telemetry import check_adoption, count_auth_failures
+from emulators.local_identity import LocalTokenCredential
 from rotation.durations import format_timestamp
 from rotation.redaction import SafeError
 from tests.deployed_policy import deploy
 from tests.emulator_process import Emulator
-from tests.test_signals_kql import SITE, sample_target_json
+from tests.test_signals_kql import SITE, audit_row, sample_target_json
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 HOST = "orders-app.azurewebsites.net"
@@ -208,7 +209,7 @@ STRANGER = "00000000-0000-0000-0000-00000000ad99"  # reads the new version, but 
 
 
 def consumer_client(emulator: Emulator, object_id: str) -> SecretClient:
-    credential = LoopbackTokenCredential(object_id, f"consumer-{object_id[-4:]}")
+    credential = LocalTokenCredential(object_id, f"consumer-{object_id[-4:]}", endpoint=emulator.url)
     return SecretClient(emulator.url, credential, verify_challenge_resource=False, connection_verify=emulator.ca)
 
 
@@ -252,6 +253,44 @@ def test_readers_are_the_consumers_that_read_that_exact_version(app: Emulator, a
     assert result == {"readers": [CONSUMER_A], "error": None}
     assert check_adoption(adoption_request(adoption)) == result  # a re-run gives the same answer
     assert check_adoption(adoption_request(adoption, adoption["old"])) == {"readers": [CONSUMER_B], "error": None}
+
+
+@pytest.mark.parametrize("table", ["AZKVAuditLogs", "AzureDiagnostics"])
+def test_either_audit_table_shows_the_same_readers(app: Emulator, adoption: dict[str, Any], table: str) -> None:
+    """The emulated vault's audit reaches both tables; keyVault.auditTable says which one is read."""
+    case = {**adoption, "target": {**adoption["target"], "keyVault": {**adoption["target"]["keyVault"]}}}
+    case["target"]["keyVault"]["auditTable"] = table
+    assert check_adoption(adoption_request(case)) == {"readers": [CONSUMER_A], "error": None}
+
+
+SEEDED_VAULT = "https://kv-keyrotation-prod.vault.azure.net"
+
+
+def seeded_read(table: str, claim: str, secret_id: str, oid: str, at: datetime) -> dict[str, Any]:
+    """A successful SecretGet as Key Vault writes it on Azure, naming the caller by one claim form only."""
+    row = audit_row(table, claim, secret_id, oid)
+    return {**row, "TimeGenerated": iso(at), **({"ResultSignature": "OK"} if table == "AZKVAuditLogs" else {})}
+
+
+@pytest.mark.parametrize("claim", ["oid", "objectidentifier"])
+@pytest.mark.parametrize("table", ["AZKVAuditLogs", "AzureDiagnostics"])
+def test_adoption_is_observed_from_a_seeded_audit_row(app: Emulator, table: str, claim: str) -> None:
+    """Rows shaped as Azure writes them, in either table and either claim form: the consumer is seen."""
+    name = f"seeded-{uuid.uuid4().hex[:10]}"
+    target = sample_target_json(
+        vault_url=SEEDED_VAULT,
+        secret_name=name,
+        workspace_id=workspace(app),
+        consumers=[{"name": "billing", "objectId": CONSUMER_A}, {"name": "shipping", "objectId": CONSUMER_B}],
+        audit_table=table,
+    )
+    new, old = f"{SEEDED_VAULT}/secrets/{name}/{'ab' * 16}", f"{SEEDED_VAULT}/secrets/{name}/{'cd' * 16}"
+    at = T0 + timedelta(minutes=5)
+    seed(app, table, [seeded_read(table, claim, new, CONSUMER_A, at), seeded_read(table, claim, old, CONSUMER_B, at)])
+    other = "AzureDiagnostics" if table == "AZKVAuditLogs" else "AZKVAuditLogs"
+    seed(app, other, [seeded_read(other, claim, new, CONSUMER_B, at)])  # the table the vault does not write
+    request = {**deploy(target), "secretId": new, "since": iso(T0), "until": iso(T0 + timedelta(minutes=10))}
+    assert check_adoption(request) == {"readers": [CONSUMER_A], "error": None}
 
 
 def test_reads_outside_the_window_do_not_count(app: Emulator, adoption: dict[str, Any]) -> None:

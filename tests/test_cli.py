@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 COMMAND = Path(sys.executable).with_name("keyrotation")
 # What a plan may ask of the emulators: listings of key names (ARM answers them with values, which the
 # app drops) and Key Vault version properties. Never a secret value (keyvault.get_secret), never a write.
-READS = {"arm.list_function_keys", "arm.list_host_keys", "keyvault.list_versions"}
+# identity.token: the managed identity endpoint, asked once per client and resource (a read of nothing)
+READS = {"arm.list_function_keys", "arm.list_host_keys", "keyvault.list_versions", "identity.token"}
 REASON = "cli test: key pasted in a ticket"
 
 

@@ -95,7 +95,7 @@ def test_the_sample_consumers_ack_ends_the_overlap_of_a_scheduled_rotation(tmp_p
     try:
         stack.set_auto_advance(False)
         emu = stack.emulator
-        env = {"KEY_VAULT_URL": emu["keyVault"], **stack.app_settings("x")}
+        env = {"KEY_VAULT_URL": emu["keyVault"], **stack.app_settings()}
         target: Target | None = load_policy(stack.policy, env).target(TARGET)
         assert target is not None and target.probe is not None
         seed_sites(stack, [target])

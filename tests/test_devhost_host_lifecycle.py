@@ -62,7 +62,9 @@ def test_with_emulators_the_app_is_pointed_at_them(tmp_path: Path) -> None:
         assert emulator["url"].startswith("https://127.0.0.1:")
         assert Path(host.endpoints["caBundle"]).is_file()
         assert host.get("api/settings/ARM_ENDPOINT").json() == {"value": emulator["url"]}  # never real Azure
-        assert host.get("api/settings/KEYROTATION_CA_BUNDLE").json() == {"value": host.endpoints["caBundle"]}
+        assert host.get("api/settings/REQUESTS_CA_BUNDLE").json() == {"value": host.endpoints["caBundle"]}
+        identity = emulator["managedIdentity"]
+        assert host.get("api/settings/IDENTITY_ENDPOINT").json() == {"value": identity["IDENTITY_ENDPOINT"]}
         control = requests.get(f"{emulator['control']}/state", verify=host.endpoints["caBundle"], timeout=10)
         assert control.status_code == 200
         assert (tmp_path / "emulator").is_dir()

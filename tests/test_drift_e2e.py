@@ -41,12 +41,8 @@ def scheduler_output(stack: DemoStack, timeout: float = 90) -> dict[str, Any]:
 
 def delete_by_hand(stack: DemoStack, target: Any, name: str) -> None:
     """An operator deletes the key through ARM (the official SDK, as the operator's identity)."""
-    from activities import clients
-    from rotation.settings import load_settings
-
-    cfg = load_settings(stack.app_settings(OPERATOR[0]))
     app = target.function_app
-    with clients.web_client(app.subscription_id, cfg) as web:
+    with stack.web_client_as(OPERATOR, app.subscription_id) as web:
         web.web_apps.delete_function_secret(app.resource_group, app.name, target.key_scope.function, name)
 
 

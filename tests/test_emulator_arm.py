@@ -14,8 +14,9 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from azure.mgmt.web import WebSiteManagementClient
 from azure.mgmt.web.models import KeyInfo
 
-from activities.clients import LoopbackTokenCredential, web_client
+from activities.clients import web_client
 from emulators.arm import host_runtime_fault
+from emulators.local_identity import LOCAL_EMULATORS, LocalTokenCredential
 from emulators.store import fingerprint
 from tests.emulator_process import Emulator
 
@@ -48,7 +49,11 @@ def assert_generated(value: str) -> None:
 
 
 def arm_token(audience: str = "https://management.azure.com") -> str:
-    return LoopbackTokenCredential(str(uuid.uuid4()), "tester").get_token(f"{audience}/.default").token
+    return (
+        LocalTokenCredential(str(uuid.uuid4()), "tester", endpoint=LOCAL_EMULATORS)
+        .get_token(f"{audience}/.default")
+        .token
+    )
 
 
 def site_path(sub: str, rg: str, name: str) -> str:
@@ -254,7 +259,7 @@ def test_requests_without_a_management_token_get_401(emulator: Emulator) -> None
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "AuthenticationFailed"
     assert anonymous.headers["WWW-Authenticate"].startswith("Bearer authorization_uri=")
     vault_scoped = WebSiteManagementClient(
-        LoopbackTokenCredential(str(uuid.uuid4()), "wrong-audience"),
+        LocalTokenCredential(str(uuid.uuid4()), "wrong-audience", endpoint=emulator.url),
         sub,
         base_url=emulator.url,
         credential_scopes=["https://vault.azure.net/.default"],

@@ -18,7 +18,8 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient, generate_sas
 
-from activities.clients import LoopbackTokenCredential, event_publisher
+from activities.clients import event_publisher
+from emulators.local_identity import LocalTokenCredential
 from tests.emulator_process import Emulator
 
 MB = 1_048_576
@@ -101,7 +102,7 @@ def test_app_factory_publishes_cloud_events_stored_exactly_as_sent(emulator: Emu
 
     (entry,) = [r for r in emulator.requests_log() if r["seq"] == stored[0]["requestSeq"]]
     assert entry["operation"] == "eventgrid.publish" and entry["status"] == 200
-    assert entry["caller"] == cfg.local_identity  # bearer token's oid, from the app's loopback credential
+    assert entry["caller"] == emulator.app_object_id  # bearer token's oid: the app's managed identity
 
     new_changes = emulator.control("GET", "changes").json()["value"][len(changes_before) :]
     journal, _ = [c for c in new_changes if c["kind"] == "eventgrid.published"]
@@ -172,7 +173,11 @@ def test_sas_for_another_resource_and_tokens_for_another_service_are_refused(emu
         url, data=event, headers={**content, "aeg-sas-token": other}, verify=emulator.ca, timeout=10
     )
     assert refused.status_code == 401 and "resource" in refused.json()["error"]["message"]
-    vault_token = LoopbackTokenCredential("oid-1", "someone").get_token("https://vault.azure.net/.default").token
+    vault_token = (
+        LocalTokenCredential("oid-1", "someone", endpoint=emulator.url)
+        .get_token("https://vault.azure.net/.default")
+        .token
+    )
     wrong_audience = requests.post(
         url, data=event, headers={**content, "Authorization": f"Bearer {vault_token}"}, verify=emulator.ca, timeout=10
     )

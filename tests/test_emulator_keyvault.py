@@ -12,7 +12,8 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.keyvault.secrets import SecretClient
 from azure.keyvault.secrets._shared import HttpChallengeCache
 
-from activities.clients import LoopbackTokenCredential, secret_client
+from activities.clients import secret_client
+from emulators.local_identity import LocalTokenCredential
 from emulators.store import fingerprint
 from tests.emulator_process import Emulator
 
@@ -50,7 +51,7 @@ def test_challenge_round_trip_stores_the_value_once_from_the_replay(emulator: Em
     puts = [r for r in emulator.requests_log(since) if r["path"] == f"/secrets/{name}"]
     assert [(r["method"], r["status"], r["caller"]) for r in puts] == [
         ("PUT", 401, None),
-        ("PUT", 200, emulator.settings().local_identity),
+        ("PUT", 200, emulator.app_object_id),
     ]
     versions = emulator.state()["keyvault"]["secrets"][name]["versions"]
     assert [(v["version"], v["value"]) for v in versions] == [(stored.properties.version, "the-value")]
@@ -246,7 +247,7 @@ def test_audit_rows_name_the_caller_that_read(emulator: Emulator) -> None:
     name = unique("audited")
 
     def reader(oid: str, who: str) -> SecretClient:
-        credential = LoopbackTokenCredential(oid, who)
+        credential = LocalTokenCredential(oid, who, endpoint=emulator.url)
         return SecretClient(emulator.url, credential, verify_challenge_resource=False, connection_verify=emulator.ca)
 
     writer = secret_client(emulator.url, emulator.settings())

@@ -10,7 +10,8 @@ import pytest
 import requests
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
-from activities.clients import LoopbackTokenCredential, secret_client
+from activities.clients import secret_client
+from emulators.local_identity import LOCAL_EMULATORS, LocalTokenCredential
 from tests.emulator_process import Emulator, running_emulator
 
 API = "api-version=2026-04-01"
@@ -21,7 +22,11 @@ CHALLENGE = (
 
 
 def token(audience: str = "https://vault.azure.net") -> str:
-    return LoopbackTokenCredential(str(uuid.uuid4()), "wire").get_token(f"{audience}/.default").token
+    return (
+        LocalTokenCredential(str(uuid.uuid4()), "wire", endpoint=LOCAL_EMULATORS)
+        .get_token(f"{audience}/.default")
+        .token
+    )
 
 
 def call(emulator: Emulator, method: str, path: str, auth: str | None = None, **kwargs: Any) -> requests.Response:

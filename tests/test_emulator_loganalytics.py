@@ -17,7 +17,8 @@ import requests
 from azure.core.exceptions import HttpResponseError
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsQueryResult, LogsQueryStatus
 
-from activities.clients import LoopbackTokenCredential, logs_client, secret_client
+from activities.clients import logs_client, secret_client
+from emulators.local_identity import LocalTokenCredential
 from tests.emulator_process import Emulator
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,7 +65,9 @@ def only_table(result: Any) -> Any:
 def raw_query(emulator: Emulator, body: Any, token: str | None = "app", path: str | None = None) -> requests.Response:
     headers = {}
     if token:
-        minted = LoopbackTokenCredential(str(uuid.uuid4()), token).get_token("https://api.loganalytics.io/.default")
+        minted = LocalTokenCredential(str(uuid.uuid4()), token, endpoint=emulator.url).get_token(
+            "https://api.loganalytics.io/.default"
+        )
         headers["Authorization"] = f"Bearer {minted.token}"
     url = f"{emulator.url}/v1/{path or f'workspaces/{workspace(emulator)}/query'}"
     return requests.post(url, json=body, headers=headers, verify=emulator.ca, timeout=10)
@@ -231,7 +234,7 @@ def test_key_vault_reads_appear_in_both_audit_tables(la: Emulator, client: LogsQ
     consumer_oid = str(uuid.uuid4())
     consumer = SecretClient(
         la.url,
-        LoopbackTokenCredential(consumer_oid, "consumer-a"),
+        LocalTokenCredential(consumer_oid, "consumer-a", endpoint=la.url),
         verify_challenge_resource=False,
         connection_verify=la.ca,
     )
@@ -245,22 +248,25 @@ def test_key_vault_reads_appear_in_both_audit_tables(la: Emulator, client: LogsQ
             workspace(la),
             'AzureDiagnostics | where ResourceProvider == "MICROSOFT.KEYVAULT" and OperationName == "SecretGet"'
             f' and id_s startswith "{la.url}/secrets/{name}/" and httpStatusCode_d == 200'
-            " | summarize Reads = count() by identity_claim_oid_g",
+            " | summarize Reads = count() by identity_claim_oid_g,"
+            " identity_claim_http_schemas_microsoft_com_identity_claims_objectidentifier_g",
             timespan=window,
         )
     )
-    assert flat.columns_types == ["guid", "long"]
-    assert [list(row) for row in flat.rows] == [[consumer_oid, 3]]
+    assert flat.columns_types == ["guid", "guid", "long"]
+    assert [list(row) for row in flat.rows] == [[consumer_oid, consumer_oid, 3]]  # both claim columns
 
     specific = only_table(
         client.query_workspace(
             workspace(la),
             f'AZKVAuditLogs | where OperationName == "SecretGet" and Id == "{written.id}" and HttpStatusCode == 200'
-            " | extend Caller = tostring(Identity.claim.oid) | distinct Caller, Id",
+            " | extend Caller = tostring(Identity.claim.oid),"
+            ' Long = tostring(Identity.claim["http://schemas.microsoft.com/identity/claims/objectidentifier"])'
+            " | distinct Caller, Long, Id",
             timespan=window,
         )
     )
-    assert [list(row) for row in specific.rows] == [[consumer_oid, written.id]]
+    assert [list(row) for row in specific.rows] == [[consumer_oid, consumer_oid, written.id]]
 
     # the challenge round trips are audited too, as refused calls without a caller
     refused = only_table(
@@ -321,7 +327,7 @@ def test_missing_query_is_a_bad_argument(la: Emulator) -> None:
 
 def test_wrong_audience_or_no_token_is_401(la: Emulator) -> None:
     wrong = LogsQueryClient(
-        LoopbackTokenCredential(str(uuid.uuid4()), "app"),
+        LocalTokenCredential(str(uuid.uuid4()), "app", endpoint=la.url),
         endpoint=la.url,
         audience="https://management.azure.com",
         connection_verify=la.ca,

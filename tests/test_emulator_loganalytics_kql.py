@@ -314,6 +314,18 @@ def test_dynamic_member_access() -> None:
     assert refused("AZKVAuditLogs | where OperationName.x == 1").kind == "SemanticError"
 
 
+def test_column_ifexists_reads_the_column_or_the_default() -> None:
+    oid = "11111111-1111-1111-1111-111111111111"
+    rows = [{"identity_claim_oid_g": oid}, {"identity_claim_oid_g": None}]
+    query = (
+        'AzureDiagnostics | project A = tostring(column_ifexists("identity_claim_oid_g", "none")),'
+        ' B = column_ifexists("no_such_column_s", "none")'
+    )
+    assert run(query, rows) == [{"A": oid, "B": "none"}, {"A": "", "B": "none"}]
+    assert refused('AzureDiagnostics | project column_ifexists(id_s, "")').kind == "SemanticError"
+    assert refused('AzureDiagnostics | project column_ifexists("id_s")').kind == "SemanticError"
+
+
 def test_guids_compare_without_case_but_strings_do_not() -> None:
     oid = "AAAAAAAA-1111-1111-1111-111111111111"
     rows = [{"identity_claim_oid_g": oid.lower(), "id_s": oid.lower()}]

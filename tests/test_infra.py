@@ -2,7 +2,7 @@
 
 - The custom role holds exactly the Microsoft.Web actions of the SDK calls activities/function_keys.py
   and activities/site_hosts.py make (their ARM_ACTIONS tables, checked against the calls in their source).
-- The app settings the template produces are SETTING_NAMES minus LOCAL_ONLY_SETTINGS, plus a short,
+- The app settings the template produces are SETTING_NAMES, plus a short,
   named list of platform settings; docs/deploy.md lists them all.
 - Nothing is assigned at subscription scope; the security baseline properties are set.
 """
@@ -22,8 +22,8 @@ from pycep import BicepParser
 from activities import function_keys, site_hosts
 from rotation.events import DRIFT_DETECTED, ROTATION_FAILED, ROTATION_HELD
 from rotation.identity import ROLES
-from rotation.policy import KeyScope
-from rotation.settings import LOCAL_ONLY_SETTINGS, SETTING_NAMES
+from rotation.policy import DEFAULT_AUDIT_TABLE, KeyScope
+from rotation.settings import SETTING_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
@@ -177,10 +177,11 @@ def test_built_in_roles_are_the_documented_ones_on_single_resources() -> None:
 # -- app settings ------------------------------------------------------------------------------------
 
 
-def test_app_settings_are_the_settings_module_minus_local_only() -> None:
+def test_app_settings_are_the_settings_module() -> None:
     app_settings = bicep("main.bicep")["modules"]["functionApp"]["config"]["params"]["appSettings"]
-    assert set(app_settings) == set(SETTING_NAMES) - set(LOCAL_ONLY_SETTINGS)
-    assert app_settings["KEYROTATION_CREDENTIAL"] == "managed-identity"
+    assert set(app_settings) == set(SETTING_NAMES)
+    client_id = json.dumps(app_settings["AZURE_CLIENT_ID"])  # the identity ManagedIdentityCredential selects
+    assert all(f'"{part}"' in client_id for part in ("identity", "outputs", "clientId"))
 
 
 def test_platform_settings_are_named_and_the_site_gets_both_lists() -> None:
@@ -196,7 +197,7 @@ def test_platform_settings_are_named_and_the_site_gets_both_lists() -> None:
 
 def test_deploy_doc_lists_every_app_setting() -> None:
     deploy = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
-    for name in (set(SETTING_NAMES) - set(LOCAL_ONLY_SETTINGS)) | PLATFORM_SETTINGS:
+    for name in set(SETTING_NAMES) | PLATFORM_SETTINGS:
         assert f"`{name}`" in deploy, name
 
 
@@ -256,8 +257,10 @@ def test_data_services_baseline() -> None:
 
 
 def test_diagnostics_near_expiry_subscription_and_alerts() -> None:
-    audit = one("modules/keyvault.bicep", "Microsoft.Insights/diagnosticSettings")["properties"]["logs"]
-    assert audit == [{"categoryGroup": "audit", "enabled": True}]
+    audit = one("modules/keyvault.bicep", "Microsoft.Insights/diagnosticSettings")["properties"]
+    assert audit["logs"] == [{"categoryGroup": "audit", "enabled": True}]
+    # resource-specific mode: the audit lands in AZKVAuditLogs, the table adoption reads by default
+    assert audit["logAnalyticsDestinationType"] == "Dedicated" and DEFAULT_AUDIT_TABLE == "AZKVAuditLogs"
     logs = one("modules/functionapp.bicep", "Microsoft.Insights/diagnosticSettings")["properties"]["logs"]
     assert logs == [{"category": "FunctionAppLogs", "enabled": True}]
     subscription = one("modules/keyvault-events.bicep", "Microsoft.EventGrid/systemTopics/eventSubscriptions")

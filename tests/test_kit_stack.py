@@ -162,12 +162,8 @@ class World:
 
 def store_operator_key(stack: DemoStack, target: Target) -> None:
     """The key the operator made, put in Key Vault by hand (untagged): what the kit reads on first use."""
-    from activities import clients
-    from rotation.settings import load_settings as app_settings
-
     value = demo_report.live_keys(stack.control_json("state"), target)[target.base_key_name]
-    cfg = app_settings(stack.app_settings(OPERATOR[0]))
-    with clients.secret_client(target.key_vault.vault_url, cfg) as vault:
+    with stack.secret_client_as(OPERATOR, target.key_vault.vault_url) as vault:
         vault.set_secret(target.key_vault.secret_name, value)
 
 
@@ -192,7 +188,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         stack.set_auto_advance(False)
         emu = stack.emulator
-        env = {"KEY_VAULT_URL": emu["keyVault"], **stack.app_settings("x")}
+        env = {"KEY_VAULT_URL": emu["keyVault"], **stack.app_settings()}
         target = load_policy(stack.policy, env).target(TARGET)
         assert target is not None and target.probe is not None
         seed_sites(stack, [target])

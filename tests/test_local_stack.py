@@ -6,6 +6,7 @@ a CloudEvent published by the official SDK to devhost's Event Grid webhook, whic
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from azure.core.messaging import CloudEvent
 from activities.clients import event_publisher, secret_client, web_client
 from rotation.settings import load_settings
 from tests.devhost_process import HOST_APP, Devhost, running_devhost
+from tests.emulator_process import PLATFORM_VARIABLES
 
 SUB, RG, SITE = "11111111-2222-3333-4444-555555555555", "rg-local", "orders-api"
 
@@ -43,23 +45,26 @@ def control(host: Devhost, method: str, path: str, **kwargs: Any) -> requests.Re
 
 def test_app_settings_point_the_app_at_the_emulators(stack: Devhost) -> None:
     emu = stack.endpoints["emulator"]
-    assert app_setting(stack, "KEYROTATION_CREDENTIAL") == "loopback-token"
+    identity = emu["managedIdentity"]
+    assert app_setting(stack, "KEYROTATION_CREDENTIAL") is None
     assert app_setting(stack, "ARM_ENDPOINT") == emu["arm"]
     assert app_setting(stack, "EVENTGRID_TOPIC_ENDPOINT") == emu["eventGridTopic"]
     assert app_setting(stack, "WEBSITE_AUTH_ENABLED") == "True"
-    assert Path(app_setting(stack, "KEYROTATION_CA_BUNDLE") or "").is_file()
+    assert app_setting(stack, "IDENTITY_ENDPOINT") == identity["IDENTITY_ENDPOINT"] == f"{emu['url']}/msi/token"
+    assert app_setting(stack, "AZURE_CLIENT_ID") == identity["AZURE_CLIENT_ID"]
+    assert Path(app_setting(stack, "REQUESTS_CA_BUNDLE") or "").is_file()
+
+
+def app_environment(stack: Devhost) -> dict[str, str]:
+    """The app's settings as devhost gave them, with the platform's variables (managed identity endpoint,
+    CA bundle) put in this process's environment, where azure-identity and requests read them."""
+    names = ["ARM_ENDPOINT", "LOGS_ENDPOINT", "EVENTGRID_TOPIC_ENDPOINT", "KEY_VAULT_URL", "AZURE_CLIENT_ID"]
+    os.environ.update({name: app_setting(stack, name) or "" for name in PLATFORM_VARIABLES})
+    return {name: app_setting(stack, name) or "" for name in names}
 
 
 def test_official_clients_built_from_the_app_settings_reach_the_emulators(stack: Devhost) -> None:
-    names = [
-        "KEYROTATION_CREDENTIAL",
-        "KEYROTATION_CA_BUNDLE",
-        "ARM_ENDPOINT",
-        "LOGS_ENDPOINT",
-        "EVENTGRID_TOPIC_ENDPOINT",
-        "KEY_VAULT_URL",
-    ]
-    env = {name: app_setting(stack, name) or "" for name in names}
+    env = app_environment(stack)
     cfg = load_settings(env)
     assert control(stack, "PUT", f"sites/{SUB}/{RG}/{SITE}", json={"functions": ["probe"]}).status_code == 201
     keys = web_client(SUB, cfg).web_apps.list_host_keys(RG, SITE)
@@ -85,15 +90,7 @@ def test_event_grid_emulator_delivers_to_the_devhost_webhook(stack: Devhost) -> 
         },
     )
     assert created.status_code in (200, 201), created.text
-    cfg = load_settings(
-        {
-            "KEYROTATION_CREDENTIAL": "loopback-token",
-            "KEYROTATION_CA_BUNDLE": stack.endpoints["emulator"]["caBundle"],
-            "ARM_ENDPOINT": stack.endpoints["emulator"]["arm"],
-            "LOGS_ENDPOINT": stack.endpoints["emulator"]["logAnalytics"],
-            "EVENTGRID_TOPIC_ENDPOINT": stack.endpoints["emulator"]["eventGridTopic"],
-        }
-    )
+    cfg = load_settings(app_environment(stack))
     publisher = event_publisher(cfg)
     wanted = CloudEvent(
         source="/keyrotation",

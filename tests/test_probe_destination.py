@@ -23,6 +23,7 @@ from activities import clients, site_hosts
 from activities.provision import provision_new_key
 from activities.site_hosts import ProbeDestinationRefused
 from activities.verify import verify_new_key
+from emulators.local_identity import LocalTokenCredential
 from rotation import naming
 from rotation.policy import PolicyError, Target, parse_policy
 from tests.deployed_policy import deploy, ref
@@ -50,7 +51,11 @@ def seed(emulator: Emulator, name: str | None = None, sub: str | None = None, **
 def arm_get(emulator: Emulator, site: dict[str, Any], slot: str | None = None) -> requests.Response:
     """The raw GET the SDK's web_apps.get / get_slot sends (tests read the JSON as ARM returns it)."""
     path = site["id"] + (f"/slots/{slot}" if slot else "")
-    token = clients.LoopbackTokenCredential("00000000-0000-0000-0000-0000000000aa").get_token(clients.ARM_SCOPE).token
+    token = (
+        LocalTokenCredential("00000000-0000-0000-0000-0000000000aa", endpoint=emulator.url)
+        .get_token(clients.ARM_SCOPE)
+        .token
+    )
     return requests.get(
         f"{emulator.url}{path}?api-version=2025-05-01",
         headers={"Authorization": f"Bearer {token}"},

@@ -30,7 +30,7 @@ STAGES = ("provisioning", "verifying", "overlap", "gate", "revoking", "watching"
 
 
 def policy_for(stack: DemoStack) -> Policy:
-    env = {"KEY_VAULT_URL": stack.emulator["keyVault"], **stack.app_settings("x")}
+    env = {"KEY_VAULT_URL": stack.emulator["keyVault"], **stack.app_settings()}
     return load_policy(ROOT / POLICY, env)
 
 

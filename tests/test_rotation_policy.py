@@ -339,7 +339,7 @@ def test_document_level_rules() -> None:
         "defaults: id: cannot have a policy-wide default; set it on each target"
     ]
     assert problems(policy(target(), defaults={"keyVault": {"secretName": "x"}})) == [
-        "defaults: keyVault.secretName: cannot have a policy-wide default (only vaultUrl can)"
+        "defaults: keyVault.secretName: cannot have a policy-wide default (only vaultUrl and auditTable can)"
     ]
     assert parse_policy(policy(), {}).targets == ()
 

@@ -43,6 +43,7 @@ def sample_target_json(
     workspace_id: str | None = WORKSPACE,
     resource_id: str | None = None,
     consumers: list[dict[str, str]] | None = None,
+    audit_table: str | None = None,
 ) -> dict[str, Any]:
     """A target in policy JSON form (what the orchestrator passes as `target`)."""
     monitoring: dict[str, Any] = {"signal": signal}
@@ -60,6 +61,8 @@ def sample_target_json(
     }
     if slot:
         data["slot"] = slot
+    if audit_table:
+        data["keyVault"]["auditTable"] = audit_table
     return parse_target(data).to_json()
 
 
@@ -77,7 +80,8 @@ def every_query() -> list[tuple[str, str]]:
             (f"{signal} function", failure_query(sample(signal, scope={"kind": "function", "function": "Ship"})).text)
         )
     out.append(("kql", failure_query(sample("kql", query=CUSTOM_KQL)).text))
-    out.append(("adoption", adoption_query(f"{VAULT}/secrets/orders-key/{'0a' * 16}")))
+    for table in signals.AUDIT_TABLES:
+        out.append((f"adoption {table}", adoption_query(f"{VAULT}/secrets/orders-key/{'0a' * 16}", table)))
     out.append(("adoption local", adoption_query(f"https://127.0.0.1:8443/secrets/orders-key/{'f' * 32}")))
     return out
 
@@ -89,7 +93,7 @@ def test_every_query_is_valid_kql_and_the_emulator_accepts_it(label: str, query:
     schema, _ = compile_query(parsed, dict(TABLES[parsed.table]), NOW)
     assert "{" not in query.replace('{"app"', ""), f"unrendered placeholder in {label}"
     assert not re.search(r"\bago\(|\bnow\(|TimeGenerated", query), "the window travels as the timespan"
-    if label == "adoption" or label == "adoption local":
+    if label.startswith("adoption"):
         assert list(schema) == [signals.READER_COLUMN]
     else:
         assert list(schema) == [signals.FAILURES_COLUMN] and schema[signals.FAILURES_COLUMN] in ("long", "int")
@@ -175,21 +179,65 @@ def test_target_requests_counts_result_codes_not_success() -> None:
     assert run(query, rows) == [{"failures": 2}]
 
 
-def test_adoption_finds_distinct_successful_readers_of_that_version() -> None:
+OBJECTIDENTIFIER = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+
+
+def audit_row(table: str, claim: str, secret_id: str, oid: str, status: int = 200, operation: str = "SecretGet") -> Any:
+    """A Key Vault audit row as each table holds it, naming the caller by one claim form only."""
+    if table == "AZKVAuditLogs":
+        key = "oid" if claim == "oid" else OBJECTIDENTIFIER
+        return {
+            "OperationName": operation,
+            "HttpStatusCode": status,
+            "Id": secret_id,
+            "Identity": {"claim": {key: oid}},
+        }
+    column = "identity_claim_oid_g" if claim == "oid" else signals.DIAGNOSTICS_OBJECTIDENTIFIER
+    return {
+        "ResourceProvider": "MICROSOFT.KEYVAULT",
+        "OperationName": operation,
+        "httpStatusCode_d": float(status),
+        "id_s": secret_id,
+        column: oid,
+    }
+
+
+@pytest.mark.parametrize("claim", ["oid", "objectidentifier"])
+@pytest.mark.parametrize("table", signals.AUDIT_TABLES)
+def test_adoption_finds_distinct_successful_readers_of_that_version(table: str, claim: str) -> None:
     version = "ab" * 16
     secret_id = f"{VAULT}/secrets/orders-key/{version}"
-    query = adoption_query(secret_id)
-    kv = {"ResourceProvider": "MICROSOFT.KEYVAULT", "OperationName": "SecretGet", "httpStatusCode_d": 200.0}
+    query = adoption_query(secret_id, table)
     a, b, c, d = (f"00000000-0000-0000-0000-00000000000{n}" for n in range(1, 5))
     rows = [
-        {**kv, "id_s": secret_id, "identity_claim_oid_g": a},
-        {**kv, "id_s": secret_id, "identity_claim_oid_g": a},  # read twice: one reader
-        {**kv, "id_s": secret_id.upper().replace("HTTPS", "https"), "identity_claim_oid_g": b},  # case of the id
-        {**kv, "id_s": f"{VAULT}/secrets/orders-key/{'cd' * 16}", "identity_claim_oid_g": c},  # another version
-        {**kv, "id_s": secret_id, "identity_claim_oid_g": d, "httpStatusCode_d": 403.0},  # refused
-        {**kv, "id_s": secret_id, "identity_claim_oid_g": d, "OperationName": "SecretSet"},
+        audit_row(table, claim, secret_id, a),
+        audit_row(table, claim, secret_id, a),  # read twice: one reader
+        audit_row(table, claim, secret_id.upper().replace("HTTPS", "https"), b),  # case of the id
+        audit_row(table, claim, f"{VAULT}/secrets/orders-key/{'cd' * 16}", c),  # another version
+        audit_row(table, claim, secret_id, d, status=403),  # refused
+        audit_row(table, claim, secret_id, d, operation="SecretSet"),
     ]
     assert sorted(r[signals.READER_COLUMN] for r in run(query, rows)) == [a, b]
+
+
+def test_adoption_reads_either_claim_form_in_one_table() -> None:
+    secret_id = f"{VAULT}/secrets/orders-key/{'ab' * 16}"
+    a, b = "00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"
+    for table in signals.AUDIT_TABLES:
+        rows = [audit_row(table, "oid", secret_id, a), audit_row(table, "objectidentifier", secret_id, b)]
+        assert sorted(r[signals.READER_COLUMN] for r in run(adoption_query(secret_id, table), rows)) == [a, b], table
+
+
+def test_adoption_over_azure_diagnostics_runs_where_a_claim_column_never_existed() -> None:
+    """In AzureDiagnostics a column exists only once a resource filled it: a workspace whose vault only ever
+    wrote the long claim form has no identity_claim_oid_g, and the query must still run."""
+    secret_id = f"{VAULT}/secrets/orders-key/{'ab' * 16}"
+    schema = {k: v for k, v in TABLES["AzureDiagnostics"].items() if k != "identity_claim_oid_g"}
+    parsed = parse(adoption_query(secret_id, "AzureDiagnostics"))
+    out_schema, _ = compile_query(parsed, schema, NOW)
+    assert signals.READER_COLUMN in out_schema
+    with pytest.raises(SignalError, match="auditTable"):
+        adoption_query(secret_id, "AppRequests")
 
 
 def _documented_blocks() -> list[str]:
@@ -203,7 +251,7 @@ def _documented_blocks() -> list[str]:
 
 def test_docs_show_the_exact_query_text() -> None:
     documented = _documented_blocks()
-    assert documented == [*signals.PRESETS.values(), signals.ADOPTION]
+    assert documented == [*signals.PRESETS.values(), *signals.ADOPTION.values()]
     for block in documented:  # as documented, with placeholders filled, each is valid KQL
         filled = block.replace("{hostName}", "myapp.azurewebsites.net").replace("{appName}", "myapp")
         assert kql_grammar_errors(filled.replace("{secretId}", f"{VAULT}/secrets/s/{'0' * 32}")) == []

@@ -215,7 +215,7 @@ def run(stack: DemoStack, timeout: float) -> int:
     say(f"==> starting devhost (virtual clock, real app, policy {POLICY}) in {stack.state_dir}")
     stack.start()
     emu = stack.emulator
-    policy = load_policy(ROOT / POLICY, environ={**stack.app_settings(seed.OPERATOR[0]), "KEY_VAULT_URL": emu["url"]})
+    policy = load_policy(ROOT / POLICY, environ={**stack.app_settings(), "KEY_VAULT_URL": emu["url"]})
     targets = list(policy)
     for needed in (HELD_TARGET, CONSUMER_TARGET):
         if policy.target(needed) is None:

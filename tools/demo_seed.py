@@ -58,16 +58,12 @@ def create_operator_keys(stack: DemoStack, targets: Iterable[Target]) -> list[st
     """The pre-existing key named after each target's base name, as an operator made it by hand: PUT
     without a value (the platform generates it; quirk 1: a plain dict with `properties`). Skipped
     when already there, so a rerun on the same state does not renew it."""
-    from activities import clients
-    from rotation.settings import load_settings
-
-    cfg = load_settings(stack.app_settings(OPERATOR[0]))
     made: list[str] = []
     for target in targets:
         if target.is_master_key:
             continue
         app, name = target.function_app, target.base_key_name
-        with clients.web_client(app.subscription_id, cfg) as web:
+        with stack.web_client_as(OPERATOR, app.subscription_id) as web:
             body = {"properties": {"name": name}}
             if target.key_scope.kind == "function":
                 function = str(target.key_scope.function)
@@ -144,17 +140,7 @@ def seed_telemetry(stack: DemoStack, targets: Iterable[Target], now: datetime, f
 def consumer_reads_version(stack: DemoStack, target: Target, version: str, who: tuple[str, str]) -> None:
     """A consumer service fetching the announced version under its own identity: the Key Vault audit
     records its object id, which is how the rotation sees adoption. The value is dropped unseen."""
-    from azure.keyvault.secrets import SecretClient
-
-    from activities.clients import LoopbackTokenCredential
-
-    client = SecretClient(
-        target.key_vault.vault_url,
-        LoopbackTokenCredential(who[0], who[1]),
-        verify_challenge_resource=False,
-        connection_verify=stack.ca_bundle,
-    )
-    with client:
+    with stack.secret_client_as(who, target.key_vault.vault_url) as client:
         secret = client.get_secret(target.key_vault.secret_name, version)
         if not secret.value:
             raise StackError(f"{who[1]} read an empty value from version {version}")

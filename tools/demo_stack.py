@@ -209,15 +209,40 @@ class DemoStack:
         response.raise_for_status()
         return response.json()
 
-    def app_settings(self, local_identity: str) -> dict[str, str]:
-        """App settings pointing clients at the emulators, as `local_identity` (an Entra object id)."""
+    def app_settings(self) -> dict[str, str]:
+        """The app's endpoint settings (for loading the policy the way the app does)."""
         emu = self.emulator
         return {
-            "KEYROTATION_CREDENTIAL": "loopback-token",
-            "KEYROTATION_CA_BUNDLE": self.ca_bundle,
-            "KEYROTATION_LOCAL_IDENTITY": local_identity,
             "ARM_ENDPOINT": emu["url"],
             "EVENTGRID_TOPIC_ENDPOINT": emu["eventGridTopic"],
             "LOGS_ENDPOINT": emu["url"],
             "LOG_ANALYTICS_WORKSPACE_ID": emu["workspaceId"],
         }
+
+    def credential_as(self, who: tuple[str, str]) -> Any:
+        """A person's or service's own identity (object id, name) — not the app's, which has its managed
+        identity: tokens minted locally, usable only against the emulators (emulators/local_identity.py)."""
+        from emulators.local_identity import LocalTokenCredential
+
+        emu = self.emulator
+        return LocalTokenCredential(who[0], who[1], endpoint=str(emu["url"]), tenant_id=str(emu["tenantId"]))
+
+    def web_client_as(self, who: tuple[str, str], subscription_id: str) -> Any:
+        """WebSiteManagementClient as `who`, built as the app builds it (quirk 1 is the caller's concern)."""
+        from azure.mgmt.web import WebSiteManagementClient
+
+        return WebSiteManagementClient(
+            self.credential_as(who),
+            subscription_id,
+            base_url=str(self.emulator["url"]),
+            credential_scopes=["https://management.azure.com/.default"],
+            connection_verify=self.ca_bundle,
+        )
+
+    def secret_client_as(self, who: tuple[str, str], vault_url: str) -> Any:
+        """SecretClient as `who`; a loopback vault cannot pass the challenge's resource check (quirk 4)."""
+        from azure.keyvault.secrets import SecretClient
+
+        return SecretClient(
+            vault_url, self.credential_as(who), verify_challenge_resource=False, connection_verify=self.ca_bundle
+        )

@@ -113,7 +113,7 @@ def write_policy(folder: Path) -> Path:
 
 
 def campaign_policy(stack: CampaignStack) -> Policy:
-    env = {"KEY_VAULT_URL": stack.emulator["keyVault"], **stack.app_settings("x")}
+    env = {"KEY_VAULT_URL": stack.emulator["keyVault"], **stack.app_settings()}
     return load_policy(stack.policy_path, env)
 
 
@@ -121,13 +121,9 @@ def seed_current_versions(stack: DemoStack, targets: Iterable[Target], soft_dele
     """Each target's operator key stored as this product's current version, expiring within the overlap
     (so it is due now, with a previous version to re-tag and revoke). Secrets listed in `soft_deleted`
     are then deleted: Key Vault keeps the name and answers 409 to the next write until it is recovered."""
-    from activities import clients
-    from rotation.settings import load_settings
-
-    cfg = load_settings({**stack.app_settings(OPERATOR[0]), "KEY_VAULT_URL": stack.emulator["keyVault"]})
     now = datetime.now(UTC)
     for target in targets:
-        with clients.web_client(target.function_app.subscription_id, cfg) as web:
+        with stack.web_client_as(OPERATOR, target.function_app.subscription_id) as web:
             app = target.function_app
             if target.key_scope.kind == "function":
                 keys = dict(web.web_apps.list_function_keys(app.resource_group, app.name, target.key_scope.function))
@@ -137,7 +133,7 @@ def seed_current_versions(stack: DemoStack, targets: Iterable[Target], soft_dele
         value = next(v for k, v in keys.items() if k.lower() == target.base_key_name.lower())
         rotation_id = naming.rotation_id(target.id, "scheduled", now - timedelta(days=20))
         tags = naming.secret_tags(target.id, rotation_id, target.base_key_name, "current")
-        client = clients.secret_client(target.key_vault.vault_url, cfg)
+        client = stack.secret_client_as(OPERATOR, target.key_vault.vault_url)
         with client:
             client.set_secret(target.key_vault.secret_name, value, tags=tags, expires_on=now + timedelta(hours=1))
             if target.id in soft_deleted:

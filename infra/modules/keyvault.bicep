@@ -40,6 +40,9 @@ resource audit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   scope: vault
   properties: {
     workspaceId: workspaceId
+    // Resource-specific mode: the audit lands in AZKVAuditLogs, the table adoption reads by default
+    // (policy keyVault.auditTable; without this the rows go to AzureDiagnostics).
+    logAnalyticsDestinationType: 'Dedicated'
     logs: [
       {
         categoryGroup: 'audit'
