@@ -29,6 +29,11 @@ param rotationSchedule string = '0 0 3 * * *'
 @description('How many rotations run at once (ROTATION_MAX_CONCURRENCY).')
 param rotationMaxConcurrency int = 8
 
+@minValue(1)
+@maxValue(6000)
+@description('Rotation starts per minute per tick after a burst of 25 (ROTATION_MAX_STARTS_PER_MINUTE); 50 is half of Log Analytics\' query rate for four queries per rotation (rotation/pacing.py). Raise it only when the app\'s identity and workspace serve nothing else.')
+param rotationMaxStartsPerMinute int = 50
+
 @description('The policy file the deployment ships, relative to the app root (ROTATION_POLICY_PATH).')
 param rotationPolicyPath string = 'config/rotation-policy.json'
 
@@ -164,6 +169,7 @@ module functionApp 'modules/functionapp.bicep' = {
       ROTATION_POLICY_PATH: rotationPolicyPath
       ROTATION_SCHEDULE: rotationSchedule
       ROTATION_MAX_CONCURRENCY: string(rotationMaxConcurrency)
+      ROTATION_MAX_STARTS_PER_MINUTE: string(rotationMaxStartsPerMinute)
       // A Key Vault reference: the platform resolves it with the app's identity (keyVaultReferenceIdentity).
       KEYROTATION_SIGNING_KEY: '@Microsoft.KeyVault(VaultName=${signingVault.outputs.name};SecretName=${signingVault.outputs.secretName})'
     }

@@ -11,6 +11,7 @@ import requests
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
 from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 
+from activities import clients
 from activities.clients import logs_client, secret_client, web_client
 from tests.emulator_process import Emulator
 
@@ -127,6 +128,7 @@ def test_every_app_client_authenticates_through_the_endpoint(emulator: Emulator)
 
 def test_a_fault_on_the_endpoint_fails_the_call_loudly(clean_faults: Emulator) -> None:
     cfg = clean_faults.settings()
+    clients._credential.cache_clear()  # a credential kept by the process holds its tokens: a new one asks
     clean_faults.fault(operation="identity.token", status=503, times=None)
     with secret_client(clean_faults.url, cfg) as vault, pytest.raises(ClientAuthenticationError):
         vault.set_secret("identity-fault", "v" * 40)

@@ -184,6 +184,13 @@ def test_app_settings_are_the_settings_module() -> None:
     assert all(f'"{part}"' in client_id for part in ("identity", "outputs", "clientId"))
 
 
+def test_the_start_pace_parameter_defaults_to_the_apps_own_pace() -> None:
+    from rotation import pacing
+
+    parameter = bicep("main.bicep")["parameters"]["rotationMaxStartsPerMinute"]
+    assert parameter["default"] == round(pacing.default_pace().per_second * 60)
+
+
 def test_platform_settings_are_named_and_the_site_gets_both_lists() -> None:
     platform = bicep("modules/functionapp.bicep")["variables"]["platformSettings"]["value"]
     assert set(platform) == PLATFORM_SETTINGS
