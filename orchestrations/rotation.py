@@ -246,11 +246,13 @@ class RotationRun:
         return successor
 
     def takeover_payload(self) -> Orchestration:
-        """The first authentic Supersede among those that arrived (each is judged once), or None."""
-        for fired in self.inbox[SUPERSEDE_EVENT].arrived():
-            payload = yield from self.authentic(SUPERSEDE_EVENT, fired)
-            if payload is not None and self.successor_of(payload) is not None:
-                return payload
+        """The first authentic Supersede among those that arrived (each is judged once), or None. Judging
+        is an activity, and one that arrives meanwhile fires a waiter of no race: look until none did."""
+        while fired := self.inbox[SUPERSEDE_EVENT].arrived():
+            for waiter in fired:
+                payload = yield from self.authentic(SUPERSEDE_EVENT, waiter)
+                if payload is not None and self.successor_of(payload) is not None:
+                    return payload
         return None
 
     def superseded_by(self) -> Orchestration:
@@ -518,13 +520,17 @@ class RotationRun:
         points = sorted({*boundaries, *checks})
         while self.now < end:
             yield from self.superseded_by()
-            for ack in self.inbox[ACK_EVENT].arrived():
+            fired = self.inbox[ACK_EVENT].arrived()
+            for ack in fired:
                 yield from self.record_ack(ack, consumers, adopted)
             if consumers and adopted >= consumers.keys():
                 return "every consumer switched"
+            if fired:
+                continue  # acks that arrived while these were judged fired waiters of no race: look again
             wake = min([end, *[t for t in points if t > self.now]])
             timer = self.timer(wake)
-            listening = [self.inbox[ACK_EVENT].listen()] if consumers else []
+            # One waiter per consumer and a spare: acks that arrive together all find one.
+            listening = self.inbox[ACK_EVENT].listen(len(consumers) + 1) if consumers else []
             winner = yield self.ctx.task_any([timer, self.inbox[SUPERSEDE_EVENT].listen(), *listening])
             if winner is not timer:
                 timer.cancel()
@@ -652,8 +658,10 @@ class RotationRun:
         this_hold = {"heldAt": format_timestamp(held_at)}  # a decision names the hold it decides
         while True:
             yield from self.superseded_by()
+            judged = False
             for name in DECISIONS:
                 for fired in self.inbox[name].arrived():
+                    judged = True
                     payload = yield from self.authentic(name, fired, this_hold)
                     decision = None if payload is None else self.decision(name, payload)
                     if decision == "extend":
@@ -662,6 +670,8 @@ class RotationRun:
                         return decision
                     if decision is not None:
                         return decision
+            if judged:
+                continue  # decisions that arrived while these were judged: look again before waiting
             timer = self.timer(deadline)
             waiters = [self.inbox[name].listen() for name in (SUPERSEDE_EVENT, *DECISIONS)]
             winner = yield self.ctx.task_any([timer, *waiters])

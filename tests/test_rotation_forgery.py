@@ -287,3 +287,24 @@ def test_an_emergency_raised_while_a_step_runs_between_two_waits_takes_over_when
     taken_over(run, instance, successor)
     run.durable.clock(autoAdvance=True)
     assert run.durable.wait(instance)["output"]["outcome"] == "completed"
+
+
+@pytest.mark.parametrize("while_busy", [False, True], ids=["waiting", "during-a-step"])
+def test_two_acks_raised_together_after_a_wake_point_both_count_at_once(run: Scripted, while_busy: bool) -> None:
+    """Two consumers acknowledging in the same instant, past the first adoption check: either while the
+    overlap waits again, or while the check itself runs (no fresh waiter open then). Both must count and
+    end the overlap at once; the SDK keeps one unheard event per name, so a lone waiter lost one of them."""
+    run.use(check_adoption=[{"readers": [], "error": None, **({"sleep": 1.5} if while_busy else {})}])
+    instance = run.start()
+    run.durable.wait(instance, stage="overlap")
+    run.durable.clock(autoAdvance=False)
+    run.durable.clock(advanceBy=17 * 3600)  # past the first adoption check of the two-day overlap
+    wait_until(lambda: bool(run.calls("check_adoption")))
+    time.sleep(0.2 if while_busy else 0.5)  # inside the check, or back in its wait
+    for oid in ("00000000-0000-0000-0000-00000000c001", "00000000-0000-0000-0000-00000000c002"):
+        run.durable.raise_event(instance, "ConsumerAck", {"objectId": oid, "name": "worker"})
+    wait_until(lambda: run.durable.status(instance)["customStatus"]["stage"] != "overlap")
+    status = run.durable.status(instance)
+    assert [s["step"] for s in status_steps(status) if s["step"] in ("ack", "overlap")] == ["ack", "ack", "overlap"]
+    run.durable.clock(autoAdvance=True)
+    assert run.durable.wait(instance)["output"]["outcome"] == "completed"
