@@ -11,12 +11,13 @@ import os
 import signal
 import socket
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from emulators import arm, control, eventgrid, keyvault, loganalytics, target_apps
+from emulators import arm, clock, control, eventgrid, keyvault, loganalytics, target_apps
 from emulators.arm_sites import SITES_KEY
 from emulators.faults import Faults
 from emulators.operations import request_log
@@ -77,7 +78,13 @@ class RunningEmulator:
             "KEYROTATION_SIGNING_KEY": self.state.persistent_secret("app.signing_key"),
         }
 
+    def use_clock(self, source: Callable[[], float] | None) -> None:
+        """Take time from the hosting process's clock (seconds since the epoch): devhost passes its durable
+        engine's, so virtual-time runs age keys and host key caches as real-time runs do (emulators/clock.py)."""
+        clock.use(source)
+
     async def stop(self) -> None:
+        clock.use(None)
         await self.proxy.stop()
         for cleanup in reversed(self.state.cleanup):
             result = cleanup()

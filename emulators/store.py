@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from emulators import clock
+
 CORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
@@ -33,7 +35,8 @@ CREATE TABLE IF NOT EXISTS faults (
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now on the emulators' shared clock (emulators/clock.py)."""
+    return clock.utcnow()
 
 
 def iso(dt: datetime) -> str:
