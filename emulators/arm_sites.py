@@ -28,7 +28,10 @@ DEFAULT_LOCATION = "East US"
 # Added after the first release: state folders made before get the columns on open (null = global names).
 DOMAIN_COLUMNS = ("domain_scope", "domain_hash", "domain_region")
 # Added with the per-instance key caches: columns and their SQL types (older state folders get them on open).
-HOST_COLUMNS = {"host_instances": "INTEGER NOT NULL DEFAULT 2", "unwatched_host_instances": "TEXT NOT NULL DEFAULT '[]'"}
+HOST_COLUMNS = {
+    "host_instances": "INTEGER NOT NULL DEFAULT 2",
+    "unwatched_host_instances": "TEXT NOT NULL DEFAULT '[]'",
+}
 DEFAULT_HOST_INSTANCES = 2
 
 SCHEMA = """
@@ -281,7 +284,9 @@ class SiteStore:
             stored_name = current["name"] if current else name
             new_value = value if value is not None else arm_keys.generate(scope.seed())
             if current:
-                conn.execute("UPDATE arm_keys SET retired = ?, accepted_until = ? WHERE id = ?", (now, now, current["id"]))
+                conn.execute(
+                    "UPDATE arm_keys SET retired = ?, accepted_until = ? WHERE id = ?", (now, now, current["id"])
+                )
             conn.execute(
                 "INSERT INTO arm_keys (site_id, slot, kind, function, name, value, created, accepted_from)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

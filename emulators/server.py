@@ -10,8 +10,8 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
