@@ -32,6 +32,7 @@ from activities.secret_versions import SecretVersions, Version
 from activities.targets import target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
+from rotation.credential_store import SecretValue
 from rotation.events import OLD_KEY_REVOKED
 from rotation.policy import Target
 
@@ -194,9 +195,13 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
     spared = {v.key_name.lower() for v in newer if v.key_name}
 
     deleted: list[str] = []
+    listed: dict[str, SecretValue] = {}  # values of the keys about to go, read once (kept in this process)
     if not target.is_master_key:  # the master key is renewed in place: nothing old left on the target
         store = FunctionKeyStore(target)
-        for name in _keys_to_delete(target, store, keep_name, names, sweep, spared):
+        doomed = _keys_to_delete(target, store, keep_name, names, sweep, spared)
+        if request.get("verify"):
+            listed = {n: v for n, v in store.list_keys().items() if n.lower() in {d.lower() for d in doomed}}
+        for name in doomed:
             if store.find(name) is not None:  # listed just before: an absent name costs no call
                 store.delete(name)
             deleted.append(name)
@@ -211,7 +216,11 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
         # Read while still enabled (a disabled version cannot be read), probe once the keys are deleted.
         # No value known (no version of ours held the old key): nothing to verify, `refused` stays absent.
         values = revocation.read_values(vault, retiring)
-        verdict = revocation.probe_round(target, values) if values else None
+        versioned = {name.lower() for name, _ in values}
+        # Keys with no version of ours (an adopted base key, leftovers): their values came from the target's
+        # listing before the delete, so this round is the only one that can present them.
+        unversioned = [(n, v) for n, v in listed.items() if n.lower() not in versioned]
+        verdict = revocation.probe_round(target, values + unversioned) if values or unversioned else None
     if verdict is not None and not verdict.refused:
         log.info(
             "revoked for %s (keeping %s): keys %s deleted, still accepted: %s; versions %s left enabled until refused",
@@ -223,11 +232,14 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
         )
         pending = [v.version for v in retiring if v.enabled]
         already = [v.version for v in retiring if not v.enabled]
+        once = {n.lower() for n, _ in unversioned}
         return {
             "deletedKeys": deleted,
             "disabledVersions": already,
             "pendingVersions": pending,
             "stillAccepted": list(verdict.still_accepted),
+            # Still accepted, and no Key Vault version holds the value to present it again later.
+            "unverifiable": [n for n in verdict.still_accepted if n.lower() in once],
             "refused": False,
         }
     disabled = revocation.disable_all(vault, retiring)

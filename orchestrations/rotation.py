@@ -799,6 +799,8 @@ class RotationRun:
         pending = list(revoked.get("pendingVersions") or [])
         already = list(revoked.get("disabledVersions") or [])
         still = list(revoked.get("stillAccepted") or [])
+        unverifiable = list(revoked.get("unverifiable") or [])
+        first_disabled = len(already)
         deadline = deleted_at + bound
         self.status.revocation = {
             "status": "verifying",
@@ -809,7 +811,15 @@ class RotationRun:
         self.publish_status()
         vault = self.target.key_vault
         problem = ""
+        if unverifiable:
+            # Accepted after the delete, and no Key Vault version of ours holds the value to try it again.
+            problem = (
+                f"the target still accepted {', '.join(unverifiable)} after it was deleted, and no Key Vault version"
+                " holds its value to probe it again: check the target's host instances (docs/runbook.md)"
+            )
         for round_no, fraction in enumerate((8, 4, 2, 1), start=1):
+            if not pending:
+                break
             yield from self.sleep_until(deleted_at + bound / fraction)
             last = fraction == 1
             started = self.now
@@ -831,7 +841,8 @@ class RotationRun:
                         "versions": pending,
                         "disabledVersions": already,
                         "final": last,
-                        "events": [*self.take_pending(), planned],
+                        # OldKeyRevoked goes out with the refusal only when every revoked value was refused.
+                        "events": [*self.take_pending(), *([] if unverifiable else [planned])],
                     },
                 )
             except Exception as exc:
@@ -839,21 +850,27 @@ class RotationRun:
                 self.status.step("revocation", "failed", self.now, problem)
                 self.publish_status()
                 continue
-            problem = ""
-            if result.get("refused"):
+            if result.get("refused") and not unverifiable:
                 self.refused_at(deleted_at, started, round_no)
                 return {
                     "disabled": list(result.get("disabledVersions") or []),
                     "events": result.get("unpublished") or [],
                 }
+            if result.get("refused"):
+                already += list(result.get("disabledVersions") or [])
+                still, pending = unverifiable, []
+                break
+            problem = problem if unverifiable else ""
             still = list(result.get("stillAccepted") or still)
-            self.status.revocation = {**self.status.revocation, "stillAccepted": still}
+            self.status.revocation = {**self.status.revocation, "stillAccepted": [*still, *unverifiable]}
             self.publish_status()
             if last:
-                disabled = list(result.get("disabledVersions") or [])
-                events_out = self.revocation_degraded(deleted_at, deleted, still, "", [*already, *disabled])
-                return {"disabled": disabled, "events": events_out}
-        return {"disabled": [], "events": self.revocation_degraded(deleted_at, deleted, still, problem, already)}
+                already += list(result.get("disabledVersions") or [])
+        accepted = list(dict.fromkeys([*still, *unverifiable]))
+        return {
+            "disabled": already[first_disabled:],
+            "events": self.revocation_degraded(deleted_at, deleted, accepted, problem, already),
+        }
 
     def revocation_degraded(
         self, deleted_at: datetime, deleted: list[str], still: list[str], problem: str, disabled: list[str]
