@@ -12,6 +12,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,16 @@ def proxy_settings(proxy_url: str) -> dict[str, str]:
     return {"HTTPS_PROXY": proxy_url, "https_proxy": proxy_url, "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY}
 
 
+def latest_stamp(store: Store) -> float:
+    """The newest time the request log or the journal recorded (their last rows: the clock is monotonic)."""
+    stamps = []
+    for table in ("requests", "changes"):
+        row = store.one(f"SELECT ts FROM {table} ORDER BY seq DESC LIMIT 1")  # nosec B608  # literal names
+        if row is not None:
+            stamps.append(datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00")).timestamp())
+    return max(stamps, default=float("-inf"))
+
+
 def build_app(state: EmulatorState) -> web.Application:
     app = web.Application(middlewares=[request_log, target_apps.by_host_name], client_max_size=MAX_BODY)
     app[STATE_KEY] = state
@@ -123,6 +134,7 @@ async def start_emulators(state_dir: Path, port: int = 0, host: str = "127.0.0.1
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     store = Store(state_dir / "emulator.sqlite")
+    clock.hold_at_least(latest_stamp(store))  # a restart never stamps earlier than before (emulators/clock.py)
     ssl_ctx, ca_path = server_context(state_dir / "tls")
     state = EmulatorState(state_dir=state_dir, store=store, faults=Faults(store), ca_path=ca_path)
     if port == 0:
