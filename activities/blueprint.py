@@ -12,6 +12,7 @@ from activities.drift import check_drift
 from activities.due_targets import find_due_targets
 from activities.events_publish import publish_events
 from activities.provision import provision_new_key
+from activities.revocation import verify_revocation
 from activities.revoke import compensate_rotation, revoke_old_keys
 from activities.rotation_starts import rotation_progress, start_rotation
 from activities.targets import resolve_target, verify_event
@@ -30,6 +31,7 @@ ACTIVITIES: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     compensate_rotation,
     abandon_rotation,
     revoke_old_keys,
+    verify_revocation,
     publish_events,
     check_adoption,
     count_auth_failures,

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from activities import secret_versions
+from activities import revocation, secret_versions
 from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.provision import derived_key_name, previous_version
@@ -32,6 +32,7 @@ from activities.secret_versions import SecretVersions, Version
 from activities.targets import target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
+from rotation.credential_store import SecretValue
 from rotation.events import OLD_KEY_REVOKED
 from rotation.policy import Target
 
@@ -160,11 +161,16 @@ def _settled(request: dict[str, Any], target: Target, deleted: list[str], disabl
 
 def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
     """`{"rotationId"?, "targetId", "fingerprint", "keepKeyName", "keepVersion", "revokeKeyNames",
-    "revokeVersions", "sweep"?}`
+    "revokeVersions", "sweep"?, "verify"?}`
     (null lists: emergency; `sweep`: the named ones and every other of the family) -> `{"deletedKeys",
     "disabledVersions"}`: the names now gone from the target and the versions now disabled (already-done
     ones included for explicit lists, so a re-run reports the same). `events` (OldKeyRevoked) are published
-    with those lists once it is true."""
+    with those lists once it is true.
+
+    `verify` (a target with a probe): the old values, read from the versions about to be disabled, are
+    presented to the target once the keys are deleted (activities/revocation.py). Refused: as above, plus
+    `"refused": true`. Still accepted: nothing is disabled or published; `pendingVersions` (left enabled),
+    `stillAccepted` (key names) and `"refused": false` go back for the orchestrator's later rounds."""
     target = target_for(request)
     keep_name, keep_version = request["keepKeyName"], request["keepVersion"]
     names, version_ids = request.get("revokeKeyNames"), request.get("revokeVersions")
@@ -189,23 +195,60 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
     spared = {v.key_name.lower() for v in newer if v.key_name}
 
     deleted: list[str] = []
+    listed: dict[str, SecretValue] = {}  # values of the keys about to go, read once (kept in this process)
     if not target.is_master_key:  # the master key is renewed in place: nothing old left on the target
         store = FunctionKeyStore(target)
-        for name in _keys_to_delete(target, store, keep_name, names, sweep, spared):
+        doomed = _keys_to_delete(target, store, keep_name, names, sweep, spared)
+        if request.get("verify"):
+            listed = {n: v for n, v in store.list_keys().items() if n.lower() in {d.lower() for d in doomed}}
+        for name in doomed:
             if store.find(name) is not None:  # listed just before: an absent name costs no call
                 store.delete(name)
             deleted.append(name)
 
-    disabled: list[str] = []
-    for version in plan_version_disables(target, versions, keep, version_ids, sweep):
-        if (version.rotation_id, version.key_name) == kept_key:
-            continue  # the announced version and its copy hold the kept key: readers pinned to either keep it
-        vault.ensure_stage(version, "revoked", disable=True)
-        disabled.append(version.version)
+    retiring = [
+        version
+        for version in plan_version_disables(target, versions, keep, version_ids, sweep)
+        if (version.rotation_id, version.key_name) != kept_key  # the announced version and its copy hold the kept key
+    ]
+    verdict = None
+    if request.get("verify") and target.probe is not None:
+        # Read while still enabled (a disabled version cannot be read), probe once the keys are deleted.
+        # No value known (no version of ours held the old key): nothing to verify, `refused` stays absent.
+        values = revocation.read_values(vault, retiring)
+        versioned = {name.lower() for name, _ in values}
+        # Keys with no version of ours (an adopted base key, leftovers): their values came from the target's
+        # listing before the delete, so this round is the only one that can present them.
+        unversioned = [(n, v) for n, v in listed.items() if n.lower() not in versioned]
+        verdict = revocation.probe_round(target, values + unversioned) if values or unversioned else None
+    if verdict is not None and not verdict.refused:
+        log.info(
+            "revoked for %s (keeping %s): keys %s deleted, still accepted: %s; versions %s left enabled until refused",
+            target.id,
+            keep_name,
+            deleted,
+            list(verdict.still_accepted),
+            [v.version for v in retiring],
+        )
+        pending = [v.version for v in retiring if v.enabled]
+        already = [v.version for v in retiring if not v.enabled]
+        once = {n.lower() for n, _ in unversioned}
+        return {
+            "deletedKeys": deleted,
+            "disabledVersions": already,
+            "pendingVersions": pending,
+            "stillAccepted": list(verdict.still_accepted),
+            # Still accepted, and no Key Vault version holds the value to present it again later.
+            "unverifiable": [n for n in verdict.still_accepted if n.lower() in once],
+            "refused": False,
+        }
+    disabled = revocation.disable_all(vault, retiring)
     log.info(
         "revoked for %s (keeping %s, %s): keys %s, versions %s", target.id, keep_name, keep_version, deleted, disabled
     )
-    result = {"deletedKeys": deleted, "disabledVersions": disabled}
+    result: dict[str, Any] = {"deletedKeys": deleted, "disabledVersions": disabled}
+    if verdict is not None:
+        result["refused"] = True
     return with_step_events(_settled(request, target, deleted, disabled), result)
 
 

@@ -201,6 +201,10 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
         raise StartupError(f"function_app.py failed to load: {exc.worker_message}") from None
     _log_functions(loaded, host_url, config.route_prefix)
     engine = running.engine = _make_engine(loaded, opts, config)
+    if engine and running.emulator:
+        # One clock for the host and the emulators it runs in-process: on --clock virtual, key caches and
+        # every timestamp the emulators write move with the orchestrations' time (docs/devhost.md).
+        running.emulator.use_clock(lambda: engine.clock.now().timestamp())
     durable_key = keys.system_keys[DURABLE_SYSTEM_KEY]
     rpc_base_url = await _start_rpc(engine, durable_key, running) if engine else None
     binding = (lambda: engine.client_binding_json(host_url, durable_key, rpc_base_url or "")) if engine else None

@@ -7,6 +7,7 @@ Operation name: `eventgrid.publish` (fault rules and the request log use it).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -93,7 +94,7 @@ async def publish(request: web.Request) -> web.StreamResponse:
 def _store_batch(state: EmulatorState, request_seq: int, schema: str, events: list[Any], text: str) -> None:
     """Events, one pending delivery per matching subscription, and the journal entry: all or nothing."""
     received = iso(utcnow())
-    now = utcnow().timestamp()
+    now = time.time()  # the delivery schedule runs on the wall clock (emulators/clock.py)
     ids, types, subjects = [], [], []
     with state.store.transaction() as conn:
         subs = conn.execute("SELECT name, filter FROM eventgrid_subscriptions ORDER BY name").fetchall()

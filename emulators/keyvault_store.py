@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from emulators import clock
 from emulators.store import Store, fingerprint
 
 SCHEMA = """
@@ -78,7 +78,7 @@ def new_version_id() -> str:
 
 
 def now() -> int:
-    return int(time.time())
+    return int(clock.now())
 
 
 def _version(row: Any, name: str) -> Version:

@@ -16,7 +16,7 @@ from aiohttp import web
 from emulators import hosts
 from emulators.auth import Caller, TokenError, bearer_token, parse_token
 from emulators.state import STATE_KEY, EmulatorState
-from emulators.store import iso, utcnow
+from emulators.store import iso, utcnow, wall_iso
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Authenticator = Callable[[web.Request], Awaitable["Caller | web.StreamResponse"]]
@@ -80,8 +80,14 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
     state: EmulatorState = request.app[STATE_KEY]
     started = time.perf_counter()
     cur = state.store.execute(
-        "INSERT INTO requests(ts, method, path, query) VALUES (?, ?, ?, ?)",
-        (iso(utcnow()), request.method, hosts.request_path(request.url.host, request.path), _safe_query(request)),
+        "INSERT INTO requests(ts, wall_ts, method, path, query) VALUES (?, ?, ?, ?, ?)",
+        (
+            iso(utcnow()),
+            wall_iso(),
+            request.method,
+            hosts.request_path(request.url.host, request.path),
+            _safe_query(request),
+        ),
     )
     request["seq"] = cur.lastrowid
     status = 500

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from emulators import hosts
 from emulators.arm_sites import SiteStore
-from emulators.store import Store, iso, utcnow
+from emulators.store import Store, iso, utcnow, wall_iso
 
 log = logging.getLogger("emulators.proxy")
 
@@ -76,8 +76,9 @@ class ConnectProxy:
 
     def _record(self, method: str, authority: str, status: int) -> None:
         self.store.execute(
-            "INSERT INTO requests(ts, method, path, query, service, operation, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (iso(utcnow()), method[:16], authority[:300], "", "proxy", "proxy.connect", status),
+            "INSERT INTO requests(ts, wall_ts, method, path, query, service, operation, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (iso(utcnow()), wall_iso(), method[:16], authority[:300], "", "proxy", "proxy.connect", status),
         )
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

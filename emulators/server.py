@@ -10,13 +10,15 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from emulators import arm, control, eventgrid, identity, keyvault, loganalytics, target_apps
+from emulators import arm, clock, control, eventgrid, identity, keyvault, loganalytics, target_apps
 from emulators.arm_sites import SITES_KEY
 from emulators.faults import Faults
 from emulators.operations import request_log
@@ -84,7 +86,13 @@ class RunningEmulator:
             "KEYROTATION_SIGNING_KEY": self.state.persistent_secret("app.signing_key"),
         }
 
+    def use_clock(self, source: Callable[[], float] | None) -> None:
+        """Take time from the hosting process's clock (seconds since the epoch): devhost passes its durable
+        engine's, so virtual-time runs age keys and host key caches as real-time runs do (emulators/clock.py)."""
+        clock.use(source)
+
     async def stop(self) -> None:
+        clock.use(None)
         await self.proxy.stop()
         for cleanup in reversed(self.state.cleanup):
             result = cleanup()
@@ -103,6 +111,16 @@ def platform_settings(ca_path: Path) -> dict[str, str]:
     """`REQUESTS_CA_BUNDLE`: the CA `requests` (and so azure-core's transport and azure-identity) trusts
     when a client does not pass `connection_verify`; the local CA stands in for the public roots."""
     return {"REQUESTS_CA_BUNDLE": str(ca_path)}
+
+
+def latest_stamp(store: Store) -> float:
+    """The newest time the request log or the journal recorded (their last rows: the clock is monotonic)."""
+    stamps = []
+    for table in ("requests", "changes"):
+        row = store.one(f"SELECT ts FROM {table} ORDER BY seq DESC LIMIT 1")  # nosec B608  # literal names
+        if row is not None:
+            stamps.append(datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00")).timestamp())
+    return max(stamps, default=float("-inf"))
 
 
 def build_app(state: EmulatorState) -> web.Application:
@@ -129,6 +147,7 @@ async def start_emulators(state_dir: Path, port: int = 0, host: str = "127.0.0.1
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     store = Store(state_dir / "emulator.sqlite")
+    clock.hold_at_least(latest_stamp(store))  # a restart never stamps earlier than before (emulators/clock.py)
     ssl_ctx, ca_path = server_context(state_dir / "tls")
     state = EmulatorState(state_dir=state_dir, store=store, faults=Faults(store), ca_path=ca_path)
     if port == 0:

@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from emulators import clock
+
 CORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL,
     query TEXT NOT NULL, service TEXT, operation TEXT, caller TEXT, status INTEGER, duration_ms REAL,
-    fault TEXT);
+    fault TEXT, wall_ts TEXT);
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, request_seq INTEGER, ts TEXT NOT NULL, kind TEXT NOT NULL,
     subject TEXT NOT NULL, detail TEXT NOT NULL);
@@ -33,7 +35,14 @@ CREATE TABLE IF NOT EXISTS faults (
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now on the emulators' shared clock (emulators/clock.py)."""
+    return clock.utcnow()
+
+
+def wall_iso() -> str:
+    """Now on the wall clock: the request log's `wall_ts`, for checks that time clients' real waits
+    (Retry-After) while `ts` follows the shared, possibly virtual, clock."""
+    return iso(datetime.now(UTC))
 
 
 def iso(dt: datetime) -> str:
@@ -57,6 +66,9 @@ class Store:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self.ensure_schema(CORE_SCHEMA)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(requests)")}
+        if "wall_ts" not in columns:  # added with the shared clock: state folders made before get it on open
+            self._conn.execute("ALTER TABLE requests ADD COLUMN wall_ts TEXT")
 
     def ensure_schema(self, ddl: str) -> None:
         with self._lock:

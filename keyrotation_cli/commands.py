@@ -174,6 +174,12 @@ def status_detail(view: dict[str, Any]) -> None:
     ])  # fmt: skip
     if view.get("hold"):
         render.line(f"held: {view['hold']}", "yellow")
+    revocation = view.get("revocation") or {}
+    if revocation.get("firstRefusedAt"):
+        render.line(f"old key first refused: {revocation['firstRefusedAt']}", "green")
+    elif revocation.get("status") in ("verifying", "still-accepted"):
+        still = ", ".join(revocation.get("stillAccepted") or [])
+        render.line(f"old key still accepted ({revocation['status']}): {still}", "red")
     render.line("timeline:")
     for step in view.get("steps") or []:
         render.line(f"  {step_line(step)}")

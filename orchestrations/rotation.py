@@ -728,13 +728,17 @@ class RotationRun:
         vault = self.target.key_vault
         # The revoke activity publishes OldKeyRevoked once it is true, with the lists of what it revoked:
         # the sweep (every other key of the family: orphans of failed or abandoned rotations) and an
-        # emergency find keys the plan cannot know.
+        # emergency find keys the plan cannot know. With a probe it is true once the target refuses the old
+        # values too (activities/revocation.py): then firstRefusedAt is this round's start.
+        verify = self.target.probe is not None
+        deleting_at = self.now
         planned = events.old_key_revoked(
             self.info,
             key_name=self.status.key_name or "",
             revoked_key_names=names or [],
             revoked_secret_ids=[vault.secret_id(v) for v in versions or []],
-            revoked_at=self.now,
+            revoked_at=deleting_at,
+            first_refused_at=deleting_at if verify else None,
         )
         try:
             revoked = yield self.activity(
@@ -748,6 +752,7 @@ class RotationRun:
                     "revokeKeyNames": names,
                     "revokeVersions": versions,
                     "sweep": not self.emergency,  # after the overlap every consumer was told to move
+                    "verify": verify,
                     "events": [*self.take_pending(), planned],
                 },
             )
@@ -757,9 +762,21 @@ class RotationRun:
         deleted = list(revoked.get("deletedKeys") or [])
         disabled = list(revoked.get("disabledVersions") or [])
         revoked_at = self.now
-        detail = f"deleted {', '.join(deleted) or 'no key'}; disabled {len(disabled)} Key Vault version(s)"
-        self.status.step("revoke", "done", revoked_at, detail)
         final: list[dict[str, Any]] = list(revoked.get("unpublished") or [])
+        if revoked.get("refused") is False:
+            detail = f"deleted {', '.join(deleted) or 'no key'}; still accepted: {', '.join(revoked['stillAccepted'])}"
+            self.status.step("revoke", "done", revoked_at, detail)
+            confirmed = yield from self.confirm_revocation(deleting_at, deleted, revoked)
+            disabled += confirmed["disabled"]
+            final.extend(confirmed["events"])
+        else:
+            detail = f"deleted {', '.join(deleted) or 'no key'}; disabled {len(disabled)} Key Vault version(s)"
+            self.status.step("revoke", "done", revoked_at, detail)
+            if revoked.get("refused"):
+                self.refused_at(deleting_at, deleting_at, 0)
+            else:
+                self.status.revocation = {"status": "not-verified", "firstRefusedAt": None, "stillAccepted": []}
+                self.publish_status()
         watch = self.target.monitoring.watch
         if watch > timedelta(0):
             final.extend((yield from self.watch(revoked_at, watch, deleted)))
@@ -771,6 +788,137 @@ class RotationRun:
         self.status.step("done", "done", self.now, "rotation completed")
         self.enter("completed")
         return self.output("completed", revokedKeyNames=deleted, disabledVersions=disabled)
+
+    def refused_at(self, deleted_at: datetime, at: datetime, rounds: int) -> None:
+        """The audit trail of a verified revocation: when the old values were first refused."""
+        after = format_duration(at - deleted_at) if at > deleted_at else "at once"
+        self.status.revocation = {"status": "refused", "firstRefusedAt": format_timestamp(at), "stillAccepted": []}
+        detail = f"old key first refused at {format_timestamp(at)} ({after} after deletion, round {rounds + 1})"
+        self.status.step("revocation", "verified", at, detail)
+        self.publish_status()
+
+    def confirm_revocation(self, deleted_at: datetime, deleted: list[str], revoked: dict[str, Any]) -> Orchestration:
+        """Probe the revoked values again on durable timers until the target refuses them, at most until the
+        policy's probe.revokedWithin after the deletion: rounds at 1/8, 1/4, 1/2 and all of it (four rounds,
+        about 32 history events, only when the first round found a key still accepted). Each round's activity
+        reads the values from Key Vault itself, so they never enter the history. Still accepted at the bound:
+        RotationDegraded (cause old-key-accepted) and an ERROR log (the activity). Returns
+        {"disabled": version ids, "events": events for the completion publish}."""
+        assert self.target.probe is not None
+        bound = self.target.probe.revoked_within
+        pending = list(revoked.get("pendingVersions") or [])
+        already = list(revoked.get("disabledVersions") or [])
+        still = list(revoked.get("stillAccepted") or [])
+        unverifiable = list(revoked.get("unverifiable") or [])
+        first_disabled = len(already)
+        deadline = deleted_at + bound
+        self.status.revocation = {
+            "status": "verifying",
+            "firstRefusedAt": None,
+            "stillAccepted": still,
+            "deadline": format_timestamp(deadline),
+        }
+        self.publish_status()
+        vault = self.target.key_vault
+        problem = ""
+        if unverifiable:
+            # Accepted after the delete, and no Key Vault version of ours holds the value to try it again.
+            problem = (
+                f"the target still accepted {', '.join(unverifiable)} after it was deleted, and no Key Vault version"
+                " holds its value to probe it again: check the target's host instances (docs/runbook.md)"
+            )
+        for round_no, fraction in enumerate((8, 4, 2, 1), start=1):
+            if not pending:
+                break
+            yield from self.sleep_until(deleted_at + bound / fraction)
+            last = fraction == 1
+            started = self.now
+            planned = events.old_key_revoked(
+                self.info,
+                key_name=self.status.key_name or "",
+                revoked_key_names=deleted,
+                revoked_secret_ids=[vault.secret_id(v) for v in [*already, *pending]],
+                revoked_at=deleted_at,
+                first_refused_at=started,
+            )
+            try:
+                result = yield self.activity(
+                    "verify_revocation",
+                    KEY_STEP,
+                    {
+                        "rotationId": self.req.rotation_id,
+                        **self.ref,
+                        "versions": pending,
+                        "disabledVersions": already,
+                        "final": last,
+                        # OldKeyRevoked goes out with the refusal only when every revoked value was refused.
+                        "events": [*self.take_pending(), *([] if unverifiable else [planned])],
+                    },
+                )
+            except Exception as exc:
+                problem = f"probing failed: {step_error(exc)}"
+                self.status.step("revocation", "failed", self.now, problem)
+                self.publish_status()
+                continue
+            if result.get("refused") and not unverifiable:
+                self.refused_at(deleted_at, started, round_no)
+                return {
+                    "disabled": list(result.get("disabledVersions") or []),
+                    "events": result.get("unpublished") or [],
+                }
+            if result.get("refused"):
+                already += list(result.get("disabledVersions") or [])
+                still, pending = unverifiable, []
+                break
+            problem = problem if unverifiable else ""
+            still = list(result.get("stillAccepted") or still)
+            self.status.revocation = {**self.status.revocation, "stillAccepted": [*still, *unverifiable]}
+            self.publish_status()
+            if last:
+                already += list(result.get("disabledVersions") or [])
+        accepted = list(dict.fromkeys([*still, *unverifiable]))
+        return {
+            "disabled": already[first_disabled:],
+            "events": self.revocation_degraded(deleted_at, deleted, accepted, problem, already),
+        }
+
+    def revocation_degraded(
+        self, deleted_at: datetime, deleted: list[str], still: list[str], problem: str, disabled: list[str]
+    ) -> list[dict[str, Any]]:
+        """The old key was still accepted (or could not be probed) when the bound passed: loud."""
+        assert self.target.probe is not None
+        bound = format_duration(self.target.probe.revoked_within)
+        why = problem or (
+            f"the target still accepted {', '.join(still) or 'a revoked key'} {bound} after it was deleted"
+            " (probe.revokedWithin): a host instance still grants it from its key cache"
+        )
+        self.status.revocation = {**(self.status.revocation or {}), "status": "still-accepted", "detail": why}
+        self.status.step("revocation", "degraded", self.now, why)
+        self.publish_status()
+        vault = self.target.key_vault
+        return [
+            events.old_key_revoked(  # the keys are deleted; that they are dead is what could not be shown
+                self.info,
+                key_name=self.status.key_name or "",
+                revoked_key_names=deleted,
+                revoked_secret_ids=[vault.secret_id(v) for v in disabled],
+                revoked_at=deleted_at,
+                first_refused_at=None,
+            ),
+            events.rotation_degraded(
+                self.info,
+                key_name=self.status.key_name or "",
+                revoked_key_names=deleted,
+                failures=None,
+                baseline=None,
+                window_start=deleted_at,
+                window_end=self.now,
+                detected_at=self.now,
+                cause="old-key-accepted",
+                accepted_key_names=still,
+                detail=why,
+            ),
+        ]
 
     def completed_event(self, deleted: list[str]) -> dict[str, Any]:
         assert self.provisioned is not None

@@ -27,6 +27,8 @@ class RotationStatus:
     previous_version: str | None = None
     overlap_ends_at: str | None = None
     hold: dict[str, Any] | None = None
+    # After revoke: {"status": verifying|refused|still-accepted|not-verified, "firstRefusedAt", "stillAccepted", ...}
+    revocation: dict[str, Any] | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     def step(
@@ -54,5 +56,6 @@ class RotationStatus:
             "overlapEndsAt": self.overlap_ends_at,
             "trigger": self.trigger,
             "hold": self.hold,
+            "revocation": self.revocation,
             "steps": self.steps,
         }

@@ -56,6 +56,7 @@ EVENT_TYPES: tuple[str, ...] = (
 Stage = Literal["provision", "verify", "announce", "overlap", "gate", "revoke", "watch"]
 STAGES: tuple[str, ...] = ("provision", "verify", "announce", "overlap", "gate", "revoke", "watch")
 DriftKind = Literal["key-missing-on-target", "value-mismatch"]
+DegradedCause = Literal["auth-failures", "old-key-accepted"]
 DRIFT_KINDS: tuple[str, ...] = ("key-missing-on-target", "value-mismatch")
 # What the app did about each kind of drift, so a consumer knows what to do without decoding `drift`:
 # a mismatch is repaired in Key Vault (reload `secretId`); a missing key needs a rotation (wait for it).
@@ -264,14 +265,18 @@ def old_key_revoked(
     revoked_key_names: Sequence[str],
     revoked_secret_ids: Sequence[str],
     revoked_at: datetime,
+    first_refused_at: datetime | None = None,
     source: str = DEFAULT_SOURCE,
 ) -> dict[str, Any]:
-    """Old keys are deleted on the target and their Key Vault versions disabled; `keyName` is the one left."""
+    """Old keys are deleted on the target and their Key Vault versions disabled; `keyName` is the one left.
+    `first_refused_at`: when the target was first seen refusing every revoked value (None: not verified —
+    no probe, no value known, or still accepted when the bound passed: then RotationDegraded says so)."""
     fields = {
         "keyName": key_name,
         "revokedKeyNames": _names(revoked_key_names),
         "revokedSecretIds": _names(revoked_secret_ids),
         "revokedAt": format_timestamp(revoked_at),
+        "firstRefusedAt": format_timestamp(first_refused_at) if first_refused_at else None,
     }
     return _rotation_event(OLD_KEY_REVOKED, info, revoked_at, fields, source)
 
@@ -323,17 +328,25 @@ def rotation_degraded(
     *,
     key_name: str,
     revoked_key_names: Sequence[str],
-    failures: int,
-    baseline: int,
+    failures: int | None,
+    baseline: int | None,
     window_start: datetime,
     window_end: datetime,
     detected_at: datetime,
+    cause: DegradedCause = "auth-failures",
+    accepted_key_names: Sequence[str] = (),
+    detail: str | None = None,
     source: str = DEFAULT_SOURCE,
 ) -> dict[str, Any]:
-    """Auth failures spiked after revocation: some consumer still uses a revoked key (never restored)."""
+    """Something is wrong after revocation (never restored). `auth-failures`: failures spiked in the watch
+    window, some consumer still uses a revoked key. `old-key-accepted`: the target still accepted revoked
+    keys (`accepted_key_names`) when the policy's probe.revokedWithin passed (window: the deletion to then)."""
     fields = {
         "keyName": key_name,
         "revokedKeyNames": _names(revoked_key_names),
+        "cause": cause,
+        "acceptedKeyNames": _names(accepted_key_names),
+        "detail": clean_optional(detail, MAX_EVENT_TEXT),
         "failures": failures,
         "baseline": baseline,
         "windowStart": format_timestamp(window_start),

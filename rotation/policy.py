@@ -55,6 +55,7 @@ BOUNDS: dict[str, tuple[timedelta, timedelta]] = {
     "overlap": (timedelta(hours=1), timedelta(days=30)),
     "probe.delay": (timedelta(seconds=1), timedelta(minutes=5)),
     "probe.timeout": (timedelta(seconds=1), timedelta(minutes=1)),
+    "probe.revokedWithin": (timedelta(minutes=1), timedelta(hours=1)),
     "monitoring.watch": (timedelta(0), timedelta(days=1)),
     "hold.deadline": (timedelta(hours=1), timedelta(days=14)),
     "emergency.maxOverlap": (timedelta(0), timedelta(days=1)),
@@ -90,6 +91,7 @@ BUILTIN_PROBE: dict[str, Any] = {
     "attempts": 12,
     "delay": "PT10S",
     "timeout": "PT10S",
+    "revokedWithin": "PT5M",
 }
 
 _SETTING_REF = re.compile(r"%%|%([A-Za-z_][A-Za-z0-9_]*)%")
@@ -231,6 +233,8 @@ class Probe:
     delay: timedelta = timedelta(seconds=10)
     timeout: timedelta = timedelta(seconds=10)
     base_url: str | None = None  # None: https://{defaultHostName} as ARM reports it
+    # After revoke: how long the old value may still be accepted before the rotation reports it degraded.
+    revoked_within: timedelta = timedelta(minutes=5)
 
     @property
     def base_host(self) -> str | None:
@@ -759,6 +763,7 @@ def _build_target(index: int, merged: dict[str, Any], issues: list[PolicyIssue])
             delay=_duration(p["delay"], "probe.delay", where, doc, issues),
             timeout=_duration(p["timeout"], "probe.timeout", where, doc, issues),
             base_url=p.get("baseUrl", "").rstrip("/") or None,
+            revoked_within=_duration(p["revokedWithin"], "probe.revokedWithin", where, doc, issues),
         )
         if probe.base_url:
             why = _base_url_problem(probe.base_url, FunctionApp(site["sub"], site["rg"], site["name"], slot))

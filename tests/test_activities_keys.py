@@ -59,13 +59,12 @@ def target_document(
     slot: str | None = None,
     probe: bool = True,
     attempts: int = 6,
-    key_cache: float = 0,
     site: dict[str, Any] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """A policy target on a fresh app (unique subscription, group, name and secret) in the emulator."""
     sub, rg, name = str(uuid.uuid4()), f"rg-{uuid.uuid4().hex[:6]}", f"app-{uuid.uuid4().hex[:10]}"
-    spec = {"functions": ["ping"], "keyCacheSeconds": key_cache, **(site or {})}
+    spec = {"functions": ["ping"], **(site or {})}
     if slot:
         spec["slots"] = [slot]
     response = emulator.control("PUT", f"sites/{sub}/{rg}/{name}", json=spec)
@@ -204,9 +203,12 @@ def provision(target: Target, rotation_id: str) -> dict[str, Any]:
 
 
 def test_provision_waits_for_the_host_cache_then_stores_the_accepted_key(
-    env: Emulator, caplog: pytest.LogCaptureFixture
+    env: Emulator, clean_faults: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    target = make_target(env, key_cache=2)
+    target = make_target(env)
+    # A host instance that reloaded its keys less than a minute ago refuses the new key (host_cache.py): here
+    # one refusal, as a fault rule, since which instance a probe reaches is the emulator's round-robin.
+    clean_faults.fault(operation="target.invoke", status=401, match=target.function_app.name, times=1)
     rotation = rid(target)
     key_name = naming.key_name(BASE, rotation)
     since = last_seq(env)
@@ -281,9 +283,10 @@ def test_provision_without_any_earlier_key_reports_no_previous(env: Emulator) ->
 
 
 def test_provision_refused_by_the_target_writes_nothing_to_key_vault(
-    env: Emulator, caplog: pytest.LogCaptureFixture
+    env: Emulator, clean_faults: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    target = make_target(env, key_cache=3600, attempts=2)
+    target = make_target(env, attempts=2)
+    clean_faults.fault(operation="target.invoke", status=401, match=target.function_app.name, times=None)
     since = last_seq(env)
     with caplog.at_level(logging.DEBUG):
         result = provision(target, rid(target))
@@ -296,7 +299,7 @@ def test_provision_refused_by_the_target_writes_nothing_to_key_vault(
 
 
 def test_provision_of_a_function_key_on_a_slot(env: Emulator) -> None:
-    target = make_target(env, kind="function", slot="staging", key_cache=1)
+    target = make_target(env, kind="function", slot="staging")
     result = provision(target, rid(target))
     assert result["accepted"] is True
     stored = newest_enabled(env, target)

@@ -235,11 +235,15 @@ def test_compensation_restores_the_previous_disables_the_new_version_then_delete
     assert_no_values(env, json.dumps(result), caplog.text)
 
 
-def test_compensation_after_a_refused_key_leaves_the_old_key_working(env: Emulator) -> None:  # noqa: F811
+def test_compensation_after_a_refused_key_leaves_the_old_key_working(
+    env: Emulator,  # noqa: F811
+    clean_faults: Emulator,
+) -> None:
     # The app's `default` host key is what consumers use today (seeded, so the host cache already has it).
-    target = make_target(env, key_cache=3600, attempts=1, baseKeyName="default")
+    target = make_target(env, attempts=1, baseKeyName="default")
     old_value = live_keys(env, target)["default"]
     rotation = rid(target)
+    clean_faults.fault(operation="target.invoke", status=401, match=target.function_app.name, times=1)
     refused = provision(target, rotation)
     assert refused["accepted"] is False and refused["previousKeyName"] == "default"
     result = compensate_rotation(compensate_request(target, rotation, refused))

@@ -371,19 +371,24 @@ def test_state_files_reads_bytes_and_skips_the_emulator_folder(tmp_path: Path) -
 
 def test_both_checkers_read_what_the_emulators_really_record(emulator: Emulator) -> None:
     """The journal and state shapes the checkers rely on, produced by the emulators and the official SDKs:
-    a key stored in Key Vault before the host's 2 s key cache accepts it is a violation, and its value
+    a key stored in Key Vault before every host instance accepts it (one misses the sentinel file: up to a
+    minute, the host's reload throttle) is a violation, and its value
     is found in a text that leaks it."""
     from activities.clients import secret_client, web_client
 
     sub, rg, app = "00000000-0000-0000-0000-0000000000b2", "invariants", "inv-app"
     site = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}"
-    emulator.control("PUT", f"sites/{sub}/{rg}/{app}", json={"functions": ["Export"], "keyCacheSeconds": 2})
+    emulator.control(
+        "PUT",
+        f"sites/{sub}/{rg}/{app}",
+        json={"functions": ["Export"], "hostInstances": 2, "unwatchedHostInstances": [1]},
+    )
     cfg = emulator.settings()
     with web_client(sub, cfg) as web:
         web.web_apps.create_or_update_function_secret(rg, app, "Export", "k1", {"properties": {"name": "k1"}})
         value = web.web_apps.list_function_keys(rg, app, "Export")["k1"]
     with secret_client(emulator.url, cfg) as vault:
-        vault.set_secret("inv-app-key", value)  # too early: the host accepts k1 only 2 s after the PUT
+        vault.set_secret("inv-app-key", value)  # too early: instance 1 may refuse k1 for up to a minute
     seq = emulator.requests_log()[-1]["seq"]
     target = TargetRef("inv", site, "function", "inv-app-key", function="export")  # names compare case-insensitively
     changes = emulator.control("GET", "changes").json()["value"]

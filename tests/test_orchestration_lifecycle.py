@@ -266,6 +266,68 @@ def test_history_stays_within_budget_for_a_thirty_day_overlap(run: Scripted) -> 
     assert len(history) <= HISTORY_BUDGET, len(history)
 
 
+STILL_ACCEPTED = {
+    "deletedKeys": ["orders-client"],
+    "disabledVersions": [],
+    "pendingVersions": ["a" * 32],
+    "stillAccepted": ["orders-client"],
+    "refused": False,
+}
+
+
+def test_a_revoked_key_still_accepted_is_probed_again_until_refused(run: Scripted) -> None:
+    """Round 1 (inside revoke) and round 2 (a durable timer later) still see the old key; round 3 sees it
+    refused: OldKeyRevoked and the status say when, the version is disabled then."""
+    run.use(
+        revoke_old_keys=[STILL_ACCEPTED],
+        verify_revocation=[
+            {"refused": False, "stillAccepted": ["orders-client"], "disabledVersions": []},
+            {"refused": True, "stillAccepted": [], "disabledVersions": ["a" * 32]},
+        ],
+    )
+    status = run.durable.wait(run.start(), timeout=60)
+    assert status["output"]["outcome"] == "completed"
+    assert status["output"]["disabledVersions"] == ["a" * 32]
+    revoke = next(s for s in status["customStatus"]["steps"] if s["step"] == "revoke")
+    deleted_at = datetime.fromisoformat(revoke["at"])
+    rounds = run.calls("verify_revocation")
+    assert [c["request"]["final"] for c in rounds] == [False, False]
+    assert all(c["request"]["versions"] == ["a" * 32] for c in rounds)
+    revocation = status["customStatus"]["revocation"]
+    refused_at = datetime.fromisoformat(revocation["firstRefusedAt"])
+    assert revocation["status"] == "refused"
+    # probe.revokedWithin defaults to PT5M: rounds at 1/8 and 1/4 of it; the second saw the refusal.
+    assert timedelta(seconds=74) <= refused_at - deleted_at <= timedelta(seconds=76)
+    assert ("revocation", "verified") in steps(status)
+    assert run.event_types() == ["RotationStarted", "NewKeyAvailable", "OldKeyRevoked", "RotationCompleted"]
+    published = [json.loads(line) for line in Path(str(run.calls_path) + ".events").read_text().splitlines()]
+    revoked = next(e for e in published if e["type"].endswith("OldKeyRevoked"))
+    assert revoked["data"]["firstRefusedAt"] == revocation["firstRefusedAt"]
+
+
+def test_a_revoked_key_accepted_past_the_bound_is_degraded_within_the_history_budget(run: Scripted) -> None:
+    """Never refused: four rounds, the last one `final`; RotationDegraded (old-key-accepted) goes out with
+    the completion, and the history of a 30-day overlap still fits DESIGN's budget."""
+    still = {"refused": False, "stillAccepted": ["orders-client"], "disabledVersions": []}
+    final = {**still, "disabledVersions": ["a" * 32]}
+    run.use(revoke_old_keys=[STILL_ACCEPTED], verify_revocation=[still, still, still, final])
+    instance = run.start(overlap="P30D", interval="P90D")
+    status = run.durable.wait(instance, timeout=60)
+    assert status["output"]["outcome"] == "completed"
+    assert [c["request"]["final"] for c in run.calls("verify_revocation")] == [False, False, False, True]
+    revocation = status["customStatus"]["revocation"]
+    assert revocation["status"] == "still-accepted" and revocation["firstRefusedAt"] is None
+    assert "still accepted orders-client PT5M after it was deleted" in revocation["detail"]
+    assert run.event_types()[-3:] == ["OldKeyRevoked", "RotationDegraded", "RotationCompleted"]
+    published = [json.loads(line) for line in Path(str(run.calls_path) + ".events").read_text().splitlines()]
+    degraded = next(e for e in published if e["type"].endswith("RotationDegraded"))["data"]
+    assert degraded["cause"] == "old-key-accepted" and degraded["acceptedKeyNames"] == ["orders-client"]
+    assert degraded["failures"] is None
+    history = run.durable.history(instance)
+    print(f"history events for a 30-day overlap whose old key stays accepted: {len(history)}")
+    assert len(history) <= HISTORY_BUDGET, len(history)
+
+
 def test_scheduler_fans_out_and_one_failure_does_not_stop_the_others(run: Scripted) -> None:
     due = [
         {"targetId": "demo-orders", "reason": "interval-elapsed", "target": local_target("demo-orders")},

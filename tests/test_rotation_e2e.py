@@ -186,11 +186,9 @@ def test_a_target_that_never_accepts_the_new_key_keeps_its_old_key(tmp_path: Pat
         seed_sites(stack, [orders])
         create_operator_keys(stack, [orders])
         app = orders.function_app
-        # Host instances that never pick up new keys: the probe keeps getting 401 for the new key.
-        body = {"functions": ["ping"], "keyCacheSeconds": 3600}
-        stack.control(
-            "PUT", f"sites/{app.subscription_id}/{app.resource_group}/{app.name}", json=body
-        ).raise_for_status()
+        # A target that keeps refusing the new key: every probe gets 401.
+        rule = {"operation": "target.invoke", "status": 401, "match": app.name, "times": None}
+        stack.control("POST", "faults", json=rule).raise_for_status()
         before = site_keys(stack.control_json("state"), orders)
         probe = {**orders.to_json()["probe"], "attempts": 2, "delay": "PT1S"}
         start_rotation(stack, orders, rotation_id_now(stack, "demo-orders"), probe=probe)

@@ -224,6 +224,22 @@ def checks(stack: DemoStack, policy: Policy, act: EmergencyAct, state: Mapping[s
             ),
         )
     )
+    revocation = custom.get("revocation") or {}
+    deleted_at = next((s.get("at") for s in custom.get("steps") or [] if s.get("step") == "revoke"), None)
+    first = revocation.get("firstRefusedAt")
+    after = ""
+    if first and deleted_at:
+        seconds = (report.parse_time(first) - report.parse_time(deleted_at)).total_seconds()
+        after = (
+            f", {max(seconds, 0.0):.0f} s after the delete was confirmed" if seconds > 0 else ", in the delete's round"
+        )
+    out.append(
+        report.Check(
+            revocation.get("status") == "refused" and bool(first),
+            subject,
+            f"the status shows the leaked key first refused at {first or 'never'}{after} (probe.revokedWithin bound)",
+        )
+    )
     held_value = keys.get(str(custom.get("keyName")), "")
     out.append(
         report.Check(

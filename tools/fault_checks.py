@@ -215,12 +215,12 @@ def check_retry_after(
         wait = retry_after.get(str(row.get("operation")))
         if not wait or str(row.get("status")) not in ("429", "503") or streak[key] % tries_per_call == 0:
             continue
-        ended = _instant(row.get("ts"))
+        ended = _instant(row.get("wall_ts") or row.get("ts"))  # real waits: the wall clock
         if ended is None:
             continue
         ended_s = ended.timestamp() + float(row.get("duration_ms") or 0) / 1000
         later = next((r for r in requests[i + 1 :] if (r.get("method"), r.get("path")) == key), None)
-        at = _instant(later.get("ts")) if later else None
+        at = _instant(later.get("wall_ts") or later.get("ts")) if later else None
         if at is not None and any(ended_s <= k <= at.timestamp() for k in kills):
             continue
         if at is not None and at.timestamp() + RETRY_AFTER_TOLERANCE < ended_s + wait:

@@ -154,6 +154,7 @@ def rotation_view(snap: Snapshot) -> dict[str, Any]:
         "previousVersion": custom.get("previousVersion"),
         "overlapEndsAt": custom.get("overlapEndsAt"),
         "hold": custom.get("hold"),
+        "revocation": custom.get("revocation"),
         "steps": snap.steps,
         "createdAt": snap.created,
         "lastUpdatedAt": snap.updated,

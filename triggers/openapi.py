@@ -132,6 +132,12 @@ SCHEMAS: dict[str, Any] = {
             "previousVersion": NSTR,
             "overlapEndsAt": NSTR,
             "hold": nullable("object"),
+            "revocation": {
+                "type": ["object", "null"],
+                "description": "After revoke: whether the target refuses the old values. status verifying, refused,"
+                " still-accepted or not-verified (no probe); firstRefusedAt: when it was first seen refusing every"
+                " one (for an emergency, the evidence that the leaked key is dead); stillAccepted: key names.",
+            },
             "steps": {"type": "array", "items": ref("Step")},
             "createdAt": NSTR,
             "lastUpdatedAt": NSTR,

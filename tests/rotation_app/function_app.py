@@ -49,7 +49,7 @@ def _scripted(name: str, request: dict[str, Any]) -> dict[str, Any]:
         result = {k: v for k, v in result.items() if k != "sleep"}
     if "raise" in result:
         raise RuntimeError(result["raise"])
-    succeeded = result.get("accepted", True) and result.get("verified", True)
+    succeeded = result.get("accepted", True) and result.get("verified", True) and result.get("refused", True)
     published = request.get("events") if name != "publish_events" else request["events"]
     if succeeded and published:
         # Like the real activities: the events of a step are published once the step succeeded.
@@ -75,6 +75,7 @@ for _name in (
     "compensate_rotation",
     "abandon_rotation",
     "revoke_old_keys",
+    "verify_revocation",
     "publish_events",
     "check_adoption",
     "count_auth_failures",
