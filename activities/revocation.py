@@ -79,17 +79,27 @@ def read_values(vault: SecretVersions, versions: Sequence[Version]) -> list[tupl
     return [(label(v), vault.read_value(v.version)) for v in versions if v.enabled]
 
 
-def settle_event(request: dict[str, Any], target: Target, disabled: Sequence[str]) -> dict[str, Any]:
-    """The planned OldKeyRevoked lists every version now disabled (names were settled by revoke)."""
+def settle_event(
+    request: dict[str, Any], target: Target, disabled: Sequence[str], deleted: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The planned OldKeyRevoked lists what was actually revoked: every version now disabled and, when
+    given, the key names now deleted (a sweep finds orphans the plan could not know). Only names and
+    version ids: nothing else in the event changes."""
     planned = request.get("events")
     if not planned:
         return request
-    ids = [target.key_vault.secret_id(v) for v in disabled]
+    revoked: dict[str, Any] = {"revokedSecretIds": [target.key_vault.secret_id(v) for v in disabled]}
+    if deleted is not None:
+        revoked["revokedKeyNames"] = list(deleted)
     settled = []
     for event in planned:
         data = event.get("data") if isinstance(event, dict) else None
-        if event.get("type") == OLD_KEY_REVOKED and isinstance(data, dict):
-            event = {**event, "data": {**data, "revokedSecretIds": ids}}
+        if (
+            event.get("type") == OLD_KEY_REVOKED
+            and isinstance(data, dict)
+            and data.get("rotationId") == request.get("rotationId")
+        ):
+            event = {**event, "data": {**data, **revoked}}
         settled.append(event)
     return {**request, "events": settled}
 

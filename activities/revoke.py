@@ -33,7 +33,6 @@ from activities.targets import target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
 from rotation.credential_store import SecretValue
-from rotation.events import OLD_KEY_REVOKED
 from rotation.policy import Target
 
 log = logging.getLogger("keyrotation.activities.revoke")
@@ -139,26 +138,6 @@ def _kept_as_newest(vault: SecretVersions, versions: list[Version], keep: Versio
     return copy, vault.list()
 
 
-def _settled(request: dict[str, Any], target: Target, deleted: list[str], disabled: list[str]) -> dict[str, Any]:
-    """The planned OldKeyRevoked lists what was actually revoked (a sweep finds orphans the plan could not
-    know). Only names and version ids: nothing else in the event changes."""
-    planned = request.get("events")
-    if not planned:
-        return request
-    ids = [target.key_vault.secret_id(v) for v in disabled]
-    settled = []
-    for event in planned:
-        data = event.get("data") if isinstance(event, dict) else None
-        if (
-            event.get("type") == OLD_KEY_REVOKED
-            and isinstance(data, dict)
-            and data.get("rotationId") == request.get("rotationId")
-        ):
-            event = {**event, "data": {**data, "revokedKeyNames": deleted, "revokedSecretIds": ids}}
-        settled.append(event)
-    return {**request, "events": settled}
-
-
 def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
     """`{"rotationId"?, "targetId", "fingerprint", "keepKeyName", "keepVersion", "revokeKeyNames",
     "revokeVersions", "sweep"?, "verify"?}`
@@ -249,7 +228,7 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
     result: dict[str, Any] = {"deletedKeys": deleted, "disabledVersions": disabled}
     if verdict is not None:
         result["refused"] = True
-    return with_step_events(_settled(request, target, deleted, disabled), result)
+    return with_step_events(revocation.settle_event(request, target, disabled, deleted), result)
 
 
 # -- compensate ------------------------------------------------------------------------------------

@@ -28,6 +28,17 @@ TARGETS, WINDOW, OVERLAP = 200, 8, 3600
 HISTORY_BOUND = 4 * YIELDS_PER_EXECUTION + 40
 
 
+def scheduler_env(policy: Path, targets: int) -> dict[str, str]:
+    return {
+        **PLACEHOLDER_ENV,
+        "ROTATION_POLICY_PATH": str(policy),
+        "KEYROTATION_SIGNING_KEY": TEST_SIGNING_KEY,
+        "SCHEDULER_TARGETS": str(targets),
+        "SCHEDULER_OVERLAP_SECONDS": str(OVERLAP),
+        "DEVHOST_CLOCK_IDLE_GRACE": "0.1",  # the clock jumps sooner: nothing here races it
+    }
+
+
 def _at(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -35,14 +46,7 @@ def _at(value: str) -> datetime:
 def test_a_tick_of_200_targets_keeps_its_window_full_with_bounded_history(tmp_path: Path) -> None:
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps(policy_document(TARGETS, f"PT{OVERLAP}S")))
-    env = {
-        **PLACEHOLDER_ENV,
-        "ROTATION_POLICY_PATH": str(policy),
-        "KEYROTATION_SIGNING_KEY": TEST_SIGNING_KEY,
-        "SCHEDULER_TARGETS": str(TARGETS),
-        "SCHEDULER_OVERLAP_SECONDS": str(OVERLAP),
-        "DEVHOST_CLOCK_IDLE_GRACE": "0.1",  # the clock jumps sooner: nothing here races it
-    }
+    env = scheduler_env(policy, TARGETS)
     with running_devhost(tmp_path / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as host:
         durable = Durable(host)
         durable.start("scheduler_orchestrator", "scale-tick", {"tick": "2026-11-22T03:00:00.000Z", "maxConcurrency": 8})
@@ -78,14 +82,7 @@ def test_a_wide_window_starts_a_burst_then_paces_its_starts_within_the_rate(tmp_
     targets, per_minute = 60, 30  # a window of 64 would start all 60 at once; the bucket lets 25 through
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps(policy_document(targets, f"PT{OVERLAP}S")))
-    env = {
-        **PLACEHOLDER_ENV,
-        "ROTATION_POLICY_PATH": str(policy),
-        "KEYROTATION_SIGNING_KEY": TEST_SIGNING_KEY,
-        "SCHEDULER_TARGETS": str(targets),
-        "SCHEDULER_OVERLAP_SECONDS": str(OVERLAP),
-        "DEVHOST_CLOCK_IDLE_GRACE": "0.05",
-    }
+    env = scheduler_env(policy, targets)
     request = {"tick": "2026-11-22T03:00:00.000Z", "maxConcurrency": 64, "maxStartsPerMinute": str(per_minute)}
     with running_devhost(tmp_path / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as host:
         durable = Durable(host)
