@@ -16,7 +16,7 @@ Three behaviours of the SDK (azure-functions-durable, `models/DurableOrchestrati
   replay, so deterministically: the deliver-once semantics of the Durable Task Framework's event buffer.
 - Events that arrive together while the orchestrator runs an activity (two consumers acknowledging in
   the same instant, while the first ack is judged) each need an open waiter, or all but the last are
-  lost in that one-per-name buffer: a race can listen with spare waiters (`listen(count)`); those that
+  lost in that one-per-name buffer: a race can listen with spare waiters (`listen_all`); those that
   did not fire stay open and catch the burst, and the next `arrived` hands them out.
 """
 
@@ -40,12 +40,16 @@ class Inbox:
         deferred = getattr(self.ctx, "deferred_tasks", None)
         return deferred if isinstance(deferred, dict) else {}
 
-    def listen(self, count: int = 1) -> Any:
-        """A fresh waiter for the next race (with `count` > 1, a list of them: one race, spares for a burst)."""
+    def listen(self) -> Any:
+        """A fresh waiter for the next race."""
+        return self.listen_all(1)[0]
+
+    def listen_all(self, count: int) -> list[Any]:
+        """`count` fresh waiters for the next race: one to end it, the rest spares for a burst."""
         self.pending = self._deferred().get(self.name)
         made = [self.ctx.wait_for_external_event(self.name) for _ in range(max(count, 1))]
         self.waiters.extend(made)
-        return made if count > 1 else made[0]
+        return made
 
     def arrived(self) -> list[Any]:
         """The waiters that fired since the last call, oldest first (their events in arrival order)."""

@@ -530,7 +530,7 @@ class RotationRun:
             wake = min([end, *[t for t in points if t > self.now]])
             timer = self.timer(wake)
             # One waiter per consumer and a spare: acks that arrive together all find one.
-            listening = self.inbox[ACK_EVENT].listen(len(consumers) + 1) if consumers else []
+            listening = self.inbox[ACK_EVENT].listen_all(len(consumers) + 1) if consumers else []
             winner = yield self.ctx.task_any([timer, self.inbox[SUPERSEDE_EVENT].listen(), *listening])
             if winner is not timer:
                 timer.cancel()

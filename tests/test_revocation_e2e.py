@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from emulators.invariants import Place, parse_instant, scan, secret_values, state_files
-from rotation.policy import Target
+from rotation.policy import Policy, Target
 from tests.rotation_harness import signed_input
 from tests.test_rotation_e2e import (
     check_invariants,
@@ -72,15 +72,8 @@ def start_emergency(stack: DemoStack, target: Target) -> str:
     return rotation
 
 
-def received(state: dict[str, Any], rotation: str, kind: str) -> dict[str, Any]:
-    rows = (state.get("eventgrid") or {}).get("events", [])
-    data = [(r.get("event") or {}).get("data") or {} for r in rows if r.get("type") == f"KeyRotation.{kind}"]
-    found = [d for d in data if d.get("rotationId") == rotation]
-    assert found, (kind, [r.get("type") for r in rows])
-    return dict(found[-1])
-
-
-def test_an_emergency_shows_when_the_leaked_key_was_first_refused(tmp_path: Path) -> None:
+def two_instance_stack(tmp_path: Path) -> tuple[DemoStack, Policy, Target]:
+    """The demo stack with demo-orders on two host instances, its operator keys created (the caller stops it)."""
     stack = DemoStack(tmp_path / "state", policy=policy_copy(tmp_path))
     stack.start()
     try:
@@ -90,6 +83,23 @@ def test_an_emergency_shows_when_the_leaked_key_was_first_refused(tmp_path: Path
         seed_sites(stack, [orders])
         stack.control("PUT", site_path(orders), json={"hostInstances": 2}).raise_for_status()
         create_operator_keys(stack, [orders])
+    except BaseException:
+        stack.stop()
+        raise
+    return stack, policy, orders
+
+
+def received(state: dict[str, Any], rotation: str, kind: str) -> dict[str, Any]:
+    rows = (state.get("eventgrid") or {}).get("events", [])
+    data = [(r.get("event") or {}).get("data") or {} for r in rows if r.get("type") == f"KeyRotation.{kind}"]
+    found = [d for d in data if d.get("rotationId") == rotation]
+    assert found, (kind, [r.get("type") for r in rows])
+    return dict(found[-1])
+
+
+def test_an_emergency_shows_when_the_leaked_key_was_first_refused(tmp_path: Path) -> None:
+    stack, policy, orders = two_instance_stack(tmp_path)
+    try:
         leaked = site_keys(stack.control_json("state"), orders)[orders.base_key_name]
         assert opens(stack, orders, leaked, 0) and opens(stack, orders, leaked, 1)  # warm: both cached it
 
@@ -117,15 +127,8 @@ def test_an_emergency_shows_when_the_leaked_key_was_first_refused(tmp_path: Path
 
 
 def test_an_instance_that_keeps_the_old_key_past_the_bound_degrades_the_rotation(tmp_path: Path) -> None:
-    stack = DemoStack(tmp_path / "state", policy=policy_copy(tmp_path))
-    stack.start()
+    stack, _policy, orders = two_instance_stack(tmp_path)
     try:
-        policy = policy_for(stack)
-        orders = policy.target("demo-orders")
-        assert orders is not None and orders.probe is not None
-        seed_sites(stack, [orders])
-        stack.control("PUT", site_path(orders), json={"hostInstances": 2}).raise_for_status()
-        create_operator_keys(stack, [orders])
         # A first rotation, so the key in service has a Key Vault version the later rounds can read.
         start_rotation(stack, orders, rotation_id_now(stack, "demo-orders"))
         first = wait_for(stack, "rotation-demo-orders", timeout=180)
