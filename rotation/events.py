@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from rotation import stages
 from rotation.durations import format_duration, format_timestamp
 from rotation.identity import Actor
 from rotation.naming import Mode, is_rotation_id
@@ -53,8 +54,9 @@ EVENT_TYPES: tuple[str, ...] = (
     DRIFT_DETECTED,
 )
 
-Stage = Literal["provision", "verify", "announce", "overlap", "gate", "revoke", "watch"]
-STAGES: tuple[str, ...] = ("provision", "verify", "announce", "overlap", "gate", "revoke", "watch")
+# rotation/stages.py names the stages; the literals stay accepted for callers that spell them out.
+type Stage = stages.Stage | Literal["provision", "verify", "announce", "overlap", "gate", "revoke", "watch"]
+STAGES: tuple[str, ...] = tuple(stages.Stage)
 DriftKind = Literal["key-missing-on-target", "value-mismatch"]
 DegradedCause = Literal["auth-failures", "old-key-accepted"]
 DRIFT_KINDS: tuple[str, ...] = ("key-missing-on-target", "value-mismatch")

@@ -17,14 +17,10 @@ from typing import Any
 from rotation import naming
 from rotation.reasons import clean_optional
 from rotation.redaction import redact
+from rotation.stages import ANNOUNCED_PHASES, TERMINAL_PHASES, Phase
 
-# The stages a rotation ends in: it published RotationCompleted / RotationFailed before entering them.
-TERMINAL_STAGES = frozenset({"completed", "failed", "aborted", "superseded"})
 # Runtime statuses of an instance that stopped without the orchestrator deciding to.
 STOPPED = frozenset({"Failed", "Terminated", "Canceled"})
-# Stages reached only after NewKeyAvailable: consumers may hold the new key, so it is never undone.
-ANNOUNCED_STAGES = frozenset({"overlap", "gate", "held", "extended", "revoking", "watching"})
-ABANDONING = "abandoning"  # a rotation's step 0, while it abandons its own stuck predecessor
 MAX_DETAIL = 200
 
 
@@ -35,7 +31,7 @@ def _steps(custom: dict[str, Any]) -> list[dict[str, Any]]:
 
 def compensation_failure(custom: dict[str, Any]) -> str | None:
     """The detail of a failed compensation step, when the rotation ended failed with one."""
-    if custom.get("stage") != "failed":
+    if custom.get("stage") != Phase.FAILED:
         return None
     failed = [s for s in _steps(custom) if s.get("step") == "compensate" and s.get("status") == "failed"]
     return str(failed[-1].get("detail") or "compensation failed") if failed else None
@@ -51,7 +47,7 @@ def is_stuck(runtime: str | None, custom: dict[str, Any]) -> bool:
         return False
     if runtime == "Completed":
         return compensation_failure(custom) is not None
-    return runtime in STOPPED and stage not in TERMINAL_STAGES
+    return runtime in STOPPED and stage not in TERMINAL_PHASES
 
 
 def stop_detail(runtime: str, output: Any) -> str | None:
@@ -68,7 +64,7 @@ def announced(custom: dict[str, Any]) -> bool:
     treated as unannounced and undone, and its RotationFailed (compensated) tells any consumer that heard
     the announcement to go back to Key Vault's latest version (docs/runbook.md)."""
     said = any(s.get("step") == "announce" and s.get("status") == "done" for s in _steps(custom))
-    return said or custom.get("stage") in ANNOUNCED_STAGES
+    return said or custom.get("stage") in ANNOUNCED_PHASES
 
 
 def predecessor(
@@ -81,7 +77,7 @@ def predecessor(
     if not is_stuck(runtime, custom):
         return None
     inherited = given.get("replaces")
-    if custom.get("stage") == ABANDONING and isinstance(inherited, dict) and inherited.get("rotationId"):
+    if custom.get("stage") == Phase.ABANDONING and isinstance(inherited, dict) and inherited.get("rotationId"):
         return inherited
     raw_trigger = custom.get("trigger")
     trigger = raw_trigger if isinstance(raw_trigger, dict) else {}
