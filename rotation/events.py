@@ -60,6 +60,7 @@ STAGES: tuple[str, ...] = tuple(stages.Stage)
 DriftKind = Literal["key-missing-on-target", "value-mismatch"]
 DegradedCause = Literal["auth-failures", "old-key-accepted"]
 DRIFT_KINDS: tuple[str, ...] = ("key-missing-on-target", "value-mismatch")
+type Occurrence = str | int | None  # which one of the events of a type a rotation may publish more than once
 # What the app did about each kind of drift, so a consumer knows what to do without decoding `drift`:
 # a mismatch is repaired in Key Vault (reload `secretId`); a missing key needs a rotation (wait for it).
 DRIFT_REPAIRS: dict[str, str] = {"value-mismatch": "restored", "key-missing-on-target": "rotation"}
@@ -109,7 +110,7 @@ class RotationInfo:
         )
 
 
-def event_id(rotation_id: str, event_type: str, occurrence: str | int | None = None) -> str:
+def event_id(rotation_id: str, event_type: str, occurrence: Occurrence = None) -> str:
     """Stable per (rotation id, type[, occurrence]): the key of idempotent publishing."""
     if event_type not in EVENT_TYPES:
         raise EventDataError(f"type: unknown event type {event_type!r}")
@@ -153,7 +154,7 @@ def _envelope(
     time: datetime,
     data: dict[str, Any],
     source: str,
-    occurrence: str | int | None = None,
+    occurrence: Occurrence = None,
 ) -> dict[str, Any]:
     data = _masked(data)
     return {
@@ -169,17 +170,13 @@ def _envelope(
 
 
 def _rotation_event(
-    event_type: str,
-    info: RotationInfo,
-    time: datetime,
-    fields: dict[str, Any],
-    source: str,
-    occurrence: str | int | None = None,
+    event_type: str, info: RotationInfo, at: datetime, data: dict[str, Any], source: str, occurrence: Occurrence = None
 ) -> dict[str, Any]:
+    """An event about a rotation: its `data` is what every rotation event repeats (RotationInfo), then `data`."""
     if not is_rotation_id(info.rotation_id):
         raise EventDataError(f"data.rotationId: {info.rotation_id!r} is not a rotation id")
-    data = {**info.to_json(), **fields}
-    return _envelope(event_type, info.rotation_id, info.target_id, time, data, source, occurrence)
+    merged = {**info.to_json(), **data}
+    return _envelope(event_type, info.rotation_id, info.target_id, at, merged, source, occurrence)
 
 
 def _names(values: Iterable[str]) -> list[str]:

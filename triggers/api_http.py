@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import azure.durable_functions as df
 import azure.functions as func
 
 from rotation import naming
@@ -31,6 +32,8 @@ MAX_BODY_BYTES = 16 * 1024
 WWW_AUTHENTICATE = 'Bearer realm="keyrotation", error="invalid_token"'
 TARGET_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,46}[a-z0-9]$")
 _SAFE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
+# Function keys protect no route: Easy Auth does, in `handle` (a key in `code` is refused, see no_query).
+ANON = func.AuthLevel.ANONYMOUS
 
 
 class ApiError(Exception):
@@ -205,3 +208,23 @@ async def handle(req: func.HttpRequest, route: str, role: str, work: Route) -> f
     entry["caller"] = {"name": caller.name, "objectId": caller.object_id} if caller else None
     log.info("api %s", json.dumps(entry, separators=(",", ":")), extra={"api": entry})
     return response
+
+
+ClientRoute = Callable[[func.HttpRequest, df.DurableOrchestrationClient, Caller], Awaitable[Reply]]
+
+
+def api_route(bp: df.Blueprint, method: str, route: str, role: str) -> Callable[[ClientRoute], Any]:
+    """Register `work(req, client, caller)` as the HTTP function `METHOD /route` of `bp`, with a durable
+    client, run through `handle` for `role`. The function keeps the name of `work`: the Functions host and
+    its logs know the function by it."""
+
+    def register(work: ClientRoute) -> Any:
+        async def endpoint(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+            return await handle(req, f"{method} /{route}", role, lambda caller: work(req, client, caller))
+
+        endpoint.__name__ = endpoint.__qualname__ = work.__name__
+        endpoint.__doc__, endpoint.__module__ = work.__doc__, work.__module__
+        with_client = bp.durable_client_input(client_name="client")(endpoint)
+        return bp.route(route=route, methods=[method], auth_level=ANON)(with_client)
+
+    return register

@@ -21,13 +21,22 @@ from rotation import naming
 from rotation.identity import ROLE_READER, Caller
 from rotation.policy import Target
 from rotation.redaction import safe_error_message
-from triggers.api_http import ApiError, Reply, bad_request, handle, policy, shown_name, target_from_path
+from triggers.api_http import (
+    ANON,
+    ApiError,
+    Reply,
+    api_route,
+    bad_request,
+    handle,
+    policy,
+    shown_name,
+    target_from_path,
+)
 from triggers.api_targets import emergency_overlap, snapshot
 from triggers.api_views import Snapshot, rotation_view
 from triggers.openapi import document
 
 bp = df.Blueprint()
-ANON = func.AuthLevel.ANONYMOUS
 
 
 def query(req: func.HttpRequest, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -67,36 +76,27 @@ def plan_mode(target: Target, params: dict[str, str]) -> tuple[naming.Mode, time
     return mode, overlap
 
 
-@bp.route(route="targets/{target}/plan", methods=["GET"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_plan_target(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        target = target_from_path(req)
-        mode, overlap = plan_mode(target, query(req, ("mode", "overlap")))
-        snap = await snapshot(client, target.id)
-        state = await asyncio.to_thread(plan.read_state, target)
-        body = plan.compose(target, mode, state, latest_of(snap), datetime.now(UTC), overlap)
-        return Reply(200, body, audit={"targetId": target.id})
-
-    return await handle(req, "GET /targets/{target}/plan", ROLE_READER, work)
+@api_route(bp, "GET", "targets/{target}/plan", ROLE_READER)
+async def api_plan_target(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    target = target_from_path(req)
+    mode, overlap = plan_mode(target, query(req, ("mode", "overlap")))
+    snap = await snapshot(client, target.id)
+    state = await asyncio.to_thread(plan.read_state, target)
+    body = plan.compose(target, mode, state, latest_of(snap), datetime.now(UTC), overlap)
+    return Reply(200, body, audit={"targetId": target.id})
 
 
-@bp.route(route="plan", methods=["GET"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_plan_all(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        query(req, ())
-        targets = list(policy())
-        snaps = await asyncio.gather(*(snapshot(client, t.id) for t in targets))
-        states = await asyncio.to_thread(plan.read_states, targets)
-        now = datetime.now(UTC)
-        plans = [
-            plan.compose(t, "scheduled", s, latest_of(snap), now)
-            for t, s, snap in zip(targets, states, snaps, strict=True)
-        ]
-        return Reply(200, {"at": plans[0]["at"] if plans else None, "targets": plans})
-
-    return await handle(req, "GET /plan", ROLE_READER, work)
+@api_route(bp, "GET", "plan", ROLE_READER)
+async def api_plan_all(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    query(req, ())
+    targets = list(policy())
+    snaps = await asyncio.gather(*(snapshot(client, t.id) for t in targets))
+    states = await asyncio.to_thread(plan.read_states, targets)
+    now = datetime.now(UTC)
+    plans = [
+        plan.compose(t, "scheduled", s, latest_of(snap), now) for t, s, snap in zip(targets, states, snaps, strict=True)
+    ]
+    return Reply(200, {"at": plans[0]["at"] if plans else None, "targets": plans})
 
 
 def page_size(params: dict[str, str]) -> int:
@@ -106,31 +106,27 @@ def page_size(params: dict[str, str]) -> int:
     return int(raw)
 
 
-@bp.route(route="targets/{target}/rotations", methods=["GET"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_list_rotations(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        target = target_from_path(req)
-        params = query(req, ("limit", "cursor"))
-        limit = page_size(params)
-        cursor = params.get("cursor")
-        if cursor is not None and not (
-            naming.is_rotation_id(cursor) and naming.parse_rotation_id(cursor).target_id == target.id
-        ):
-            raise bad_request("cursor", "must be the nextCursor of the previous page (a rotation id of this target)")
-        snap = await snapshot(client, target.id)
-        try:
-            versions = await asyncio.to_thread(SecretVersions(target).list)
-        except Exception as exc:
-            raise ApiError(
-                502, "key_vault_unreadable", f"the history is read from Key Vault: {safe_error_message(exc)}"
-            ) from None
-        items = history.entries(target, versions, rotation_view(snap) if snap else None)
-        chunk, next_cursor = history.page(items, limit, cursor)
-        body: dict[str, Any] = {"targetId": target.id, "rotations": chunk, "nextCursor": next_cursor}
-        return Reply(200, body, audit={"targetId": target.id})
-
-    return await handle(req, "GET /targets/{target}/rotations", ROLE_READER, work)
+@api_route(bp, "GET", "targets/{target}/rotations", ROLE_READER)
+async def api_list_rotations(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    target = target_from_path(req)
+    params = query(req, ("limit", "cursor"))
+    limit = page_size(params)
+    cursor = params.get("cursor")
+    if cursor is not None and not (
+        naming.is_rotation_id(cursor) and naming.parse_rotation_id(cursor).target_id == target.id
+    ):
+        raise bad_request("cursor", "must be the nextCursor of the previous page (a rotation id of this target)")
+    snap = await snapshot(client, target.id)
+    try:
+        versions = await asyncio.to_thread(SecretVersions(target).list)
+    except Exception as exc:
+        raise ApiError(
+            502, "key_vault_unreadable", f"the history is read from Key Vault: {safe_error_message(exc)}"
+        ) from None
+    items = history.entries(target, versions, rotation_view(snap) if snap else None)
+    chunk, next_cursor = history.page(items, limit, cursor)
+    body: dict[str, Any] = {"targetId": target.id, "rotations": chunk, "nextCursor": next_cursor}
+    return Reply(200, body, audit={"targetId": target.id})
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=ANON)

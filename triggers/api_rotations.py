@@ -20,11 +20,12 @@ from rotation.durations import DurationError, describe, format_duration, parse_d
 from rotation.identity import ROLE_APPROVER, ROLE_CONSUMER, ROLE_READER, Caller
 from rotation.policy import Target
 from rotation.signing import sign_event, signing_key
+from rotation.stages import Mail, Phase
 from triggers.api_http import (
     ApiError,
     Reply,
+    api_route,
     bad_request,
-    handle,
     json_body,
     no_query,
     policy,
@@ -35,15 +36,8 @@ from triggers.api_http import (
 from triggers.api_views import Snapshot, rotation_view
 
 bp = df.Blueprint()
-ANON = func.AuthLevel.ANONYMOUS
 MIN_EXTEND = timedelta(minutes=1)
 MAX_EXTEND = timedelta(days=7)  # the orchestrator clamps to [1 minute, 7 days]; refuse rather than clamp
-# The external events of orchestrations/rotation.py (names and payloads in docs/architecture.md);
-# triggers depend on the domain only, so the names are repeated here and a test keeps them equal.
-ACK_EVENT = "ConsumerAck"
-APPROVE_EVENT = "Approve"
-ABORT_EVENT = "Abort"
-EXTEND_EVENT = "Extend"
 
 
 async def find_rotation(client: df.DurableOrchestrationClient, rotation_id: str) -> tuple[Target, Snapshot]:
@@ -78,7 +72,7 @@ def require_stage(snap: Snapshot, stages: str | tuple[str, ...], action: str) ->
 
 
 async def raise_checked(
-    client: df.DurableOrchestrationClient, snap: Snapshot, event: str, payload: dict[str, Any]
+    client: df.DurableOrchestrationClient, snap: Snapshot, event: Mail, payload: dict[str, Any]
 ) -> None:
     """Raise the event, signed for this rotation (rotation/signing.py: the orchestrator ignores what the app
     did not sign); an instance that ended between the check and the raise is a 409, not a 500."""
@@ -95,48 +89,40 @@ def decision_reply(snap: Snapshot, target: Target, action: str) -> Reply:
     return Reply(202, body, {"Location": url}, {"targetId": target.id, "rotationId": snap.rotation_id})
 
 
-@bp.route(route="rotations/{id}", methods=["GET"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_get_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        rotation_id = rotation_id_from_path(req)
-        no_query(req)
-        target, snap = await find_rotation(client, rotation_id)
-        return Reply(200, rotation_view(snap), audit={"targetId": target.id, "rotationId": rotation_id})
-
-    return await handle(req, "GET /rotations/{id}", ROLE_READER, work)
+@api_route(bp, "GET", "rotations/{id}", ROLE_READER)
+async def api_get_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    rotation_id = rotation_id_from_path(req)
+    no_query(req)
+    target, snap = await find_rotation(client, rotation_id)
+    return Reply(200, rotation_view(snap), audit={"targetId": target.id, "rotationId": rotation_id})
 
 
-@bp.route(route="rotations/{id}/ack", methods=["POST"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_ack_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        rotation_id = rotation_id_from_path(req)
-        no_query(req)
-        json_body(req, {})
-        target, snap = await find_rotation(client, rotation_id)
-        if target.consumer(caller.object_id) is None:
-            raise ApiError(403, "not_a_consumer", "the caller is not a registered consumer of this target")
-        # Only while the overlap listens: an event raised before its waiter exists is replayed to every
-        # later waiter by the Durable SDK. A consumer that acks too early gets 409 and retries.
-        require_stage(snap, "overlap", "an acknowledgement")
-        payload = {"objectId": caller.object_id, "name": caller.name}
-        await raise_checked(client, snap, ACK_EVENT, payload)
-        return decision_reply(snap, target, "ack")
-
-    return await handle(req, "POST /rotations/{id}/ack", ROLE_CONSUMER, work)
+@api_route(bp, "POST", "rotations/{id}/ack", ROLE_CONSUMER)
+async def api_ack_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    rotation_id = rotation_id_from_path(req)
+    no_query(req)
+    json_body(req, {})
+    target, snap = await find_rotation(client, rotation_id)
+    if target.consumer(caller.object_id) is None:
+        raise ApiError(403, "not_a_consumer", "the caller is not a registered consumer of this target")
+    # Only while the overlap listens: an event raised before its waiter exists is replayed to every
+    # later waiter by the Durable SDK. A consumer that acks too early gets 409 and retries.
+    require_stage(snap, Phase.OVERLAP, "an acknowledgement")
+    payload = {"objectId": caller.object_id, "name": caller.name}
+    await raise_checked(client, snap, Mail.CONSUMER_ACK, payload)
+    return decision_reply(snap, target, "ack")
 
 
 async def decide(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller, action: str, event: str
+    req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller, action: str, event: Mail
 ) -> Reply:
     rotation_id = rotation_id_from_path(req)
     no_query(req)
-    fields: dict[str, type] = {"reason": str, "by": str} if event == EXTEND_EVENT else {"reason": str}
-    body = json_body(req, fields, required=("by",) if event == EXTEND_EVENT else ())
+    fields: dict[str, type] = {"reason": str, "by": str} if event == Mail.EXTEND else {"reason": str}
+    body = json_body(req, fields, required=("by",) if event == Mail.EXTEND else ())
     reason = reason_field(body)
     payload: dict[str, Any] = {"actor": {"name": caller.name, "objectId": caller.object_id}, "reason": reason}
-    if event == EXTEND_EVENT:
+    if event == Mail.EXTEND:
         try:
             by = parse_duration(body["by"])
         except DurationError:
@@ -145,34 +131,23 @@ async def decide(
             raise bad_request("by", f"must be between {describe(MIN_EXTEND)} and {describe(MAX_EXTEND)}")
         payload["by"] = format_duration(by)
     target, snap = await find_rotation(client, rotation_id)
-    require_stage(snap, "held", f"{action} (a decision on a held rotation)")
+    require_stage(snap, Phase.HELD, f"{action} (a decision on a held rotation)")
     payload["heldAt"] = snap.held_at  # binds the decision to this hold: never replayed onto a later one
     await raise_checked(client, snap, event, payload)
     return decision_reply(snap, target, action)
 
 
-@bp.route(route="rotations/{id}/approve", methods=["POST"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_approve_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        return await decide(req, client, caller, "approve", APPROVE_EVENT)
-
-    return await handle(req, "POST /rotations/{id}/approve", ROLE_APPROVER, work)
+# The decisions on a held rotation: one function each (the host and its logs name them), the same work.
+@api_route(bp, "POST", "rotations/{id}/approve", ROLE_APPROVER)
+async def api_approve_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    return await decide(req, client, caller, "approve", Mail.APPROVE)
 
 
-@bp.route(route="rotations/{id}/abort", methods=["POST"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_abort_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        return await decide(req, client, caller, "abort", ABORT_EVENT)
-
-    return await handle(req, "POST /rotations/{id}/abort", ROLE_APPROVER, work)
+@api_route(bp, "POST", "rotations/{id}/abort", ROLE_APPROVER)
+async def api_abort_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    return await decide(req, client, caller, "abort", Mail.ABORT)
 
 
-@bp.route(route="rotations/{id}/extend", methods=["POST"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_extend_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        return await decide(req, client, caller, "extend", EXTEND_EVENT)
-
-    return await handle(req, "POST /rotations/{id}/extend", ROLE_APPROVER, work)
+@api_route(bp, "POST", "rotations/{id}/extend", ROLE_APPROVER)
+async def api_extend_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    return await decide(req, client, caller, "extend", Mail.EXTEND)

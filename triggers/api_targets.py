@@ -27,13 +27,14 @@ from rotation.identity import ROLE_EMERGENCY, ROLE_OPERATOR, ROLE_READER, Caller
 from rotation.inputs import rotation_input
 from rotation.policy import Target
 from rotation.signing import sign_event, signing_key
+from rotation.stages import Mail
 from rotation.stuck import summary
 from triggers.api_http import (
     ApiError,
     Reply,
     accepted,
+    api_route,
     bad_request,
-    handle,
     json_body,
     no_query,
     policy,
@@ -43,9 +44,7 @@ from triggers.api_http import (
 from triggers.api_views import Snapshot, target_view
 
 bp = df.Blueprint()
-ANON = func.AuthLevel.ANONYMOUS
 ORCHESTRATOR = "rotation_orchestrator"
-SUPERSEDE_EVENT = "Supersede"  # = orchestrations.rotation.SUPERSEDE_EVENT (triggers import only rotation/)
 HANDOVER_WAIT = 3.0  # seconds an emergency waits for a running rotation to hand over
 STOP_POLL = 0.02
 LOOKUP_CONCURRENCY = 16
@@ -125,66 +124,53 @@ def replaced(request: dict[str, Any]) -> dict[str, Any]:
 # -- readers ----------------------------------------------------------------------------------------
 
 
-@bp.route(route="targets", methods=["GET"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_list_targets(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        no_query(req)
-        targets = list(policy())
-        gate = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+@api_route(bp, "GET", "targets", ROLE_READER)
+async def api_list_targets(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    no_query(req)
+    gate = asyncio.Semaphore(LOOKUP_CONCURRENCY)
 
-        async def one(target: Target) -> dict[str, Any]:
-            async with gate:
-                return target_view(target, await snapshot(client, target.id))
+    async def one(target: Target) -> dict[str, Any]:
+        async with gate:
+            return target_view(target, await snapshot(client, target.id))
 
-        return Reply(200, {"targets": list(await asyncio.gather(*(one(t) for t in targets)))})
-
-    return await handle(req, "GET /targets", ROLE_READER, work)
+    return Reply(200, {"targets": list(await asyncio.gather(*(one(t) for t in policy())))})
 
 
-@bp.route(route="targets/{target}", methods=["GET"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_get_target(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        target = target_from_path(req)
-        no_query(req)
-        return Reply(200, target_view(target, await snapshot(client, target.id)), audit={"targetId": target.id})
-
-    return await handle(req, "GET /targets/{target}", ROLE_READER, work)
+@api_route(bp, "GET", "targets/{target}", ROLE_READER)
+async def api_get_target(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    target = target_from_path(req)
+    no_query(req)
+    return Reply(200, target_view(target, await snapshot(client, target.id)), audit={"targetId": target.id})
 
 
 # -- on-demand --------------------------------------------------------------------------------------
 
 
-@bp.route(route="targets/{target}/rotations", methods=["POST"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller) -> Reply:
-        target = target_from_path(req)
-        no_query(req)
-        reason = reason_field(json_body(req, {"reason": str}))
-        if target.is_master_key:
-            raise ApiError(
-                409,
-                "master_key_emergency_only",
-                "the master key is renewed in place without overlap: only an emergency rotation may rotate it",
-            )
-        if not target.enabled:
-            raise ApiError(409, "target_disabled", "this target is disabled in the policy (enabled: false)")
-        previous = await snapshot(client, target.id)
-        if previous is not None and previous.running:
-            raise conflict_running(previous)
-        rotation_id = await new_rotation_id(target.id, "on-demand", previous)
-        request = start_input(target, rotation_id, "on-demand", caller, reason, previous)
-        winner = await start(client, target, request)
-        if winner is not None:
-            raise conflict_running(winner)
-        reply = accepted(rotation_id, target.id, mode="on-demand", **replaced(request))
-        if request.get("replaces"):
-            reply.audit = {**(reply.audit or {}), "replacedRotationId": request["replaces"]["rotationId"]}
-        return reply
-
-    return await handle(req, "POST /targets/{target}/rotations", ROLE_OPERATOR, work)
+@api_route(bp, "POST", "targets/{target}/rotations", ROLE_OPERATOR)
+async def api_start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    target = target_from_path(req)
+    no_query(req)
+    reason = reason_field(json_body(req, {"reason": str}))
+    if target.is_master_key:
+        raise ApiError(
+            409,
+            "master_key_emergency_only",
+            "the master key is renewed in place without overlap: only an emergency rotation may rotate it",
+        )
+    if not target.enabled:
+        raise ApiError(409, "target_disabled", "this target is disabled in the policy (enabled: false)")
+    previous = await snapshot(client, target.id)
+    if previous is not None and previous.running:
+        raise conflict_running(previous)
+    rotation_id = await new_rotation_id(target.id, "on-demand", previous)
+    request = start_input(target, rotation_id, "on-demand", caller, reason, previous)
+    winner = await start(client, target, request)
+    if winner is not None:
+        raise conflict_running(winner)
+    reply = accepted(rotation_id, target.id, mode="on-demand", **replaced(request))
+    if request.get("replaces"):
+        reply.audit = {**(reply.audit or {}), "replacedRotationId": request["replaces"]["rotationId"]}
+    return reply
 
 
 # -- emergency --------------------------------------------------------------------------------------
@@ -219,54 +205,56 @@ async def wait_for_handover(client: df.DurableOrchestrationClient, instance: str
         await asyncio.sleep(STOP_POLL)
 
 
-@bp.route(route="targets/{target}/emergency-rotation", methods=["POST"], auth_level=ANON)
-@bp.durable_client_input(client_name="client")
-async def api_emergency_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def work(caller: Caller, lost_race: bool = False) -> Reply:
-        target = target_from_path(req)
-        no_query(req)
-        body = json_body(req, {"reason": str, "overlap": str}, required=("reason",))
-        reason = reason_field(body, required=True)
-        overlap = emergency_overlap(target, body.get("overlap"))
-        instance = naming.rotation_instance_id(target.id)
-        previous = await snapshot(client, target.id)
-        superseded = None
-        rotation_id = await new_rotation_id(target.id, "emergency", previous)
-        request = start_input(target, rotation_id, "emergency", caller, reason, previous, overlap)
-        if previous is not None and previous.running:
-            if previous.mode == "emergency" and previous.rotation_id:
-                return accepted(previous.rotation_id, target.id, status=200, mode="emergency")
-            superseded = previous.rotation_id
-            # The running rotation ends itself and continues as this emergency (same instance id): never
-            # two rotations of one target, and a scheduler waiting on it is not left hanging.
-            handover = sign_event(
-                signing_key(),
-                str(previous.rotation_id),
-                SUPERSEDE_EVENT,
-                {"rotationId": rotation_id, "actor": request["actor"], "reason": reason, "next": request},
-            )
-            try:
-                await client.raise_event(instance, SUPERSEDE_EVENT, handover)
-                snap = await wait_for_handover(client, instance, rotation_id)
-            except Exception:  # it ended between the look and the raise: nothing to hand over, start below
-                snap = None
-            if snap is not None and (snap.running or snap.rotation_id == rotation_id):
-                reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded)
-                if snap is not None and snap.rotation_id != rotation_id:
-                    reply.body["handover"] = "pending: the running rotation hands over when its current step ends"
-                reply.audit = {**(reply.audit or {}), "supersededRotationId": superseded}
-                return reply
-        winner = await start(client, target, request)
-        if winner is not None:
-            if winner.mode == "emergency" and winner.rotation_id:
-                return accepted(winner.rotation_id, target.id, status=200, mode="emergency")
-            if not lost_race:  # another rotation started a moment before this one: supersede it, once
-                return await work(caller, lost_race=True)
-            raise conflict_running(winner)
-        reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded, **replaced(request))
-        reply.audit = {**(reply.audit or {}), "supersededRotationId": superseded}
-        if request.get("replaces"):
-            reply.audit["replacedRotationId"] = request["replaces"]["rotationId"]
-        return reply
+@api_route(bp, "POST", "targets/{target}/emergency-rotation", ROLE_EMERGENCY)
+async def api_emergency_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller) -> Reply:
+    return await emergency(req, client, caller)
 
-    return await handle(req, "POST /targets/{target}/emergency-rotation", ROLE_EMERGENCY, work)
+
+async def emergency(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient, caller: Caller, lost_race: bool = False
+) -> Reply:
+    target = target_from_path(req)
+    no_query(req)
+    body = json_body(req, {"reason": str, "overlap": str}, required=("reason",))
+    reason = reason_field(body, required=True)
+    overlap = emergency_overlap(target, body.get("overlap"))
+    instance = naming.rotation_instance_id(target.id)
+    previous = await snapshot(client, target.id)
+    superseded = None
+    rotation_id = await new_rotation_id(target.id, "emergency", previous)
+    request = start_input(target, rotation_id, "emergency", caller, reason, previous, overlap)
+    if previous is not None and previous.running:
+        if previous.mode == "emergency" and previous.rotation_id:
+            return accepted(previous.rotation_id, target.id, status=200, mode="emergency")
+        superseded = previous.rotation_id
+        # The running rotation ends itself and continues as this emergency (same instance id): never
+        # two rotations of one target, and a scheduler waiting on it is not left hanging.
+        handover = sign_event(
+            signing_key(),
+            str(previous.rotation_id),
+            Mail.SUPERSEDE,
+            {"rotationId": rotation_id, "actor": request["actor"], "reason": reason, "next": request},
+        )
+        try:
+            await client.raise_event(instance, Mail.SUPERSEDE, handover)
+            snap = await wait_for_handover(client, instance, rotation_id)
+        except Exception:  # it ended between the look and the raise: nothing to hand over, start below
+            snap = None
+        if snap is not None and (snap.running or snap.rotation_id == rotation_id):
+            reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded)
+            if snap is not None and snap.rotation_id != rotation_id:
+                reply.body["handover"] = "pending: the running rotation hands over when its current step ends"
+            reply.audit = {**(reply.audit or {}), "supersededRotationId": superseded}
+            return reply
+    winner = await start(client, target, request)
+    if winner is not None:
+        if winner.mode == "emergency" and winner.rotation_id:
+            return accepted(winner.rotation_id, target.id, status=200, mode="emergency")
+        if not lost_race:  # another rotation started a moment before this one: supersede it, once
+            return await emergency(req, client, caller, lost_race=True)
+        raise conflict_running(winner)
+    reply = accepted(rotation_id, target.id, mode="emergency", supersededRotationId=superseded, **replaced(request))
+    reply.audit = {**(reply.audit or {}), "supersededRotationId": superseded}
+    if request.get("replaces"):
+        reply.audit["replacedRotationId"] = request["replaces"]["rotationId"]
+    return reply
