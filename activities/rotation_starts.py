@@ -31,6 +31,8 @@ from rotation.identity import SCHEDULE_ACTOR
 from rotation.inputs import KEY_NAME, rotation_input
 from rotation.policy import current_policy
 from rotation.reasons import MAX_REASON, clean_optional
+from rotation.scheduling import Progress, ProgressRequest, StartAnswer, StartRequest
+from rotation.stages import Phase
 
 ORCHESTRATOR = "rotation_orchestrator"
 
@@ -50,17 +52,14 @@ def _status_of(status: Any) -> dict[str, Any] | None:
     }
 
 
-def in_flight(target_id: str, found: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "started": False,
-        "targetId": target_id,
-        "inFlight": {"rotationId": found.get("rotationId"), "stage": found.get("stage"), "runtime": found["runtime"]},
-    }
+def in_flight(target_id: str, found: dict[str, Any]) -> StartAnswer:
+    running = {"rotationId": found.get("rotationId"), "stage": found.get("stage"), "runtime": found["runtime"]}
+    return StartAnswer(target_id, in_flight=running)
 
 
 def _started_after(found: dict[str, Any], stamp: str | None) -> bool:
     """Whether the instance's rotation began after the tick did (another tick or the API got there first)."""
-    if not stamp or not found.get("rotationId") or found.get("stage") == "refused":
+    if not stamp or not found.get("rotationId") or found.get("stage") == Phase.REFUSED:
         return False  # a refused (forged) start rotated nothing
     try:
         began = naming.parse_rotation_id(str(found["rotationId"])).started_at
@@ -70,39 +69,44 @@ def _started_after(found: dict[str, Any], stamp: str | None) -> bool:
 
 
 async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrationClient) -> dict[str, Any]:
-    """Start the rotation `request["input"]` on `rotation-<targetId>` unless one runs there. Idempotent: run
-    again after a crash, it finds its own rotation (running or already ended) and says it started it. A
-    target rotated since the tick began (`request["since"]`: a later tick, the API) is not rotated again."""
-    target_id = str(request["targetId"])
+    """Start the rotation a `StartRequest` names on `rotation-<targetId>` unless one runs there; answers a
+    `StartAnswer`. Idempotent: run again after a crash, it finds its own rotation (running or already
+    ended) and says it started it. A target rotated since the tick began (`since`: a later tick, the API)
+    is not rotated again."""
+    return (await _start(StartRequest.from_json(request), client)).to_json()
+
+
+async def _start(wanted: StartRequest, client: df.DurableOrchestrationClient) -> StartAnswer:
+    target_id = wanted.target_id
     target = current_policy().target(target_id)
     if target is None or not target.enabled:
-        return {"started": False, "targetId": target_id, "notInPolicy": True}
-    wanted = request["input"]
+        return StartAnswer(target_id, not_in_policy=True)
     instance = naming.rotation_instance_id(target_id)
     found = _status_of(await client.get_status(instance, show_input=True))
-    if found is not None and found["rotationId"] == wanted["rotationId"]:
-        return {"started": True, "targetId": target_id}  # ours, started by an earlier attempt
+    if found is not None and found["rotationId"] == wanted.rotation_id:
+        return StartAnswer(target_id, started=True)  # ours, started by an earlier attempt
     if found is not None and found["runtime"] in RUNNING_STATUSES:
         return in_flight(target_id, found)
-    if found is not None and _started_after(found, request.get("since")):
-        return {"started": False, "targetId": target_id, "rotatedSince": found["rotationId"]}
+    if found is not None and _started_after(found, wanted.since):
+        return StartAnswer(target_id, rotated_since=found["rotationId"])
     replaces = found["replaces"] if found is not None else None
     mode = stuck.successor_mode(replaces, "scheduled")
     try:
-        parts = naming.parse_rotation_id(str(wanted["rotationId"]))
+        parts = naming.parse_rotation_id(wanted.rotation_id)
     except ValueError:
         parts = None
     if parts is None or parts.target_id != target_id or parts.mode != mode:
-        why = f"rotation id {wanted['rotationId']!r} is not a {mode} rotation of {target_id}"
-        return {"started": False, "targetId": target_id, "refused": why}
-    current = wanted.get("currentKeyName")
+        return StartAnswer(
+            target_id, refused=f"rotation id {wanted.rotation_id!r} is not a {mode} rotation of {target_id}"
+        )
+    current = wanted.current_key_name
     rotation = rotation_input(
         target,
-        wanted["rotationId"],
+        wanted.rotation_id,
         mode,
         SCHEDULE_ACTOR,
-        clean_optional(wanted.get("reason"), MAX_REASON) or "due",
-        current_key_name=current if isinstance(current, str) and KEY_NAME.match(current) else None,
+        clean_optional(wanted.reason, MAX_REASON) or "due",
+        current_key_name=current if current is not None and KEY_NAME.match(current) else None,
         replaces=replaces,
     )
     try:
@@ -110,45 +114,34 @@ async def start_rotation(request: ActivityRequest, client: df.DurableOrchestrati
     except Exception:
         # Refused because another start won the race: that rotation owns the target now.
         now = _status_of(await client.get_status(instance, show_input=True))
-        if now is not None and now["rotationId"] == rotation["rotationId"]:
-            return {"started": True, "targetId": target_id}
+        if now is not None and now["rotationId"] == wanted.rotation_id:
+            return StartAnswer(target_id, started=True)
         if now is not None and now["runtime"] in RUNNING_STATUSES:
             return in_flight(target_id, now)
         raise
-    return {"started": True, "targetId": target_id}
+    return StartAnswer(target_id, started=True)
 
 
 async def rotation_progress(request: ActivityRequest, client: df.DurableOrchestrationClient) -> dict[str, Any]:
-    """For each started rotation (`{"targetId", "rotationId"}`): running, ended (with its output), or
-    replaced (the instance holds another rotation: it superseded ours, or won a start race)."""
-    out: list[dict[str, Any]] = []
-    for item in request.get("rotations") or []:
-        target_id, rotation_id = str(item["targetId"]), str(item["rotationId"])
-        instance = naming.rotation_instance_id(target_id)
+    """`ProgressRequest` -> `{"rotations": [Progress, ...]}`: for each started rotation, running, ended
+    (with its output's outcome), replaced (the instance holds another rotation: it superseded ours, or
+    won a start race) or gone."""
+    started = ProgressRequest.from_json(request).started
+    out = [await _progress(client, target_id, rotation_id) for target_id, rotation_id in started.items()]
+    return {"rotations": [p.to_json() for p in out]}
+
+
+async def _progress(client: df.DurableOrchestrationClient, target_id: str, rotation_id: str) -> Progress:
+    instance = naming.rotation_instance_id(target_id)
+    found = _status_of(await client.get_status(instance, show_input=True))
+    if found is None:  # a failed read looks the same as no instance: read once more before saying so
         found = _status_of(await client.get_status(instance, show_input=True))
-        if found is None:  # a failed read looks the same as no instance: read once more before saying so
-            found = _status_of(await client.get_status(instance, show_input=True))
-        if found is None:
-            out.append({"targetId": target_id, "rotationId": rotation_id, "state": "gone"})
-        elif found["rotationId"] != rotation_id:
-            out.append(
-                {
-                    "targetId": target_id,
-                    "rotationId": rotation_id,
-                    "state": "replaced",
-                    "by": found["rotationId"],
-                }
-            )
-        elif found["runtime"] in RUNNING_STATUSES:
-            out.append({"targetId": target_id, "rotationId": rotation_id, "state": "running", "stage": found["stage"]})
-        else:
-            out.append(
-                {
-                    "targetId": target_id,
-                    "rotationId": rotation_id,
-                    "state": "ended",
-                    "runtime": found["runtime"],
-                    "outcome": found["output"].get("outcome"),
-                }
-            )
-    return {"rotations": out}
+    if found is None:
+        return Progress(target_id, rotation_id, "gone")
+    if found["rotationId"] != rotation_id:
+        return Progress(target_id, rotation_id, "replaced", by=found["rotationId"])
+    if found["runtime"] in RUNNING_STATUSES:
+        return Progress(target_id, rotation_id, "running", stage=found["stage"])
+    outcome = found["output"].get("outcome")
+    outcome = outcome if isinstance(outcome, str) else None
+    return Progress(target_id, rotation_id, "ended", runtime=found["runtime"], outcome=outcome)

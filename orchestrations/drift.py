@@ -18,6 +18,7 @@ import azure.durable_functions as df
 from orchestrations.retry import PUBLISH_STEP, QUERY_STEP, step_error
 from rotation import naming
 from rotation.durations import as_utc, format_timestamp
+from rotation.scheduling import Tick
 
 MISSING_REASON = "drift: key missing"
 SUMMARY_FIELDS = ("targetId", "outcome", "keyName", "version", "repairOf", "reason")
@@ -34,20 +35,19 @@ def check_id(tick: Any, now: datetime) -> str:
 
 
 def check(
-    context: df.DurableOrchestrationContext, request: dict[str, Any], now: datetime, summary: dict[str, Any]
+    context: df.DurableOrchestrationContext, tick: Tick, now: datetime, summary: dict[str, Any]
 ) -> Generator[Any, Any, list[dict[str, Any]]]:
     """Run the check; record `drift` (targetId, outcome, version, ...) in the summary; return the
     `missing` entries (each carries its target) for the due queue."""
     summary["drift"] = []
-    in_flight = request.get("inFlight")
     try:
         checked = yield context.call_activity_with_retry(
             "check_drift",
             QUERY_STEP,
             {
                 "now": format_timestamp(now),
-                "checkId": check_id(request.get("tick"), now),
-                "inFlight": in_flight if isinstance(in_flight, list) else [],
+                "checkId": check_id(tick.tick, now),
+                "inFlight": list(tick.in_flight or ()),
             },
         )
     except Exception as exc:

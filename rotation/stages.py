@@ -61,6 +61,7 @@ def stage_of(phase: str, default: Stage) -> Stage:
     from an older history may hold any string)."""
     return STAGE_OF_PHASE.get(Phase(phase), default) if phase in Phase else default
 
+
 # Phases a rotation ends in: it published RotationCompleted / RotationFailed before entering them.
 TERMINAL_PHASES = frozenset({Phase.COMPLETED, Phase.FAILED, Phase.ABORTED, Phase.SUPERSEDED})
 # Phases reached only after NewKeyAvailable: consumers may hold the new key, so it is never undone.

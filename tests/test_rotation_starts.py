@@ -13,6 +13,7 @@ import pytest
 from activities.rotation_starts import rotation_progress, start_rotation
 from rotation import signing
 from rotation.policy import current_policy
+from rotation.scheduling import StartRequest
 from tests.rotation_harness import SCRIPTED_POLICY_ENV
 
 TICK = "2026-11-22T03:00:00.000Z"
@@ -46,7 +47,7 @@ class Client:
 
 
 def start(client: Client, target_id: str = "demo-orders") -> dict[str, Any]:
-    request = {"targetId": target_id, "input": {"rotationId": OURS, "mode": "scheduled"}, "since": TICK}
+    request = StartRequest(target_id, OURS, "interval-elapsed (tick t)", TICK).to_json()
     return asyncio.run(start_rotation(request, client))  # type: ignore[arg-type]
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from activities.events_publish import check_event
 from orchestrations.predecessor import Predecessor, PredecessorError
-from orchestrations.scheduler import rotation_input, with_stuck
+from orchestrations.scheduler import start_request
+from orchestrations.scheduler_discovery import with_stuck
 from rotation import stuck
 from rotation.policy import parse_policy, parse_target
 from tests.rotation_harness import LOCAL_POLICY, PLACEHOLDER_ENV, local_target
@@ -176,9 +177,9 @@ def test_stuck_targets_join_the_due_queue_with_their_replaces_record() -> None:
     assert orders["replaces"] == record and orders["mode"] == "scheduled"
     assert orders["reason"] == f"stuck rotation {RID} abandoned"
     assert reports["mode"] == "emergency" and reports["reason"].startswith("resumes emergency rotation")
-    request = rotation_input(reports, "demo-reports-export-20260104t030000z-e", "tick")
-    assert request["mode"] == "emergency" and request["replaces"] == emergency_rec
-    assert "replaces" not in rotation_input(due[0], "demo-orders-20260104t030000z-s", "tick")
+    request = start_request(reports, "demo-reports-export-20260104t030000z-e", "tick", "2026-01-04T03:00:00Z")
+    assert request.reason == f"{reports['reason']} (tick tick)"
+    assert "replaces" not in request.to_json()  # start_rotation takes it from the instance, never the tick
     assert with_stuck(due, None) == due
 
 

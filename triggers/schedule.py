@@ -22,6 +22,7 @@ from rotation.durations import format_timestamp
 from rotation.identity import NEAR_EXPIRY_ACTOR
 from rotation.inputs import rotation_input
 from rotation.policy import Policy, current_policy
+from rotation.scheduling import DEFAULT_CONCURRENCY, Tick, concurrency
 from rotation.stuck import successor_mode
 from triggers.api_views import Snapshot
 from triggers.near_expiry import EVENT_TYPE, read_near_expiry, shown
@@ -103,15 +104,17 @@ async def rotation_timer(timer: func.TimerRequest, client: df.DurableOrchestrati
     instance_id = naming.scheduler_instance_id(tick)
     if await scheduler_exists(client, instance_id):
         return
-    request = {
-        "tick": format_timestamp(tick),
-        "pastDue": bool(timer.past_due),
-        "maxConcurrency": os.environ.get("ROTATION_MAX_CONCURRENCY", "8"),
-        "maxStartsPerMinute": os.environ.get("ROTATION_MAX_STARTS_PER_MINUTE"),
-        **(await look_at_rotations(client)),
-    }
+    looked = await look_at_rotations(client)
+    request = Tick(
+        tick=format_timestamp(tick),
+        past_due=bool(timer.past_due),
+        max_concurrency=concurrency(os.environ.get("ROTATION_MAX_CONCURRENCY", DEFAULT_CONCURRENCY)),
+        max_starts_per_minute=os.environ.get("ROTATION_MAX_STARTS_PER_MINUTE"),
+        stuck=tuple(looked["stuck"]),
+        in_flight=tuple(looked["inFlight"]) if looked["inFlight"] is not None else None,
+    )
     try:
-        await client.start_new("scheduler_orchestrator", instance_id, request)
+        await client.start_new("scheduler_orchestrator", instance_id, request.to_json())
     except Exception:
         # The duplicate delivery got there first while this one looked at the rotations.
         if await scheduler_exists(client, instance_id):
