@@ -18,6 +18,7 @@ from rotation.contracts import ActivityRequest
 from rotation.durations import as_utc, format_timestamp
 from rotation.policy import Target, load_policy
 from rotation.redaction import safe_error_message
+from rotation.scheduling import DueQuery, DueTargets
 
 log = logging.getLogger("keyrotation.activities.due_targets")
 
@@ -54,17 +55,15 @@ def assess(target: Target, versions: list[secret_versions.Version], now: datetim
 
 
 def find_due_targets(request: ActivityRequest) -> dict[str, Any]:
-    """`{"now", "only"?}` -> `{"due": [...], "notDue": [...], "skipped": [...]}` (targets in policy order;
-    `only`: just these target ids, for the scheduler's second read of targets it could not read).
+    """`DueQuery` -> `DueTargets` (rotation/scheduling.py): targets in policy order; `only`: just these
+    target ids, for the scheduler's second read of targets it could not read.
 
     Disabled and master-key targets are skipped (the master key is emergency-only). A target whose vault
     cannot be read is skipped with the reason and `unreadable: true`, so one target's failure does not
     stop the others; the scheduler reads it again after a pause, and its next tick tries it again."""
+    query = DueQuery.from_json(request)
     now = parse_time(request.get("now"), "now")
-    only = request.get("only")
-    if only is not None and not (isinstance(only, list) and all(isinstance(t, str) for t in only)):
-        raise ValueError("only: a list of target ids")
-    policy = [t for t in load_policy() if only is None or t.id in only]
+    policy = [t for t in load_policy() if query.only is None or t.id in query.only]
     due: list[dict[str, Any]] = []
     not_due: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -110,4 +109,4 @@ def find_due_targets(request: ActivityRequest) -> dict[str, Any]:
             not_due.append(result)
     summary = f"{len(due)} due, {len(not_due)} not due, {len(skipped)} skipped"
     log.info("due targets at %s: %s", format_timestamp(now), summary)
-    return {"due": due, "notDue": not_due, "skipped": skipped}
+    return DueTargets(tuple(due), tuple(not_due), tuple(skipped)).to_json()

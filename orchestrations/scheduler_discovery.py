@@ -22,7 +22,7 @@ from orchestrations import drift
 from orchestrations.retry import QUERY_STEP, step_error
 from rotation import stuck as stuck_rotations
 from rotation.durations import format_timestamp, parse_duration
-from rotation.scheduling import Tick
+from rotation.scheduling import DueQuery, DueTargets, Tick
 from rotation.stages import Phase
 
 UNREADABLE_READS = 2
@@ -36,21 +36,22 @@ def discover(context: df.DurableOrchestrationContext, tick: Tick) -> Generator[A
     `error` when nothing can be known."""
     now = context.current_utc_datetime
     summary: dict[str, Any] = {"tick": tick.tick or format_timestamp(now), **{bucket: [] for bucket in SUMMARY_BUCKETS}}
+    query = DueQuery(format_timestamp(now)).to_json()
     try:
-        found = yield context.call_activity_with_retry("find_due_targets", QUERY_STEP, {"now": format_timestamp(now)})
+        answer = yield context.call_activity_with_retry("find_due_targets", QUERY_STEP, query)
     except Exception as exc:
         summary["error"] = f"could not find due targets: {step_error(exc)}"
         context.set_custom_status({"stage": Phase.FAILED, **summary})
         return summary
-    found = yield from read_unreadable_again(context, found, now)
-    queue = with_stuck(list(found.get("due") or []), tick.stuck)
+    found = yield from read_unreadable_again(context, DueTargets.from_json(answer), now)
+    queue = with_stuck(list(found.due), tick.stuck)
     queue = drift.with_missing(queue, (yield from drift.check(context, tick, now, summary)))
     summary["abandoned"] = [
         {"targetId": i["targetId"], **stuck_rotations.summary(i["replaces"])} for i in queue if i.get("replaces")
     ]
     summary["due"] = [item["targetId"] for item in queue]
-    summary["notDue"] = len(found.get("notDue") or [])
-    summary["skipped"] = [{"targetId": s["targetId"], "reason": s.get("reason")} for s in found.get("skipped") or []]
+    summary["notDue"] = len(found.not_due)
+    summary["skipped"] = [{"targetId": s["targetId"], "reason": s.get("reason")} for s in found.skipped]
     summary["inFlight"] = []
     summary["executions"] = 1
     # `startedAt` names every rotation of this tick (ids carry their start: the tick's time, whichever
@@ -67,26 +68,22 @@ def discover(context: df.DurableOrchestrationContext, tick: Tick) -> Generator[A
 
 
 def read_unreadable_again(
-    context: df.DurableOrchestrationContext, found: dict[str, Any], now: datetime
-) -> Generator[Any, Any, dict[str, Any]]:
+    context: df.DurableOrchestrationContext, found: DueTargets, now: datetime
+) -> Generator[Any, Any, DueTargets]:
     """Targets whose Key Vault could not be read are read again after a durable pause (twice, 30 s then
     60 s), so a throttle or a blip costs them minutes, not a whole tick. Found by the fault campaign: a
     429 on the version listing skipped a due target until the next day."""
     for attempt in range(UNREADABLE_READS):
-        unreadable = [s["targetId"] for s in found.get("skipped") or [] if s.get("unreadable")]
+        unreadable = found.unreadable()
         if not unreadable:
             break
         yield context.create_timer(context.current_utc_datetime + UNREADABLE_PAUSE * 2**attempt)
+        query = DueQuery(format_timestamp(now), tuple(unreadable)).to_json()
         try:
-            again = yield context.call_activity("find_due_targets", {"now": format_timestamp(now), "only": unreadable})
+            again = yield context.call_activity("find_due_targets", query)
         except Exception:
             break  # the first answer stands: those targets stay skipped, with their reason
-        kept = [s for s in found.get("skipped") or [] if s["targetId"] not in unreadable]
-        found = {
-            "due": [*(found.get("due") or []), *(again.get("due") or [])],
-            "notDue": [*(found.get("notDue") or []), *(again.get("notDue") or [])],
-            "skipped": [*kept, *(again.get("skipped") or [])],
-        }
+        found = found.reread(DueTargets.from_json(again))
     return found
 
 

@@ -82,6 +82,55 @@ class Tick:
 
 
 @dataclass(frozen=True)
+class DueQuery:
+    """Which policy targets are due at `now` (ISO 8601); `only`: just these target ids (the tick's second
+    read of the targets whose vault it could not read)."""
+
+    now: str
+    only: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"now": self.now, **({"only": list(self.only)} if self.only is not None else {})}
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> DueQuery:
+        only = data.get("only")
+        if only is not None and not (isinstance(only, list) and all(isinstance(t, str) for t in only)):
+            raise ValueError("only: a list of target ids")
+        return DueQuery(str(data.get("now")), tuple(only) if only is not None else None)
+
+
+@dataclass(frozen=True)
+class DueTargets:
+    """The answer of `find_due_targets`, in policy order: `due` (targetId, target, reason, currentVersion,
+    currentKeyName), `not_due` (targetId, nextDue) and `skipped` (targetId, reason, and `unreadable` when
+    its vault could not be read)."""
+
+    due: tuple[dict[str, Any], ...] = ()
+    not_due: tuple[dict[str, Any], ...] = ()
+    skipped: tuple[dict[str, Any], ...] = ()
+
+    def unreadable(self) -> list[str]:
+        return [s["targetId"] for s in self.skipped if s.get("unreadable")]
+
+    def reread(self, again: DueTargets) -> DueTargets:
+        """This answer with its unreadable targets replaced by what a second read (`again`) says of them."""
+        unreadable = set(self.unreadable())
+        kept = tuple(s for s in self.skipped if s["targetId"] not in unreadable)
+        return DueTargets((*self.due, *again.due), (*self.not_due, *again.not_due), (*kept, *again.skipped))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"due": list(self.due), "notDue": list(self.not_due), "skipped": list(self.skipped)}
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> DueTargets:
+        def entries(key: str) -> tuple[dict[str, Any], ...]:
+            return tuple(e for e in data.get(key) or [] if isinstance(e, dict) and isinstance(e.get("targetId"), str))
+
+        return DueTargets(entries("due"), entries("notDue"), entries("skipped"))
+
+
+@dataclass(frozen=True)
 class StartRequest:
     """Start rotation `rotation_id` (its mode is in the id) of `target_id` unless one runs there, or one
     began after `since` (the tick's start)."""

@@ -3,9 +3,13 @@ older histories hold, and a scheduler input nobody checked is read without faili
 
 from __future__ import annotations
 
+import pytest
+
 from rotation.scheduling import (
     DEFAULT_CONCURRENCY,
     MAX_CONCURRENCY,
+    DueQuery,
+    DueTargets,
     Progress,
     ProgressRequest,
     StartAnswer,
@@ -60,3 +64,27 @@ def test_a_tick_carried_across_continue_as_new_reads_back_as_it_was_written() ->
     tick = Tick("2026-11-22T03:00:00.000Z", True, 4, "30", stuck, ("demo-orders",), {"queue": [], "started": {}})
     assert Tick.from_json(tick.to_json()) == tick
     assert "resume" not in Tick("2026-11-22T03:00:00.000Z").to_json()
+
+
+def test_a_second_read_replaces_only_the_targets_whose_vault_could_not_be_read() -> None:
+    first = DueTargets.from_json(
+        {
+            "due": [{"targetId": "a-due", "reason": "interval-elapsed"}],
+            "notDue": [],
+            "skipped": [
+                {"targetId": "b-throttled", "reason": "Key Vault read failed: 429", "unreadable": True},
+                {"targetId": "c-off", "reason": "disabled"},
+            ],
+        }
+    )
+    assert first.unreadable() == ["b-throttled"]
+    merged = first.reread(DueTargets(due=({"targetId": "b-throttled", "reason": "expires-soon"},)))
+    assert [e["targetId"] for e in merged.due] == ["a-due", "b-throttled"]
+    assert [e["targetId"] for e in merged.skipped] == ["c-off"] and merged.unreadable() == []
+
+
+def test_a_due_query_names_only_target_ids() -> None:
+    assert DueQuery.from_json(DueQuery("2026-11-22T03:00:00.000Z", ("a-1",)).to_json()).only == ("a-1",)
+    assert "only" not in DueQuery("2026-11-22T03:00:00.000Z").to_json()
+    with pytest.raises(ValueError, match="only: a list of target ids"):
+        DueQuery.from_json({"now": "2026-11-22T03:00:00.000Z", "only": "a-1"})
