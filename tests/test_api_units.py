@@ -13,9 +13,10 @@ import azure.durable_functions as df
 import azure.functions as func
 import pytest
 
-from orchestrations import rotation as orchestrator
+from orchestrations import gate
 from rotation.policy import parse_target
 from rotation.redaction import redact
+from rotation.stages import Mail
 from tests.rotation_harness import local_target
 from triggers import api_rotations, api_targets
 from triggers.api_http import ApiError, json_body, no_query, reason_field
@@ -35,9 +36,11 @@ def refusal(call: Any) -> ApiError:
 
 
 def test_the_event_names_are_the_orchestrators() -> None:
-    for name in ("ACK_EVENT", "APPROVE_EVENT", "ABORT_EVENT", "EXTEND_EVENT", "MAX_EXTEND"):
-        assert getattr(api_rotations, name) == getattr(orchestrator, name)
-    assert api_targets.SUPERSEDE_EVENT == orchestrator.SUPERSEDE_EVENT
+    names = {"ACK_EVENT": Mail.CONSUMER_ACK, "APPROVE_EVENT": Mail.APPROVE, "ABORT_EVENT": Mail.ABORT}
+    for name, mail in {**names, "EXTEND_EVENT": Mail.EXTEND}.items():
+        assert getattr(api_rotations, name) == mail
+    assert api_rotations.MAX_EXTEND == gate.MAX_EXTEND
+    assert api_targets.SUPERSEDE_EVENT == Mail.SUPERSEDE
 
 
 def test_bodies_refuse_unknown_fields_without_repeating_a_pasted_key_as_their_name() -> None:
