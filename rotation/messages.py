@@ -193,6 +193,16 @@ class Revoked(Message):
     unverifiable: tuple[str, ...] = ()
     refused: bool | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """Only what the outcome has: the lists of a pending verification when one is pending."""
+        data = super().to_json()
+        if self.refused is not False:
+            for key in ("pendingVersions", "stillAccepted", "unverifiable"):
+                del data[key]
+        if self.refused is None:
+            del data["refused"]
+        return data
+
 
 @dataclass(frozen=True)
 class RevocationRoundRequest(Message):

@@ -66,7 +66,7 @@ def test_rotation_replacing_one_terminated_in_overlap_closes_it_first_and_sweeps
     assert status["output"]["outcome"] == "completed"
     # Announced: nothing to undo, so no activity (the history budget); its RotationFailed goes out first.
     assert run.calls("abandon_rotation") == [] and run.calls()[0]["activity"] == "provision_new_key"
-    failed, started = run.calls("provision_new_key")[0]["request"]["events"]
+    failed, started, _ = run.calls("publish_events")[0]["request"]["events"]  # the announce
     assert failed["type"] == "KeyRotation.RotationFailed" and failed["data"]["rotationId"] == STUCK
     assert failed["data"]["error"] == "abandoned: instance Terminated at stage overlap (operator cleanup)"
     assert failed["data"]["stage"] == "overlap" and failed["data"]["compensated"] is False
@@ -89,8 +89,10 @@ def test_rotation_replacing_one_stuck_in_verifying_undoes_it_before_anything_els
     assert calls[:2] == ["abandon_rotation", "provision_new_key"]  # step 0
     (abandon,) = run.calls("abandon_rotation")
     assert abandon["request"]["replaces"]["rotationId"] == STUCK and abandon["request"]["rotationId"] == OWN
-    (failed,) = abandon["request"]["events"]  # published by the step once the undo succeeded
+    assert "events" not in abandon["request"]  # one side effect: the undo; announce closes its story
+    failed = run.calls("publish_events")[0]["request"]["events"][0]
     assert failed["data"]["rotationId"] == STUCK and failed["data"]["stage"] == "verify"
+    assert failed["data"]["compensated"] is True  # what the undo reported
     types = [(e["type"].split(".")[-1], e["data"]["rotationId"]) for e in published(run)]
     assert types[:2] == [("RotationFailed", STUCK), ("RotationStarted", OWN)]
 
@@ -128,8 +130,7 @@ def test_a_failed_abandonment_does_not_block_the_new_rotation(run: Scripted) -> 
     status = run.durable.wait(start(run, stuck_record(announced=False, stage="provisioning")), timeout=120)
     assert status["output"]["outcome"] == "completed"
     assert ("abandon", "failed") in steps(status)
-    (provision,) = run.calls("provision_new_key")
-    first, second = provision["request"]["events"]  # the stuck rotation's story is still closed, first
+    first, second, _ = run.calls("publish_events")[0]["request"]["events"]  # its story is still closed, first
     assert first["type"].endswith("RotationFailed") and first["data"]["rotationId"] == STUCK
     assert first["data"]["compensated"] is False  # nothing was undone: this rotation's revoke sweeps it
     assert second["type"].endswith("RotationStarted")
