@@ -13,6 +13,7 @@ import pytest
 from activities.events_publish import check_event
 from tests.rotation_harness import local_target, read_calls
 from tests.test_orchestration_lifecycle import (
+    HISTORY_30_DAYS,
     HISTORY_BUDGET,
     PROVISIONED,
     Scripted,
@@ -148,7 +149,8 @@ def test_history_stays_within_budget_when_a_thirty_day_rotation_replaces_a_stuck
     assert status["output"]["outcome"] == "completed"
     history = run.durable.history(instance)
     print(f"history events for a 30-day overlap replacing a stuck rotation stopped at {stage}: {len(history)}")
-    assert len(history) <= HISTORY_BUDGET, len(history)
+    # Measured: 68 (announced: no abandon activity), 72 (one abandon activity); its events ride the announce.
+    assert len(history) <= HISTORY_30_DAYS + (0 if announced else 4) <= HISTORY_BUDGET, len(history)
 
 
 def make_stuck(run: Scripted, target_id: str, rotation_id: str, stage: str) -> None:  # noqa: F811
