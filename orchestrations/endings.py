@@ -63,7 +63,7 @@ class Endings(RunBase):
     def fail(self, failure: StageFailed) -> Orchestration:
         """End the rotation loudly at the stage that gave up, compensating first when it says so."""
         if not self.ctx.is_replaying:  # once, when the step gives up; the reason names operation and fault
-            level = logging.ERROR if failure.outcome == "failed" else logging.WARNING
+            level = logging.ERROR if failure.outcome == Phase.FAILED else logging.WARNING
             log.log(
                 level,
                 "rotation %s of %s %s at step %s: %s",
@@ -84,8 +84,8 @@ class Endings(RunBase):
         )
         yield from self.publish_ending("RotationFailed", failed_event)
         self.status.step(failure.stage, failure.outcome, self.now, failure.reason)
-        self.enter(Phase(failure.outcome))
-        return self.output(failure.outcome, error=failure.reason, compensated=compensated)
+        self.enter(failure.outcome)
+        return self.output(str(failure.outcome), error=failure.reason, compensated=compensated)
 
     def compensate(self) -> Orchestration:
         """Undo the new key (nobody was told about it): the previous version current again, the new one

@@ -31,21 +31,22 @@ class Gate(RunBase):
             window_end = self.now
             length = max(window_end - announced.at, timedelta(minutes=1))
             counted = yield from self.count_failures(announced.at, window_end, length)
-            failures, baseline, error = counted.get("failures"), counted.get("baseline"), counted.get("error")
-            if error is None and failures is not None and baseline is not None:
+            failures, baseline = counted.failures, counted.baseline
+            if counted.counted:
+                assert failures is not None and baseline is not None
                 if not self.target.monitoring.threshold.breached(failures, baseline):
                     self.note("gate", "passed", f"{failures} auth failures, baseline {baseline}")
                     return "approve"
                 reason = f"{failures} auth failures during the overlap against a baseline of {baseline}"
             else:
-                reason = f"the failure signal could not be read: {error}"
+                reason = f"the failure signal could not be read: {counted.error}"
             holds += 1
             decision = yield from self.hold(announced, window_end, failures, baseline, reason, holds)
             if decision == "abort":
                 # An aborted hold keeps both keys valid (consumers may already use the new one) and is
                 # loud: RotationFailed tells operators the old key still works and needs a decision.
                 raise StageFailed(
-                    Stage.GATE, "aborted while held: both keys remain valid", compensate=False, outcome="aborted"
+                    Stage.GATE, "aborted while held: both keys remain valid", compensate=False, outcome=Phase.ABORTED
                 )
             if decision != "extend":
                 return decision

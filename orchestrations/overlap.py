@@ -14,6 +14,7 @@ from typing import Any
 from orchestrations.retry import QUERY_STEP, step_error
 from orchestrations.run import Orchestration, RunBase, event_payload
 from rotation.durations import format_timestamp
+from rotation.messages import Adoption, AdoptionRequest
 from rotation.stages import Mail
 
 MAX_TIMER = timedelta(days=6)  # Python durable timers are capped at 6 days: longer waits loop
@@ -94,15 +95,11 @@ class OverlapWaits(RunBase):
 
     def check_adoption(self, announced: Announced) -> Orchestration:
         """Consumers seen reading the new version (Key Vault audit); a failed query finds nobody."""
-        request = {
-            **self.ref.to_json(),
-            "secretId": announced.secret_id,
-            "since": format_timestamp(announced.at),
-            "until": format_timestamp(self.now),
-        }
+        since, until = format_timestamp(announced.at), format_timestamp(self.now)
+        request = AdoptionRequest(self.ref, announced.secret_id, since, until)
         try:
-            result = yield self.activity("check_adoption", QUERY_STEP, request)
+            result = Adoption.from_json((yield self.activity("check_adoption", QUERY_STEP, request)))
         except Exception as exc:
             self.status.step("adoption", "failed", self.now, step_error(exc))
             return set()
-        return {str(r).lower() for r in result.get("readers") or []}
+        return {str(r).lower() for r in result.readers}

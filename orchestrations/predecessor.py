@@ -11,26 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from rotation import events, naming
 from rotation.durations import as_utc
 from rotation.identity import Actor
+from rotation.stages import STAGE_OF_PHASE, Phase, Stage
 from rotation.stuck import abandon_reason
 
-# The events.Stage a stuck lifecycle stage is reported under (compensating follows a provision/verify
-# failure; the timeline of the stuck rotation says which).
-EVENT_STAGE: dict[str, events.Stage] = {
-    "provisioning": "provision",
-    "compensating": "provision",
-    "verifying": "verify",
-    "overlap": "overlap",
-    "gate": "gate",
-    "held": "gate",
-    "extended": "gate",
-    "revoking": "revoke",
-    "watching": "watch",
-}
 UNKNOWN_ACTOR = Actor("system", "unknown")
 _KEY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # the events' keyName pattern
 
@@ -122,7 +110,8 @@ class Predecessor:
         record holds, the builder makes a valid event of it: a poisoned reason never blocks this step."""
         return events.rotation_failed(
             self.info(target_id),
-            stage=EVENT_STAGE.get(self.stage, "provision"),
+            # compensating follows a provision/verify failure; the stuck rotation's timeline says which
+            stage=cast(events.Stage, str(STAGE_OF_PHASE.get(cast(Phase, self.stage), Stage.PROVISION))),
             error=self.reason[:1024],
             compensated=not self.announced if compensated is None else compensated,
             key_name=self.key_name,

@@ -4,6 +4,7 @@ resolved from the deployed policy (activities/targets.py `resolve_target`), trus
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,10 +27,10 @@ class RotationRequest:
     replaces: Predecessor | None = None
 
     @staticmethod
-    def from_json(data: dict[str, Any], resolved: dict[str, Any]) -> RotationRequest:
-        given = RotationInput.from_json(data)
-        given = dataclasses.replace(given, fingerprint=resolved["fingerprint"])
-        target = trusted_target(resolved["target"])  # resolve_target hands on the deployed policy's own
+    def of(data: Mapping[str, Any], target_json: Mapping[str, Any], fingerprint: str) -> RotationRequest:
+        """The input check_shape accepted, with the target resolve_target found for it."""
+        given = dataclasses.replace(RotationInput.from_json(data), fingerprint=fingerprint)
+        target = trusted_target(target_json)  # the deployed policy's own, validated when it was loaded
         stuck = given.replaces
         replaces = Predecessor.from_json(stuck, target.id, given.rotation_id) if stuck is not None else None
         return RotationRequest(given, target, replaces)

@@ -207,12 +207,12 @@ class Revoking(RunBase):
         yield from self.sleep_until(start + watch)
         window_end = self.now
         counted = yield from self.count_failures(start, window_end, window_end - start)
-        failures, baseline = counted.get("failures"), counted.get("baseline")
-        if counted.get("raised"):
-            self.note("watch", "failed", str(counted["error"]))
+        failures, baseline = counted.failures, counted.baseline
+        if counted.query_failed:
+            self.note("watch", "failed", counted.error)
             return ()
         if failures is None or baseline is None:
-            self.note("watch", "failed", f"signal unavailable: {counted.get('error')}")
+            self.note("watch", "failed", f"signal unavailable: {counted.error}")
             return ()
         if not self.target.monitoring.threshold.breached(failures, baseline):
             self.note("watch", "done", f"{failures} auth failures after revocation")

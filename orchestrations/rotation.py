@@ -36,7 +36,15 @@ from rotation import events, naming
 from rotation.contracts import json_object
 from rotation.durations import format_timestamp
 from rotation.inputs import InputError, check_shape, check_start_time
-from rotation.messages import Abandoned, AbandonRequest, Provisioned, ProvisionRequest, Verified, VerifyRequest
+from rotation.messages import (
+    Abandoned,
+    AbandonRequest,
+    Provisioned,
+    ProvisionRequest,
+    Resolution,
+    Verified,
+    VerifyRequest,
+)
 from rotation.policy import MASTER_KEY_NAME
 from rotation.stages import Phase, Stage
 
@@ -195,8 +203,10 @@ def rotation_orchestrator(context: df.DurableOrchestrationContext) -> Orchestrat
         check_start_time(data, context.current_utc_datetime)
     except InputError as exc:
         return refused(context, data, str(exc))
-    resolved = yield context.call_activity_with_retry("resolve_target", KEY_STEP, {"input": data})
-    if resolved.get("refused"):
-        return refused(context, data, str(resolved["refused"]))
-    request = RotationRequest.from_json(data, resolved)
+    resolved = Resolution.from_json(
+        (yield context.call_activity_with_retry("resolve_target", KEY_STEP, {"input": data}))
+    )
+    if resolved.refused or resolved.target is None or resolved.fingerprint is None:
+        return refused(context, data, str(resolved.refused or "the target could not be resolved"))
+    request = RotationRequest.of(data, resolved.target, resolved.fingerprint)
     return (yield from RotationRun(context, request).run())

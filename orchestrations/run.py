@@ -26,7 +26,7 @@ from rotation import events
 from rotation.contracts import json_object
 from rotation.durations import format_timestamp
 from rotation.identity import Actor
-from rotation.messages import Message, PublishRequest, TargetRef
+from rotation.messages import EventCheck, FailureCount, FailureCountRequest, Message, PublishRequest, TargetRef, Verdict
 from rotation.reasons import MAX_REASON, clean_optional
 from rotation.stages import Mail, Phase, Stage
 
@@ -49,7 +49,7 @@ class StageFailed(Exception):
     """A stage gave up: the rotation ends loudly (RotationFailed) at `stage`, undoing the new key first
     when `compensate` (only before consumers were told about it). `outcome` "aborted": an approver's call."""
 
-    def __init__(self, stage: Stage, reason: str, *, compensate: bool, outcome: str = "failed") -> None:
+    def __init__(self, stage: Stage, reason: str, *, compensate: bool, outcome: Phase = Phase.FAILED) -> None:
         super().__init__(f"{stage}: {reason}")
         self.stage, self.reason, self.compensate, self.outcome = stage, reason, compensate, outcome
 
@@ -133,10 +133,9 @@ class RunBase:
         return result
 
     # -- activities -----------------------------------------------------------------------------
-    def activity(self, name: str, retry: df.RetryOptions, request: Message | dict[str, Any]) -> Any:
+    def activity(self, name: str, retry: df.RetryOptions, request: Message) -> Any:
         """`retry` names the kind of step; its numbers come from the target's policy (`calls.step`)."""
-        payload = request.to_json() if isinstance(request, Message) else request
-        return self.ctx.call_activity_with_retry(name, for_target(retry, self.target), payload)
+        return self.ctx.call_activity_with_retry(name, for_target(retry, self.target), request.to_json())
 
     def call(self, stage: Stage, name: str, retry: df.RetryOptions, request: Message, *, compensate: bool) -> Any:
         """An activity the stage cannot do without: its failure ends the rotation (StageFailed)."""
@@ -194,16 +193,16 @@ class RunBase:
 
     def count_failures(self, start: datetime, end: datetime, length: timedelta) -> Orchestration:
         """Auth failures in [start, end] and in a baseline of `length` before the rotation started (the gate
-        and the watch): `{"failures", "baseline", "error"}`, the error text when the signal could not be read."""
-        request = {
-            **self.ref.to_json(),
-            "window": {"start": format_timestamp(start), "end": format_timestamp(end)},
-            "baseline": {"start": format_timestamp(self.started - length), "end": format_timestamp(self.started)},
-        }
+        and the watch). A failed query is a FailureCount with the error, never zero failures."""
+        request = FailureCountRequest(
+            self.ref,
+            window={"start": format_timestamp(start), "end": format_timestamp(end)},
+            baseline={"start": format_timestamp(self.started - length), "end": format_timestamp(self.started)},
+        )
         try:
-            return (yield self.activity("count_auth_failures", QUERY_STEP, request))
+            return FailureCount.from_json((yield self.activity("count_auth_failures", QUERY_STEP, request)))
         except Exception as exc:
-            return {"failures": None, "baseline": None, "error": step_error(exc), "raised": True}
+            return FailureCount(error=step_error(exc), query_failed=True)
 
     # -- external events ------------------------------------------------------------------------
     def authentic(self, name: Mail, task: Any, expect: dict[str, Any] | None = None) -> Orchestration:
@@ -214,17 +213,16 @@ class RunBase:
         while it runs (orchestrations/inbox.py), so no event is lost meanwhile. An ignored event is noted
         in the timeline (at most MAX_IGNORED_NOTES times: a flood must not grow the status)."""
         payload = event_payload(task.result)
-        verdict = yield self.ctx.call_activity_with_retry(
-            "verify_event",
-            KEY_STEP,
-            {"rotationId": self.rotation_id, "event": str(name), "payload": payload, "expect": expect or {}},
+        check = EventCheck(self.rotation_id, str(name), payload, expect or {})
+        verdict = Verdict.from_json(
+            (yield self.ctx.call_activity_with_retry("verify_event", KEY_STEP, check.to_json()))
         )
-        if verdict.get("valid"):
+        if verdict.valid:
             return payload
         self.ignored += 1
         if self.ignored <= MAX_IGNORED_NOTES:
             more = " (further ignored events are only logged)" if self.ignored == MAX_IGNORED_NOTES else ""
-            self.note("event", "ignored", f"{name}: {verdict.get('why')}{more}")
+            self.note("event", "ignored", f"{name}: {verdict.why}{more}")
         return None
 
     def successor_of(self, payload: dict[str, Any]) -> dict[str, Any] | None:

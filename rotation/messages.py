@@ -227,3 +227,71 @@ class PublishRequest(Message):
 
     events: tuple[Mapping[str, Any], ...] = field(default=())
     calls: Mapping[str, Any] | None = None
+
+
+# -- the queries and the event check (their activities read plain requests; the orchestrator types them) --
+@dataclass(frozen=True)
+class AdoptionRequest(Message):
+    ref: TargetRef
+    secret_id: str
+    since: str
+    until: str
+
+
+@dataclass(frozen=True)
+class Adoption(Message):
+    """Consumers (Entra object ids) seen reading the new version in the Key Vault audit."""
+
+    readers: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FailureCountRequest(Message):
+    """Auth failures in `window` against `baseline` (each `{"start", "end"}`, ISO 8601)."""
+
+    ref: TargetRef
+    window: Mapping[str, str]
+    baseline: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class FailureCount(Message):
+    """A null count is never zero: `error` says why it could not be read. `query_failed`: the activity
+    itself gave up (set by the orchestrator, never sent)."""
+
+    signal: str | None = None
+    failures: int | None = None
+    baseline: int | None = None
+    error: str | None = None
+    query_failed: bool = False
+
+    @property
+    def counted(self) -> bool:
+        return self.error is None and self.failures is not None and self.baseline is not None
+
+
+@dataclass(frozen=True)
+class EventCheck(Message):
+    """Did the app sign this external event for this rotation (and does it match `expect`)?"""
+
+    rotation_id: str
+    event: str
+    payload: Mapping[str, Any]
+    expect: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict(Message):
+    valid: bool = False
+    why: str | None = None
+
+
+@dataclass(frozen=True)
+class Resolution(Message):
+    """resolve_target's verdict on an orchestration input: the deployed policy's target (policy JSON,
+    trusted from here on) and its fingerprint, or why the rotation is refused."""
+
+    target: Mapping[str, Any] | None = None
+    fingerprint: str | None = None
+    refused: str | None = None
