@@ -69,8 +69,9 @@ class RotationRun(OverlapWaits, Gate, Revoking, Endings):
         return output
 
     def lifecycle(self) -> Orchestration:
+        """provision → verify → announce → overlap → gate → revoke → watch; a stage that gives up raises
+        StageFailed, an emergency taking over raises Superseded (both handled in `run`)."""
         given = self.req.input
-        self.current_key_name = given.current_key_name
         self.status.key_name = self.key_name()
         self.status.step("requested", "done", self.started, f"{given.mode} by {given.actor.name}")
         if self.req.replaces is not None:

@@ -92,6 +92,7 @@ class RunBase:
             trigger={"actor": given.actor.to_json(), "reason": clean_optional(given.reason, MAX_REASON)},
         )
         self.ref = TargetRef.of(self.target, given.fingerprint)
+        self.current_key_name = given.current_key_name  # the key consumers hold (step 0 may restore another)
         self.inbox = {name: Inbox(context, name) for name in Mail}
         self.successor: dict[str, Any] | None = None  # an authentic Supersede seen as the rotation ended
         self.ignored = 0  # events ignored as not the app's
