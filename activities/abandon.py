@@ -5,8 +5,8 @@ Before the stuck rotation announced its key, no consumer can hold it: it is undo
 compensation (its Key Vault versions disabled, the previous version current again, then its key deleted:
 the I2 order of compensate_rotation). After the announcement consumers may already use it, so nothing is
 touched here: the replacing rotation's revoke deletes every other key of the family once its own overlap
-is over. Either way the stuck rotation's RotationFailed is published (its own rotation id, so its event
-id is stable: a re-run or a second replacement publishes the same event).
+is over. Either way the orchestrator publishes the stuck rotation's RotationFailed with its own announcement
+(its own rotation id, so its event id is stable: a re-run or a second replacement publishes the same event).
 
 Idempotent: compensation converges on a re-run, and the event id repeats.
 """
@@ -17,13 +17,12 @@ import logging
 from typing import Any
 
 from activities import secret_versions
-from activities.events_publish import with_step_events
 from activities.revoke import compensate_rotation
 from activities.secret_versions import SecretVersions
 from activities.targets import target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
-from rotation.events import ROTATION_FAILED
+from rotation.messages import Abandoned
 
 log = logging.getLogger("keyrotation.activities.abandon")
 
@@ -40,23 +39,12 @@ def _stuck_rotation_id(request: dict[str, Any], target_id: str) -> str:
     return stuck
 
 
-def _settled(cloud_events: list[dict[str, Any]], stuck: str, compensated: bool) -> list[dict[str, Any]]:
-    """The stuck rotation's RotationFailed says what was actually undone."""
-    out = []
-    for event in cloud_events:
-        data = event.get("data") if isinstance(event, dict) else None
-        if event.get("type") == ROTATION_FAILED and isinstance(data, dict) and data.get("rotationId") == stuck:
-            event = {**event, "data": {**data, "compensated": compensated}}
-        out.append(event)
-    return out
-
-
 def abandon_rotation(request: ActivityRequest) -> dict[str, Any]:
     """`{"rotationId", "targetId", "fingerprint", "replaces": {rotationId, announced, version?,
-    previousVersion?}, "events"?}`
-    -> `{"abandoned", "compensated", "undone", "currentKeyName", "currentVersion"}`: names and version ids
-    only. `events` (the stuck rotation's RotationFailed) are published once the undo succeeded; an undo
-    that fails raises (the step is retried) and publishes nothing."""
+    previousVersion?}}`
+    -> Abandoned `{"abandoned", "compensated", "undone", "currentKeyName", "currentVersion"}`: names and
+    version ids only. It publishes nothing: the orchestrator sends the stuck rotation's RotationFailed
+    (saying `compensated`) with its own announcement; an undo that fails raises (the step is retried)."""
     target = target_for(request)
     stuck = _stuck_rotation_id(request, target.id)
     replaces: dict[str, Any] = request["replaces"]
@@ -85,14 +73,4 @@ def abandon_rotation(request: ActivityRequest) -> dict[str, Any]:
         replaces.get("stage"),
         "undone" if compensated else "kept its keys for the next revoke" if undone is None else "nothing to undo",
     )
-    result = {
-        "abandoned": stuck,
-        "compensated": compensated,
-        "undone": undone,
-        "currentKeyName": current_key_name,
-        "currentVersion": current_version,
-    }
-    step_events = request.get("events")
-    if step_events:
-        request = {**request, "events": _settled(step_events, stuck, compensated)}
-    return with_step_events(request, result)
+    return Abandoned(stuck, compensated, undone, current_key_name, current_version).to_json()

@@ -120,8 +120,9 @@ def publish_events(request: ActivityRequest) -> dict[str, Any]:
 
 
 def with_step_events(request: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    """Steps that announce their own outcome (provision, verify, revoke) may carry `events`, published
-    once the step's work succeeded: one orchestrator await instead of two (the history budget).
+    """The drift repair (activities/drift.py) may carry `events`, published once its work succeeded: one
+    orchestrator await instead of two. The lifecycle's activities no longer do this (each does one side
+    effect; the rotation orchestrator announces as a step of its own).
     A failed publish never fails the step (an Event Grid outage must not roll back a key, least of all in
     an emergency): the events come back as `unpublished` and the orchestrator sends them again."""
     step_events = request.get("events")

@@ -150,7 +150,7 @@ def compose(
     versions = state.versions
     current = secret_versions.newest_enabled(versions) if versions is not None else None
     previous = provision.previous_version(versions, rotation_id) if versions is not None else None
-    # The revoke step's arguments, as orchestrations/rotation.py passes them.
+    # The revoke step's arguments, as orchestrations/revocation.py passes them.
     names: list[str] | None
     wanted: list[str] | None
     if emergency:

@@ -26,12 +26,12 @@ from typing import Any
 
 from activities import probe as probing
 from activities import secret_versions, site_hosts
-from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.secret_versions import SecretVersions, Version
 from activities.targets import TargetRefused, target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
+from rotation.messages import Provisioned, ProvisionRequest
 from rotation.policy import MASTER_KEY_NAME, Target
 from rotation.redaction import SafeError
 
@@ -57,10 +57,9 @@ def previous_version(versions: list[Version], rotation_id: str) -> Version | Non
 
 
 def provision_new_key(request: ActivityRequest) -> dict[str, Any]:
-    """`{"rotationId", "targetId", "fingerprint", "keyName", "events"?}` -> names, version ids, accepted,
-    probeAttempts. Never a
-    value. `events` (RotationStarted) are published once the new key is stored."""
-    rotation_id = request["rotationId"]
+    """ProvisionRequest -> Provisioned: names, version ids, accepted, probeAttempts. Never a value; it
+    publishes nothing (the orchestrator announces)."""
+    rotation_id = ProvisionRequest.from_json(request).rotation_id
     target = target_for(request)
     if target.is_master_key and naming.parse_rotation_id(rotation_id).mode != "emergency":
         raise TargetRefused(f"target {target.id}: the master key is renewed only by an emergency rotation")
@@ -97,9 +96,7 @@ def provision_new_key(request: ActivityRequest) -> dict[str, Any]:
         stored.version,
         previous.version if previous else None,
     )
-    return with_step_events(
-        request, _result(key_name, stored, previous, previous_key_name, accepted=True, attempts=attempts)
-    )
+    return _result(key_name, stored, previous, previous_key_name, accepted=True, attempts=attempts)
 
 
 def _refuse_replay(target: Target, rotation_id: str, versions: list[Version]) -> None:
@@ -207,13 +204,13 @@ def _result(
     accepted: bool,
     attempts: int,
 ) -> dict[str, Any]:
-    return {
-        "keyName": key_name,
-        "version": stored.version if stored else None,
-        "secretId": stored.secret_id if stored else None,
-        "previousVersion": previous.version if previous else None,
-        "previousSecretId": previous.secret_id if previous else None,
-        "previousKeyName": previous_key_name,
-        "accepted": accepted,
-        "probeAttempts": attempts,
-    }
+    return Provisioned(
+        key_name=key_name,
+        version=stored.version if stored else None,
+        secret_id=stored.secret_id if stored else None,
+        previous_version=previous.version if previous else None,
+        previous_secret_id=previous.secret_id if previous else None,
+        previous_key_name=previous_key_name,
+        accepted=accepted,
+        probe_attempts=attempts,
+    ).to_json()

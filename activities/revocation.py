@@ -28,13 +28,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from activities.events_publish import with_step_events
 from activities.probe import REFUSED, probe_once
 from activities.secret_versions import SecretVersions, Version
 from activities.targets import target_for
 from rotation.contracts import ActivityRequest
 from rotation.credential_store import SecretValue
-from rotation.events import OLD_KEY_REVOKED
+from rotation.messages import RevocationRound
 from rotation.policy import Target
 
 log = logging.getLogger("keyrotation.activities.revocation")
@@ -79,31 +78,6 @@ def read_values(vault: SecretVersions, versions: Sequence[Version]) -> list[tupl
     return [(label(v), vault.read_value(v.version)) for v in versions if v.enabled]
 
 
-def settle_event(
-    request: dict[str, Any], target: Target, disabled: Sequence[str], deleted: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """The planned OldKeyRevoked lists what was actually revoked: every version now disabled and, when
-    given, the key names now deleted (a sweep finds orphans the plan could not know). Only names and
-    version ids: nothing else in the event changes."""
-    planned = request.get("events")
-    if not planned:
-        return request
-    revoked: dict[str, Any] = {"revokedSecretIds": [target.key_vault.secret_id(v) for v in disabled]}
-    if deleted is not None:
-        revoked["revokedKeyNames"] = list(deleted)
-    settled = []
-    for event in planned:
-        data = event.get("data") if isinstance(event, dict) else None
-        if (
-            event.get("type") == OLD_KEY_REVOKED
-            and isinstance(data, dict)
-            and data.get("rotationId") == request.get("rotationId")
-        ):
-            event = {**event, "data": {**data, **revoked}}
-        settled.append(event)
-    return {**request, "events": settled}
-
-
 def disable_all(vault: SecretVersions, versions: Sequence[Version]) -> list[str]:
     for version in versions:
         vault.ensure_stage(version, "revoked", disable=True)
@@ -111,11 +85,11 @@ def disable_all(vault: SecretVersions, versions: Sequence[Version]) -> list[str]
 
 
 def verify_revocation(request: ActivityRequest) -> dict[str, Any]:
-    """`{"rotationId", "targetId", "fingerprint", "versions", "disabledVersions", "final", "events"}` ->
-    `{"refused", "stillAccepted", "disabledVersions"}`.
+    """RevocationRoundRequest `{"rotationId", "targetId", "fingerprint", "versions", "disabledVersions",
+    "final"}` -> RevocationRound `{"refused", "stillAccepted", "disabledVersions"}`.
 
     One probing round with the values of `versions` (our versions whose keys revoke deleted). Refused:
-    the versions are disabled and `events` (OldKeyRevoked with firstRefusedAt) published. Still accepted
+    the versions are disabled (the orchestrator announces OldKeyRevoked with firstRefusedAt). Still accepted
     and `final` (the policy's probe.revokedWithin has passed): the versions are disabled anyway — their keys
     are deleted and no consumer may read them — and the failure is logged at ERROR for the orchestrator's
     RotationDegraded. A re-run after the versions were disabled finds nothing to probe: refused."""
@@ -125,12 +99,11 @@ def verify_revocation(request: ActivityRequest) -> dict[str, Any]:
     listed = {v.version: v for v in vault.list()}
     versions = [listed[v] for v in wanted if v in listed]
     verdict = probe_round(target, read_values(vault, versions))  # none left enabled: a re-run, refused
-    already = list(request.get("disabledVersions") or [])
     if not verdict.refused and not request.get("final"):
         log.info("%s: revoked keys %s still accepted; probing again later", target.id, list(verdict.still_accepted))
-        return {"refused": False, "stillAccepted": list(verdict.still_accepted), "disabledVersions": []}
+        return RevocationRound(False, verdict.still_accepted).to_json()
     disabled = disable_all(vault, versions)
-    result = {"refused": verdict.refused, "stillAccepted": list(verdict.still_accepted), "disabledVersions": disabled}
+    result = RevocationRound(verdict.refused, verdict.still_accepted, tuple(disabled)).to_json()
     if not verdict.refused:
         within = target.probe.revoked_within if target.probe else None
         log.error(
@@ -140,5 +113,4 @@ def verify_revocation(request: ActivityRequest) -> dict[str, Any]:
             list(verdict.still_accepted),
             within,
         )
-        return result
-    return with_step_events(settle_event(request, target, [*already, *disabled]), result)
+    return result

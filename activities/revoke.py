@@ -25,7 +25,6 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from activities import revocation, secret_versions
-from activities.events_publish import with_step_events
 from activities.function_keys import FunctionKeyStore
 from activities.provision import derived_key_name, previous_version
 from activities.secret_versions import SecretVersions, Version
@@ -33,6 +32,7 @@ from activities.targets import target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
 from rotation.credential_store import SecretValue
+from rotation.messages import Revoked
 from rotation.policy import Target
 
 log = logging.getLogger("keyrotation.activities.revoke")
@@ -142,9 +142,9 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
     """`{"rotationId"?, "targetId", "fingerprint", "keepKeyName", "keepVersion", "revokeKeyNames",
     "revokeVersions", "sweep"?, "verify"?}`
     (null lists: emergency; `sweep`: the named ones and every other of the family) -> `{"deletedKeys",
-    "disabledVersions"}`: the names now gone from the target and the versions now disabled (already-done
-    ones included for explicit lists, so a re-run reports the same). `events` (OldKeyRevoked) are published
-    with those lists once it is true.
+    "disabledVersions"}` (Revoked): the names now gone from the target and the versions now disabled
+    (already-done ones included for explicit lists, so a re-run reports the same). It publishes nothing: the
+    orchestrator announces OldKeyRevoked with those lists.
 
     `verify` (a target with a probe): the old values, read from the versions about to be disabled, are
     presented to the target once the keys are deleted (activities/revocation.py). Refused: as above, plus
@@ -212,23 +212,20 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
         pending = [v.version for v in retiring if v.enabled]
         already = [v.version for v in retiring if not v.enabled]
         once = {n.lower() for n, _ in unversioned}
-        return {
-            "deletedKeys": deleted,
-            "disabledVersions": already,
-            "pendingVersions": pending,
-            "stillAccepted": list(verdict.still_accepted),
+        return Revoked(
+            deleted_keys=tuple(deleted),
+            disabled_versions=tuple(already),
+            pending_versions=tuple(pending),
+            still_accepted=verdict.still_accepted,
             # Still accepted, and no Key Vault version holds the value to present it again later.
-            "unverifiable": [n for n in verdict.still_accepted if n.lower() in once],
-            "refused": False,
-        }
+            unverifiable=tuple(n for n in verdict.still_accepted if n.lower() in once),
+            refused=False,
+        ).to_json()
     disabled = revocation.disable_all(vault, retiring)
     log.info(
         "revoked for %s (keeping %s, %s): keys %s, versions %s", target.id, keep_name, keep_version, deleted, disabled
     )
-    result: dict[str, Any] = {"deletedKeys": deleted, "disabledVersions": disabled}
-    if verdict is not None:
-        result["refused"] = True
-    return with_step_events(revocation.settle_event(request, target, disabled, deleted), result)
+    return Revoked(tuple(deleted), tuple(disabled), refused=True if verdict is not None else None).to_json()
 
 
 # -- compensate ------------------------------------------------------------------------------------

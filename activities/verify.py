@@ -12,20 +12,20 @@ from typing import Any
 
 from activities import probe as probing
 from activities import site_hosts
-from activities.events_publish import with_step_events
 from activities.secret_versions import SecretVersions
 from activities.targets import target_for
 from rotation import naming
 from rotation.contracts import ActivityRequest
+from rotation.messages import Verified
 from rotation.redaction import SafeError
 
 log = logging.getLogger("keyrotation.activities.verify")
 
 
 def verify_new_key(request: ActivityRequest) -> dict[str, Any]:
-    """`{"rotationId", "targetId", "fingerprint", "version", "events"?}` -> `{"verified", "attempts", "lastStatus"}`;
-    `events` (NewKeyAvailable) are published only once the target accepted the stored version. Read-only, so a
-    re-run is safe; no probe configured -> verified with 0 attempts (nothing is read)."""
+    """VerifyRequest `{"rotationId", "targetId", "fingerprint", "version"}` -> Verified `{"verified", "attempts",
+    "lastStatus"}`. Read-only (it publishes nothing), so a re-run is safe; no probe configured -> verified with
+    0 attempts (nothing is read)."""
     rotation_id = request["rotationId"]
     naming.parse_rotation_id(rotation_id)
     target = target_for(request)
@@ -33,7 +33,7 @@ def verify_new_key(request: ActivityRequest) -> dict[str, Any]:
     if not isinstance(version, str) or not version:
         raise ValueError("version: required (the Key Vault version provision stored)")
     if target.probe is None:
-        return with_step_events(request, {"verified": True, "attempts": 0, "lastStatus": None})
+        return Verified(verified=True).to_json()
     site_hosts.probe_url(target)  # the destination first: a refused one stops here, nothing read or sent
     value = SecretVersions(target).read_value(version)
     outcome = probing.probe_until_accepted(target, value)
@@ -47,5 +47,4 @@ def verify_new_key(request: ActivityRequest) -> dict[str, Any]:
         "accepted" if outcome.accepted else "refused",
         outcome.attempts,
     )
-    result = {"verified": outcome.accepted, "attempts": outcome.attempts, "lastStatus": outcome.last_status}
-    return with_step_events(request, result) if outcome.accepted else result
+    return Verified(outcome.accepted, outcome.attempts, outcome.last_status).to_json()

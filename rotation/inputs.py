@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from rotation import naming, signing
 from rotation.identity import Actor
@@ -26,6 +27,55 @@ KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 class InputError(ValueError):
     """An orchestration input the app did not write or that does not fit its instance."""
+
+
+@dataclass(frozen=True)
+class RotationInput:
+    """The orchestration input as data. On the wire the optional fields are left out when unset, so the
+    signed object is the one every earlier release wrote (running instances and their signatures)."""
+
+    rotation_id: str
+    mode: naming.Mode
+    target_id: str
+    fingerprint: str
+    actor: Actor
+    reason: str | None = None
+    overlap: str | None = None  # an explicit overlap (emergency, ISO 8601); None = the policy's
+    current_key_name: str | None = None
+    replaces: Mapping[str, Any] | None = None  # a stuck rotation of this target, abandoned as step 0
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "rotationId": self.rotation_id,
+            "mode": self.mode,
+            "targetId": self.target_id,
+            "fingerprint": self.fingerprint,
+            "actor": self.actor.to_json(),
+            "reason": self.reason,
+        }
+        if self.overlap is not None:
+            data["overlap"] = self.overlap
+        if self.current_key_name:
+            data["currentKeyName"] = self.current_key_name
+        if self.replaces is not None:
+            data["replaces"] = dict(self.replaces)
+        return data
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> RotationInput:
+        """An input check_shape accepted (and resolve_target found signed): the fields are trusted."""
+        replaces = data.get("replaces")
+        return RotationInput(
+            rotation_id=data["rotationId"],
+            mode=cast(naming.Mode, data["mode"]),
+            target_id=data["targetId"],
+            fingerprint=data["fingerprint"],
+            actor=Actor.from_json(data["actor"]),
+            reason=data.get("reason"),
+            overlap=data.get("overlap") or None,
+            current_key_name=data.get("currentKeyName"),
+            replaces=replaces if isinstance(replaces, dict) else None,
+        )
 
 
 def rotation_input(
@@ -41,21 +91,18 @@ def rotation_input(
     key: bytes | None = None,
 ) -> dict[str, Any]:
     """The signed input of a rotation of `target` (the key from the app setting unless given)."""
-    request: dict[str, Any] = {
-        "rotationId": rotation_id,
-        "mode": mode,
-        "targetId": target.id,
-        "fingerprint": target.fingerprint,
-        "actor": actor.to_json(),
-        "reason": reason,
-    }
-    if overlap is not None:
-        request["overlap"] = overlap
-    if current_key_name:
-        request["currentKeyName"] = current_key_name
-    if replaces is not None:
-        request["replaces"] = dict(replaces)
-    return signing.sign_input(key if key is not None else signing.signing_key(), request)
+    request = RotationInput(
+        rotation_id=rotation_id,
+        mode=mode,
+        target_id=target.id,
+        fingerprint=target.fingerprint,
+        actor=actor,
+        reason=reason,
+        overlap=overlap,
+        current_key_name=current_key_name,
+        replaces=replaces,
+    )
+    return signing.sign_input(key if key is not None else signing.signing_key(), request.to_json())
 
 
 def check_start_time(request: Mapping[str, Any], now: datetime) -> None:

@@ -536,6 +536,22 @@ def _parse_target(canonical: str) -> Target:
     return policy.targets[0]
 
 
+def trusted_target(data: Mapping[str, Any]) -> Target:
+    """A target the app validated already (Target.to_json() of the deployed policy's, handed on by
+    resolve_target): built by the same model code without the schema pass. Internal hops trust what the
+    policy load and the API boundary validated; an inconsistent document still raises PolicyError."""
+    return _trusted_target(json.dumps(data, sort_keys=True, separators=(",", ":")))
+
+
+@lru_cache(maxsize=256)
+def _trusted_target(canonical: str) -> Target:
+    issues: list[PolicyIssue] = []
+    target = _build_target(0, json.loads(canonical), issues)
+    if target is None or issues:
+        raise PolicyError(issues)
+    return target
+
+
 def merge_defaults(defaults: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:
     """built-in defaults <- policy defaults <- target; objects merge field by field, everything else
     (lists, scalars, null) is replaced. A probe comes only from the target: defaults.probe only fills in
@@ -952,4 +968,5 @@ __all__ = [
     "parse_target",
     "policy_path",
     "render_kql",
+    "trusted_target",
 ]

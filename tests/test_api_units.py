@@ -13,7 +13,7 @@ import azure.durable_functions as df
 import azure.functions as func
 import pytest
 
-from orchestrations import rotation as orchestrator
+from orchestrations import gate
 from rotation.policy import parse_target
 from rotation.redaction import redact
 from tests.rotation_harness import local_target
@@ -35,7 +35,7 @@ def refusal(call: Any) -> ApiError:
 
 
 def test_an_extension_the_api_accepts_is_one_the_orchestrator_applies_unclamped() -> None:
-    assert api_rotations.MAX_EXTEND == orchestrator.MAX_EXTEND  # event names: both use rotation/stages.py Mail
+    assert api_rotations.MAX_EXTEND == gate.MAX_EXTEND  # event names: both use rotation/stages.py Mail
 
 
 def test_bodies_refuse_unknown_fields_without_repeating_a_pasted_key_as_their_name() -> None:

@@ -32,6 +32,10 @@ PROVISIONED = {
 }
 APPROVER = {"name": "alice", "objectId": "00000000-0000-0000-0000-0000000000a1"}
 HISTORY_BUDGET = 100  # DESIGN, Performance budgets: events per rotation for overlaps up to 30 days
+# Measured with announce as its own step (RotationStarted + NewKeyAvailable in one publish, OldKeyRevoked
+# after revoke): a 30-day overlap, and one whose old key is never refused (all four revocation rounds).
+HISTORY_30_DAYS = 68
+HISTORY_NEVER_REFUSED = 96
 
 
 class Scripted:
@@ -263,7 +267,7 @@ def test_history_stays_within_budget_for_a_thirty_day_overlap(run: Scripted) -> 
     assert status["output"]["outcome"] == "completed"
     history = run.durable.history(instance)
     print(f"history events for a 30-day overlap with consumers: {len(history)}")
-    assert len(history) <= HISTORY_BUDGET, len(history)
+    assert len(history) <= HISTORY_30_DAYS <= HISTORY_BUDGET, len(history)
 
 
 STILL_ACCEPTED = {
@@ -325,7 +329,7 @@ def test_a_revoked_key_accepted_past_the_bound_is_degraded_within_the_history_bu
     assert degraded["failures"] is None
     history = run.durable.history(instance)
     print(f"history events for a 30-day overlap whose old key stays accepted: {len(history)}")
-    assert len(history) <= HISTORY_BUDGET, len(history)
+    assert len(history) <= HISTORY_NEVER_REFUSED <= HISTORY_BUDGET, len(history)
 
 
 def test_scheduler_fans_out_and_one_failure_does_not_stop_the_others(run: Scripted) -> None:

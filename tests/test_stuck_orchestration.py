@@ -13,6 +13,7 @@ import pytest
 from activities.events_publish import check_event
 from tests.rotation_harness import local_target, read_calls
 from tests.test_orchestration_lifecycle import (
+    HISTORY_30_DAYS,
     HISTORY_BUDGET,
     PROVISIONED,
     Scripted,
@@ -66,7 +67,7 @@ def test_rotation_replacing_one_terminated_in_overlap_closes_it_first_and_sweeps
     assert status["output"]["outcome"] == "completed"
     # Announced: nothing to undo, so no activity (the history budget); its RotationFailed goes out first.
     assert run.calls("abandon_rotation") == [] and run.calls()[0]["activity"] == "provision_new_key"
-    failed, started = run.calls("provision_new_key")[0]["request"]["events"]
+    failed, started, _ = run.calls("publish_events")[0]["request"]["events"]  # the announce
     assert failed["type"] == "KeyRotation.RotationFailed" and failed["data"]["rotationId"] == STUCK
     assert failed["data"]["error"] == "abandoned: instance Terminated at stage overlap (operator cleanup)"
     assert failed["data"]["stage"] == "overlap" and failed["data"]["compensated"] is False
@@ -89,8 +90,10 @@ def test_rotation_replacing_one_stuck_in_verifying_undoes_it_before_anything_els
     assert calls[:2] == ["abandon_rotation", "provision_new_key"]  # step 0
     (abandon,) = run.calls("abandon_rotation")
     assert abandon["request"]["replaces"]["rotationId"] == STUCK and abandon["request"]["rotationId"] == OWN
-    (failed,) = abandon["request"]["events"]  # published by the step once the undo succeeded
+    assert "events" not in abandon["request"]  # one side effect: the undo; announce closes its story
+    failed = run.calls("publish_events")[0]["request"]["events"][0]
     assert failed["data"]["rotationId"] == STUCK and failed["data"]["stage"] == "verify"
+    assert failed["data"]["compensated"] is True  # what the undo reported
     types = [(e["type"].split(".")[-1], e["data"]["rotationId"]) for e in published(run)]
     assert types[:2] == [("RotationFailed", STUCK), ("RotationStarted", OWN)]
 
@@ -128,8 +131,7 @@ def test_a_failed_abandonment_does_not_block_the_new_rotation(run: Scripted) -> 
     status = run.durable.wait(start(run, stuck_record(announced=False, stage="provisioning")), timeout=120)
     assert status["output"]["outcome"] == "completed"
     assert ("abandon", "failed") in steps(status)
-    (provision,) = run.calls("provision_new_key")
-    first, second = provision["request"]["events"]  # the stuck rotation's story is still closed, first
+    first, second, _ = run.calls("publish_events")[0]["request"]["events"]  # its story is still closed, first
     assert first["type"].endswith("RotationFailed") and first["data"]["rotationId"] == STUCK
     assert first["data"]["compensated"] is False  # nothing was undone: this rotation's revoke sweeps it
     assert second["type"].endswith("RotationStarted")
@@ -147,7 +149,8 @@ def test_history_stays_within_budget_when_a_thirty_day_rotation_replaces_a_stuck
     assert status["output"]["outcome"] == "completed"
     history = run.durable.history(instance)
     print(f"history events for a 30-day overlap replacing a stuck rotation stopped at {stage}: {len(history)}")
-    assert len(history) <= HISTORY_BUDGET, len(history)
+    # Measured: 68 (announced: no abandon activity), 72 (one abandon activity); its events ride the announce.
+    assert len(history) <= HISTORY_30_DAYS + (0 if announced else 4) <= HISTORY_BUDGET, len(history)
 
 
 def make_stuck(run: Scripted, target_id: str, rotation_id: str, stage: str) -> None:  # noqa: F811
