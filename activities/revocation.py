@@ -32,6 +32,7 @@ from activities.events_publish import with_step_events
 from activities.probe import REFUSED, probe_once
 from activities.secret_versions import SecretVersions, Version
 from activities.targets import target_for
+from rotation import key_plan
 from rotation.contracts import ActivityRequest
 from rotation.credential_store import SecretValue
 from rotation.events import OLD_KEY_REVOKED
@@ -126,7 +127,7 @@ def verify_revocation(request: ActivityRequest) -> dict[str, Any]:
     versions = [listed[v] for v in wanted if v in listed]
     verdict = probe_round(target, read_values(vault, versions))  # none left enabled: a re-run, refused
     already = list(request.get("disabledVersions") or [])
-    if not verdict.refused and not request.get("final"):
+    if not key_plan.settle_revocation(verdict.refused, final=bool(request.get("final"))):
         log.info("%s: revoked keys %s still accepted; probing again later", target.id, list(verdict.still_accepted))
         return {"refused": False, "stillAccepted": list(verdict.still_accepted), "disabledVersions": []}
     disabled = disable_all(vault, versions)
