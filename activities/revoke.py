@@ -40,7 +40,7 @@ log = logging.getLogger("keyrotation.activities.revoke")
 # -- revoke ----------------------------------------------------------------------------------------
 
 
-def _kept_as_newest(vault: SecretVersions, versions: list[Version], keep: Version) -> tuple[Version, list[Version]]:
+def kept_as_newest(vault: SecretVersions, versions: list[Version], keep: Version) -> tuple[Version, list[Version]]:
     """An emergency spares nothing: a version of ours as new as the kept one or newer (a drift repair that
     raced the emergency, a late write of an abandoned rotation) may hold the leaked key, and Key Vault's
     one-second `created` cannot always say which is "latest" (Key Vault is asked then). So the kept key is
@@ -68,8 +68,8 @@ def _plan_revoke(
     names, version_ids = request.get("revokeKeyNames"), request.get("revokeVersions")
     versions = vault.list()
     keep = key_plan.kept_version(versions, request["keepVersion"], target.id)
-    if names is None:  # an emergency spares nothing: see _kept_as_newest
-        keep, versions = _kept_as_newest(vault, versions, keep)
+    if names is None:  # an emergency spares nothing: see kept_as_newest
+        keep, versions = kept_as_newest(vault, versions, keep)
     present = store.list_names() if store.supports_overlap else None  # renewed in place: nothing old is left
     plan = key_plan.plan_revoke(
         target.base_key_name,
@@ -114,11 +114,7 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
     listed: dict[str, SecretValue] = {}  # values of the keys about to go, read once (kept in this process)
     if request.get("verify"):
         listed = {n: v for n in present if n.lower() in doomed and (v := store.read_value(n)) is not None}
-    deleted: list[str] = []
-    for deletion in plan.delete_keys:
-        if deletion.call:  # listed just before: an absent name costs no call
-            store.delete(deletion.name)
-        deleted.append(deletion.name)
+    deleted = delete_planned(store, plan)
 
     retiring = list(plan.disable_versions)
     verdict = None
@@ -163,6 +159,15 @@ def revoke_old_keys(request: ActivityRequest) -> dict[str, Any]:
     return with_step_events(revocation.settle_event(request, target, disabled, deleted), result)
 
 
+def delete_planned(store: CredentialStore, plan: RevokePlan) -> list[str]:
+    """Delete the planned keys on the target (before any version is disabled: I2 order); the names now
+    gone, in plan order, including those already absent (listed just before: they cost no call)."""
+    for deletion in plan.delete_keys:
+        if deletion.call:
+            store.delete(deletion.name)
+    return [d.name for d in plan.delete_keys]
+
+
 # -- compensate ------------------------------------------------------------------------------------
 
 
@@ -194,10 +199,7 @@ def compensate_rotation(request: ActivityRequest) -> dict[str, Any]:
         request.get("version"),
         request.get("previousVersion"),
     )
-    restored = _restore_previous(target, vault, plan)
-    for version in plan.disable_versions:  # only now: until the previous key is newest again, the new one stays served
-        vault.ensure_stage(version, "revoked", disable=True)
-    deleted = store.delete(plan.delete_key)
+    restored, deleted = undo(target, store, vault, plan)
     log.info(
         "compensated %s on %s: version %s disabled, %s current again, key %s %s",
         rotation_id,
@@ -208,6 +210,18 @@ def compensate_rotation(request: ActivityRequest) -> dict[str, Any]:
         "deleted" if deleted else "already gone",
     )
     return {"disabledVersion": plan.reported_disabled, "restoredVersion": restored, "deletedKey": deleted}
+
+
+def undo(
+    target: Target, store: CredentialStore, vault: SecretVersions, plan: CompensationPlan
+) -> tuple[str | None, bool]:
+    """Carry out a compensation plan in the I2 order: restore the previous key as current, only then disable
+    this rotation's versions (until the previous key is newest again, the new one stays served), and delete
+    the new key last. The restored version id, and whether this call deleted the key."""
+    restored = _restore_previous(target, vault, plan)
+    for version in plan.disable_versions:
+        vault.ensure_stage(version, "revoked", disable=True)
+    return restored, store.delete(plan.delete_key)
 
 
 def _restore_previous(target: Target, vault: SecretVersions, plan: CompensationPlan) -> str | None:

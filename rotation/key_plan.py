@@ -390,17 +390,19 @@ class CompensationPlan:
 
 
 def plan_restore(
-    target_id: str, versions: Sequence[Version], rotation_id: str, previous_id: str | None, superseded: bool
+    target_id: str, versions: Sequence[Version], rotation_id: str, previous_id: str | None, stored: Sequence[Version]
 ) -> Restore:
-    """`superseded`: this rotation stored a version. Without `previous_id` (provision failed before
-    reporting it): the version consumers used before, even when provision died before re-tagging it."""
+    """`stored`: the versions this rotation stored. Without `previous_id` (provision failed before reporting
+    it): the version consumers used before, even when provision died before re-tagging it. Its value is
+    stored again only when one of `stored` is newer than it; a re-run finds the copy newest, and stores
+    nothing (found by the exhaustive tests: every re-run without an id stored one more copy)."""
     mine = ours(versions)
     others = [v for v in mine if v.rotation_id != rotation_id]
     if previous_id:
         previous = find(others, previous_id)
         if previous is None:
             raise ValueError(f"previousVersion: {previous_id} is not a version this product wrote for {target_id}")
-    elif superseded:  # whatever consumers used before must be newest again; still `current` if never re-tagged
+    elif stored:  # whatever consumers used before must be newest again; still `current` if never re-tagged
         previous = previous_version(mine, rotation_id)
     else:
         enabled = [v for v in others if v.enabled]
@@ -414,7 +416,7 @@ def plan_restore(
         return Restore("reuse-copy", previous, copies[-1], "its copy was stored before (a re-run)")
     if not previous.enabled:
         return Restore("none", previous, None, "the previous version is disabled: never re-enabled")
-    if not superseded:
+    if not any(age(v) > age(previous) for v in stored):
         return Restore("retag", previous, None, "nothing newer was stored: re-tag it current")
     return Restore("store-copy", previous, None, "a newer version was stored: store its value again as the newest")
 
@@ -436,7 +438,7 @@ def plan_compensation(
     new_versions = of_rotation(versions, rotation_id)
     if version and find(new_versions, version) is None:
         raise ValueError(f"version: {version} was not stored by rotation {rotation_id}")
-    restore = plan_restore(target_id, versions, rotation_id, previous_id, bool(new_versions))
+    restore = plan_restore(target_id, versions, rotation_id, previous_id, new_versions)
     reported = version or (new_versions[-1].version if new_versions else None)
     return CompensationPlan(restore, tuple(new_versions), reported, name)
 
