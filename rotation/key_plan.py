@@ -176,15 +176,37 @@ def plan_provision(
     mine = tuple(v for v in of_rotation(versions, rotation_id) if v.enabled)
     present = spelled(key_names, name) is not None
     if renews_in_place:  # the value check tells a finished renewal from one still to do
-        why = "renewed before, if the stored value matches" if mine else "renew in place, store the new value"
-        return ProvisionPlan(name, previous, create=False, renew=True, reuse=mine[-1] if mine else None,
-                             reuse_needs_value_check=bool(mine), retire_after_store=mine, why=why)  # fmt: skip
+        return ProvisionPlan(
+            name,
+            previous,
+            create=False,
+            renew=True,
+            reuse=mine[-1] if mine else None,
+            reuse_needs_value_check=bool(mine),
+            retire_after_store=mine,
+            why="renewed before, if the stored value matches" if mine else "renew in place, store the new value",
+        )
     if present and mine:
-        return ProvisionPlan(name, previous, create=False, renew=False, reuse=mine[-1], reuse_needs_value_check=False,
-                             retire_after_store=(), why="key and version already stored")  # fmt: skip
-    why = "key exists (created before a crash): read it, probe, store" if present else "create, probe, store"
-    return ProvisionPlan(name, previous, create=not present, renew=False, reuse=None, reuse_needs_value_check=False,
-                         retire_after_store=mine, why=why)  # fmt: skip
+        return ProvisionPlan(
+            name,
+            previous,
+            create=False,
+            renew=False,
+            reuse=mine[-1],
+            reuse_needs_value_check=False,
+            retire_after_store=(),
+            why="key and version already stored",
+        )
+    return ProvisionPlan(
+        name,
+        previous,
+        create=not present,
+        renew=False,
+        reuse=None,
+        reuse_needs_value_check=False,
+        retire_after_store=mine,
+        why="key exists (created before a crash): read it, probe, store" if present else "create, probe, store",
+    )
 
 
 class StaleRotation(ValueError):
@@ -509,8 +531,8 @@ def plan_drift(
         if repaired is None or not repaired.enabled:
             return DriftPlan("in-sync", None, current)
         return DriftPlan("restored", "finished an interrupted repair", repaired, disable=repaired)
-    return DriftPlan("restored", f"key {key_name} had another value on the target", current, store_repair=True,
-                     disable=current)  # fmt: skip
+    reason = f"key {key_name} had another value on the target"
+    return DriftPlan("restored", reason, current, store_repair=True, disable=current)
 
 
 def still_current(versions: Sequence[Version], current: Version) -> bool:
