@@ -23,6 +23,9 @@ repair is written, so a rotation that stored a version meanwhile wins. Disabled 
 checked. The master key is checked and restored like any key (restoring writes only Key Vault), but
 drift never rotates it: that renews it in place, which is for emergencies only.
 
+The verdicts are rotation/key_plan.py's (drift_subject, plan_drift, still_current); this module reads,
+compares values inside the activity and writes what the plan says.
+
 Each finding is published as `KeyRotation.DriftDetected` from here (like a step's events); a failed
 publish returns the events as `unpublished` for the scheduler to send again. Cost per target in sync:
 one version listing and one value read (Key Vault), one listkeys (ARM).

@@ -16,6 +16,8 @@ key is read, not recreated), and a version tagged with the rotation id is reused
 after the target accepted the key, so the probe is skipped. Cost per key: 3 ARM calls (listkeys, PUT,
 listkeys), plus the Site read when the target has a probe (cached per worker for verify and drift), and
 3 Key Vault calls (list, set, update); the master key adds one Key Vault read on a re-run.
+
+What to create, reuse and retire is rotation/key_plan.plan_provision (pure); this module carries it out.
 """
 
 from __future__ import annotations

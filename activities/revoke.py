@@ -16,6 +16,9 @@ abandoned rotation (orphans) never outlive the next completed rotation. It runs 
 own overlap, when every consumer was told to move to the kept key. A version newer than the kept one (a
 late write of an abandoned rotation) is never disabled and its key never deleted: Key Vault's "latest"
 would turn into a disabled version. The next rotation finds it older than its own and sweeps it.
+
+The choices are rotation/key_plan.py's (plan_revoke, emergency_keep, plan_compensation: pure, unit-tested
+over every small state); this module reads the state, asks for the plan and carries it out in that order.
 """
 
 from __future__ import annotations
