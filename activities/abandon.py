@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from activities import secret_versions
 from activities.revoke import compensate_rotation
 from activities.secret_versions import SecretVersions
 from activities.targets import target_for
-from rotation import naming
+from rotation import key_plan, naming
 from rotation.contracts import ActivityRequest
 from rotation.messages import Abandoned
 
@@ -61,7 +60,7 @@ def abandon_rotation(request: ActivityRequest) -> dict[str, Any]:
                 "previousVersion": replaces.get("previousVersion"),
             }
         )
-        current = secret_versions.newest_enabled(SecretVersions(target).list())
+        current = key_plan.newest_enabled(SecretVersions(target).list())
         if current is not None:
             current_key_name, current_version = current.key_name, current.version
     compensated = bool(undone and any(undone.get(k) for k in ("deletedKey", "disabledVersion", "restoredVersion")))

@@ -23,6 +23,9 @@ repair is written, so a rotation that stored a version meanwhile wins. Disabled 
 checked. The master key is checked and restored like any key (restoring writes only Key Vault), but
 drift never rotates it: that renews it in place, which is for emergencies only.
 
+The verdicts are rotation/key_plan.py's (drift_subject, plan_drift, still_current); this module reads,
+compares values inside the activity and writes what the plan says.
+
 Each finding is published as `KeyRotation.DriftDetected` from here (like a step's events); a failed
 publish returns the events as `unpublished` for the scheduler to send again. Cost per target in sync:
 one version listing and one value read (Key Vault), one listkeys (ARM).
@@ -35,24 +38,22 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from activities import secret_versions
+from activities.credential_stores import credential_store_for
 from activities.due_targets import MAX_PARALLEL_READS, parse_time
 from activities.events_publish import with_step_events
-from activities.function_keys import FunctionKeyStore
 from activities.secret_versions import SecretVersions, Version
-from rotation import events, naming
+from rotation import events, key_plan, naming
 from rotation.contracts import ActivityRequest
-from rotation.credential_store import SecretValue
+from rotation.credential_store import CredentialStore, SecretValue
+from rotation.key_plan import TAG_DRIFT_CHECK, TAG_REPAIR_OF, DriftOutcome
 from rotation.policy import Target, load_policy
 from rotation.redaction import safe_error_message
 
 log = logging.getLogger("keyrotation.activities.drift")
 
-Outcome = Literal["in-sync", "restored", "missing", "unreadable", "skipped"]
-TAG_REPAIR_OF = "repairOf"
-TAG_DRIFT_CHECK = "driftCheck"
+Outcome = DriftOutcome
 CHECK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
@@ -83,30 +84,11 @@ class Finding:
         return {**entry, **self.extra}
 
 
-def current_version(versions: list[Version]) -> Version | None:
-    """The newest enabled version of ours; a repair counts as newer than the version it repaired even
-    when both were written within Key Vault's one-second `created` resolution."""
-    current = secret_versions.newest_enabled(versions)
-    while current is not None:
-        repair = next(
-            (v for v in secret_versions.ours(versions) if v.enabled and v.tags.get(TAG_REPAIR_OF) == current.version),
-            None,
-        )
-        if repair is None:
-            return current
-        current = repair
-    return None
-
-
-def rotation_underway(versions: list[Version]) -> bool:
-    """An enabled `previous` version: a rotation between provision and revoke owns the target."""
-    return any(v.enabled and v.stage == "previous" for v in secret_versions.ours(versions))
-
-
 class DriftCheck:
-    """One target's check and repair, with clients built by the caller (shared across threads)."""
+    """One target's check and repair as key_plan plans it, with clients built by the caller (shared across
+    threads)."""
 
-    def __init__(self, target: Target, store: FunctionKeyStore, vault: SecretVersions, check_id: str) -> None:
+    def __init__(self, target: Target, store: CredentialStore, vault: SecretVersions, check_id: str) -> None:
         self.target = target
         self.store = store
         self.vault = vault
@@ -120,40 +102,32 @@ class DriftCheck:
 
     def _run(self) -> Finding:
         versions = self.vault.list()
-        if rotation_underway(versions):
-            return Finding(self.target, "skipped", "a rotation is between provision and revoke")
-        current = current_version(versions)
+        subject = key_plan.drift_subject(versions)
+        current = subject.current
         if current is None:
-            return Finding(self.target, "skipped", "no current version (the scheduler rotates it when due)")
-        key_name = current.key_name or ""
-        listed_name = self.store.find(key_name)
-        if listed_name is None:
-            if self.target.is_master_key:
-                return Finding(self.target, "unreadable", "the target lists no master key", current)
-            return Finding(self.target, "missing", f"key {key_name} is no longer on the target", current)
-        listed = self.store.list_keys()[listed_name]
-        if self.vault.read_value(current.version) == listed:
-            return self._finish_repair(versions, current)
-        return self._restore(current, listed)
-
-    def _finish_repair(self, versions: list[Version], current: Version) -> Finding:
-        """In sync. When `current` is a repair whose drifted version is still enabled (a crash between
-        store and disable), disable it now and report the repair."""
-        repaired = secret_versions.find(secret_versions.ours(versions), current.tags.get(TAG_REPAIR_OF))
-        if repaired is None or not repaired.enabled:
-            return Finding(self.target, "in-sync", None, current)
-        self.vault.ensure_stage(repaired, "revoked", disable=True)
-        return Finding(self.target, "restored", "finished an interrupted repair", repaired, current)
+            return Finding(self.target, subject.outcome, subject.reason)
+        listed = self.store.read_value(current.key_name or "")
+        matches = listed is not None and self.vault.read_value(current.version) == listed
+        plan = key_plan.plan_drift(
+            versions, current, listed is not None, matches, renews_in_place=not self.store.supports_overlap
+        )
+        if plan.store_repair:
+            assert listed is not None
+            return self._restore(current, listed)
+        if plan.disable is not None:  # in sync with a repair whose drifted version a crash left enabled
+            self.vault.ensure_stage(plan.disable, "revoked", disable=True)
+            return Finding(self.target, plan.outcome, plan.reason, plan.disable, current)
+        return Finding(self.target, plan.outcome, plan.reason, plan.current)
 
     def _restore(self, current: Version, listed: SecretValue) -> Finding:
+        """Store the target's value as a new version (tagged repairOf), then disable the drifted one (I2)."""
         from activities import probe as probing
 
         outcome = probing.probe_until_accepted(self.target, listed)
         if not outcome.accepted:
             detail = f"the target refused its own listed value of {current.key_name} ({outcome.detail})"
             return Finding(self.target, "unreadable", detail, current)
-        again = self.vault.list()  # a rotation may have stored a version since: it owns the target then
-        if rotation_underway(again) or (latest := current_version(again)) is None or latest.version != current.version:
+        if not key_plan.still_current(self.vault.list(), current):  # a rotation stored a version since: it wins
             return Finding(self.target, "skipped", "Key Vault changed during the check", current)
         rotation_id, key_name = current.rotation_id or "", current.key_name or ""
         expires = current.expires or self.target.secret_expiry(naming.parse_rotation_id(rotation_id).started_at)
@@ -228,7 +202,7 @@ def check_drift(request: ActivityRequest) -> dict[str, Any]:
             webs[sub] = factory.web_client(target.function_app.subscription_id, budget=target.calls)
 
     def check(target: Target) -> Finding:
-        store = FunctionKeyStore(target, webs[(target.function_app.subscription_id, target.calls)])
+        store = credential_store_for(target, webs[(target.function_app.subscription_id, target.calls)])
         vault = SecretVersions(target, vaults[(target.key_vault.vault_url, target.calls)])
         return DriftCheck(target, store, vault, check_id).run()
 

@@ -163,18 +163,18 @@ class FunctionKeyStore:
     def create(self, name: str) -> CreateResult:
         """Create `name` with a generated value; an existing name is left alone (created=False)."""
         if self.target.is_master_key:
-            raise CredentialStoreError("the master key cannot be created, only renewed (renew_master)", retryable=False)
+            raise CredentialStoreError("the master key cannot be created, only renewed (renew)", retryable=False)
         if self.find(name) is not None:
             return CreateResult(name, created=False)
         self._put(name)
         log.info("created key %s on %s", name, self.target.function_app.resource_id)
         return CreateResult(name, created=True)
 
-    def renew_master(self) -> None:
+    def renew(self, name: str) -> None:
         """Have Functions generate a new master key value in place. The old value stops working (after
         host caches expire): there is no overlap, so only emergency rotations do this."""
-        if not self.target.is_master_key:
-            raise CredentialStoreError("renew_master is only for a masterKey target", retryable=False)
+        if not self.target.is_master_key or name != MASTER_KEY_NAME:
+            raise CredentialStoreError(f"only the master key is renewed in place, not {name}", retryable=False)
         self._put(MASTER_KEY_NAME)
         log.info("renewed the master key of %s", self.target.function_app.resource_id)
 
@@ -211,7 +211,3 @@ class FunctionKeyStore:
         from activities import probe
 
         return probe.probe_once(self.target, value)
-
-
-def store_for(target: Target) -> FunctionKeyStore:
-    return FunctionKeyStore(target)

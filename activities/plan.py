@@ -1,11 +1,11 @@
 """What a rotation of a target would do now, without doing it: the API's dry run (GET /api/targets/{t}/plan).
 
 The verdicts come from the code the rotation itself runs, never from a copy of its rules: `due_targets.assess`
-(is it due, and why), `provision.previous_version` (which key the new one replaces), `naming.key_name` (the
-name it would create) and `revoke.plan_key_deletions` / `revoke.plan_version_disables` (what the revoke step
-deletes and disables, scheduled and emergency alike). `read_state` makes only reads: the Key Vault
+(is it due, and why), `key_plan.previous_version` (which key the new one replaces), `naming.key_name` (the
+name it would create) and `key_plan.plan_key_deletions` / `key_plan.plan_version_disables` (what the revoke
+step deletes and disables, scheduled and emergency alike). `read_state` makes only reads: the Key Vault
 versions' properties (no value) and one ARM list of the scope's keys, whose values stay inside
-FunctionKeyStore and are dropped here — a plan holds key names and version ids, never a key value (I1).
+the credential store and are dropped here — a plan holds key names and version ids, never a key value (I1).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from activities import due_targets, provision, revoke, secret_versions
-from activities.function_keys import FunctionKeyStore
+from activities import due_targets
+from activities.credential_stores import credential_store_for
 from activities.secret_versions import SecretVersions, Version
-from rotation import naming
+from rotation import key_plan, naming
 from rotation.durations import format_duration, format_timestamp
 from rotation.policy import Target
 from rotation.redaction import safe_error_message
@@ -57,7 +57,7 @@ def read_state(target: Target, vault_client: Any = None, web_client: Any = None)
     except Exception as exc:
         errors.append(f"Key Vault read failed: {safe_error_message(exc)}")
     try:
-        names = FunctionKeyStore(target, web_client).list_names()
+        names = credential_store_for(target, web_client).list_names()
     except Exception as exc:
         errors.append(f"ARM read failed: {safe_error_message(exc)}")
     return State(versions, names, errors)
@@ -148,8 +148,8 @@ def compose(
     emergency = mode == "emergency"
     new_key = naming.key_name(target.base_key_name, rotation_id)
     versions = state.versions
-    current = secret_versions.newest_enabled(versions) if versions is not None else None
-    previous = provision.previous_version(versions, rotation_id) if versions is not None else None
+    current = key_plan.newest_enabled(versions) if versions is not None else None
+    previous = key_plan.previous_version(versions, rotation_id) if versions is not None else None
     # The revoke step's arguments, as orchestrations/revocation.py passes them.
     names: list[str] | None
     wanted: list[str] | None
@@ -162,13 +162,14 @@ def compose(
         wanted = [previous.version] if previous else []
     deletes: list[str] | None = None
     if state.key_names is not None and not target.is_master_key:
-        deletes = revoke.plan_key_deletions(target, state.key_names, new_key, names, sweep=not emergency)
+        base = target.base_key_name
+        deletes = key_plan.plan_key_deletions(base, state.key_names, new_key, names, sweep=not emergency)
     elif target.is_master_key:
         deletes = []
     disables = None
     if versions is not None:
         disables = [
-            _version_view(v) for v in revoke.plan_version_disables(target, versions, None, wanted, not emergency)
+            _version_view(v) for v in key_plan.plan_version_disables(target.id, versions, None, wanted, not emergency)
         ]
 
     if target.is_master_key:

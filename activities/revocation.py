@@ -31,6 +31,7 @@ from typing import Any
 from activities.probe import REFUSED, probe_once
 from activities.secret_versions import SecretVersions, Version
 from activities.targets import target_for
+from rotation import key_plan
 from rotation.contracts import ActivityRequest
 from rotation.credential_store import SecretValue
 from rotation.messages import RevocationRound
@@ -99,7 +100,7 @@ def verify_revocation(request: ActivityRequest) -> dict[str, Any]:
     listed = {v.version: v for v in vault.list()}
     versions = [listed[v] for v in wanted if v in listed]
     verdict = probe_round(target, read_values(vault, versions))  # none left enabled: a re-run, refused
-    if not verdict.refused and not request.get("final"):
+    if not key_plan.settle_revocation(verdict.refused, final=bool(request.get("final"))):
         log.info("%s: revoked keys %s still accepted; probing again later", target.id, list(verdict.still_accepted))
         return RevocationRound(False, verdict.still_accepted).to_json()
     disabled = disable_all(vault, versions)

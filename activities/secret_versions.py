@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from rotation import naming
 from rotation.credential_store import SecretValue
 from rotation.durations import as_utc
-from rotation.naming import SecretTags, Stage, read_secret_tags, restaged_tags, secret_tags
+from rotation.key_plan import Version as Version  # the pure plans' view of a version (re-exported)
+from rotation.key_plan import age
+from rotation.key_plan import find as find
+from rotation.key_plan import newest_enabled as newest_enabled
+from rotation.key_plan import of_rotation as of_rotation
+from rotation.key_plan import ours as ours
+from rotation.naming import Stage, read_secret_tags, restaged_tags, secret_tags
 from rotation.policy import Target
 from rotation.redaction import SafeError
 
@@ -42,36 +46,11 @@ PAGE_SIZE = 25  # Key Vault's maximum page
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Version:
-    """One version of the target's secret, properties only."""
-
-    version: str
-    secret_id: str  # versioned id
-    enabled: bool
-    created: datetime
-    expires: datetime | None
-    tags: dict[str, str]
-    ours: SecretTags | None  # our tags, when this product wrote it for this target
-
-    @property
-    def stage(self) -> Stage | None:
-        return self.ours.stage if self.ours else None
-
-    @property
-    def rotation_id(self) -> str | None:
-        return self.ours.rotation_id if self.ours else None
-
-    @property
-    def key_name(self) -> str | None:
-        return self.ours.key_name if self.ours else None
-
-
 def _version(props: SecretProperties, target_id: str) -> Version:
     tags = dict(props.tags or {})
-    ours = read_secret_tags(tags)
-    if ours is not None and ours.target_id != target_id:
-        ours = None
+    tagged = read_secret_tags(tags)
+    if tagged is not None and tagged.target_id != target_id:
+        tagged = None
     created = props.created_on
     return Version(
         version=str(props.version),
@@ -80,17 +59,8 @@ def _version(props: SecretProperties, target_id: str) -> Version:
         created=as_utc(created) if created else datetime.min.replace(tzinfo=UTC),
         expires=as_utc(props.expires_on) if props.expires_on else None,
         tags=tags,
-        ours=ours,
+        ours=tagged,
     )
-
-
-def _age(version: Version) -> tuple[datetime, datetime, str]:
-    """Sort key, oldest first. Key Vault lists in id order and `created` has one-second resolution, so
-    versions written within one second are told apart by their rotation's start (rotation ids carry it)."""
-    started = datetime.min.replace(tzinfo=UTC)
-    if version.rotation_id and naming.is_rotation_id(version.rotation_id):
-        started = naming.parse_rotation_id(version.rotation_id).started_at
-    return version.created, started, version.version
 
 
 class SecretVersions:
@@ -161,7 +131,7 @@ class SecretVersions:
             pages = self.client.list_properties_of_secret_versions(self.name, max_page_size=PAGE_SIZE)
             return [_version(p, self.target.id) for p in pages]
 
-        return sorted(self._call("list versions of", run), key=_age)
+        return sorted(self._call("list versions of", run), key=age)
 
     def latest_version(self) -> str | None:
         """The version Key Vault serves as "latest" (the one written last), or None when it is disabled
@@ -234,24 +204,3 @@ def _deleted_but_recoverable(exc: BaseException) -> bool:
     inner = getattr(error, "innererror", None) or {}
     codes = {getattr(error, "code", None), inner.get("code") if isinstance(inner, dict) else None}
     return DELETED_BUT_RECOVERABLE in codes
-
-
-# -- choosing versions (pure) -----------------------------------------------------------------------
-
-
-def ours(versions: Iterable[Version]) -> list[Version]:
-    return [v for v in versions if v.ours is not None]
-
-
-def newest_enabled(versions: Iterable[Version]) -> Version | None:
-    """The newest enabled version this product wrote for the target: what consumers read as current."""
-    candidates = [v for v in ours(versions) if v.enabled]
-    return candidates[-1] if candidates else None
-
-
-def of_rotation(versions: Iterable[Version], rotation_id: str) -> list[Version]:
-    return [v for v in ours(versions) if v.rotation_id == rotation_id]
-
-
-def find(versions: Iterable[Version], version: str | None) -> Version | None:
-    return next((v for v in versions if version and v.version == version), None)

@@ -10,7 +10,11 @@ Rules every implementation keeps:
 - Values exist only inside an activity, wrapped in SecretValue, on their way to Key Vault or to a
   probe. No method's result other than read_value() carries a value.
 - Every method is idempotent: create() of an existing name reports it instead of regenerating it;
-  delete() of a missing name is success (404 = done).
+  delete() of a missing name is success (404 = done); renew() of a kind without overlap is the one
+  call that changes a value in place, and a re-run is caught before it (rotation.key_plan compares the
+  stored value first).
+- Stores take no decisions: which names to create, keep or delete is rotation.key_plan's (pure), and the
+  activities obtain a store only from activities/credential_stores.credential_store_for(target).
 - Errors are raised as CredentialStoreError, its message made by redaction.safe_error_message (no
   request or response bodies), with `retryable` telling whether backing off can help (the target's
   host down: 500/503 from listkeys; throttled: 429).
@@ -114,6 +118,11 @@ class CredentialStore(Protocol):
 
     def delete(self, name: str) -> bool:
         """Delete `name`. True when this call deleted it, False when it was already gone (both are success)."""
+        ...
+
+    def renew(self, name: str) -> None:
+        """Have the service generate a new value for `name` in place (only a kind without overlap, such as
+        the Functions master key: the old value dies with it). A kind with overlap refuses."""
         ...
 
     def probe(self, value: SecretValue) -> ProbeResult:

@@ -75,6 +75,9 @@ class InMemoryStore:
         self.accepted.discard(value or "")
         return value is not None
 
+    def renew(self, name: str) -> None:
+        raise ValueError("a kind with overlap is never renewed in place")
+
     def probe(self, value: SecretValue) -> ProbeResult:
         ok = value.reveal() in self.accepted
         return ProbeResult(ok, 200 if ok else 401)
