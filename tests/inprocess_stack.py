@@ -16,6 +16,12 @@ What a process boundary gave for free is done here, and checked (`IsolationError
 - `function_app` must be the module of the app asked for (the repository root has one too), and
   sys.path and sys.modules["function_app"] are put back after;
 - no thread that runs app code (worker, engine pools) may outlive the stack.
+
+One thing the process boundary prevented is used: the virtual clock's idle grace (the real time an idle
+engine waits before skipping to the next timer, so a caller that just saw a state can act first) ends as
+soon as the test driver, waiting in `Durable.wait`, has read the state the engine went idle in and found
+it is not what it waits for (`ClockPermit`). Skips land on the same timers; they just stop costing the
+grace. A test acting between waits still gets the full grace.
 """
 
 from __future__ import annotations
@@ -49,6 +55,27 @@ class IsolationError(RuntimeError):
     """Something one in-process stack leaves behind would reach the next test: fix the harness, not the test."""
 
 
+class ClockPermit:
+    """The driver's side of the engine's `skip_permit` hook: the moment of the driver's latest status read
+    that found its wait unmet, while it waits. The engine may skip when that read began after its last
+    busy moment (it committed everything before it went idle, so the read saw the idle state)."""
+
+    def __init__(self) -> None:
+        self._unmet_at: float | None = None
+
+    def unmet(self, read_at: float) -> None:
+        """A status read begun at `read_at` (time.monotonic) did not show what the driver waits for."""
+        self._unmet_at = read_at
+
+    def withdraw(self) -> None:
+        """The driver stopped waiting: it may act on what it saw, so the grace applies again."""
+        self._unmet_at = None
+
+    def __call__(self, last_busy: float) -> bool:
+        unmet_at = self._unmet_at
+        return unmet_at is not None and unmet_at > last_busy
+
+
 @dataclass
 class InProcessHost:
     """What tests use of a devhost (tests/devhost_process.Devhost): its URL and keys, its app settings,
@@ -57,6 +84,7 @@ class InProcessHost:
     state_dir: Path
     env: dict[str, str]
     endpoints: dict[str, Any] = field(default_factory=dict)
+    clock_permit: ClockPermit = field(default_factory=ClockPermit)
 
     @property
     def url(self) -> str:
@@ -212,7 +240,10 @@ def running_inprocess(
         try:
             _url, document = host_loop.run(start_host(options, running))
             check_app_module(app_dir)
-            yield InProcessHost(state_dir=state_dir, env=dict(os.environ), endpoints=document)
+            host = InProcessHost(state_dir=state_dir, env=dict(os.environ), endpoints=document)
+            if running.engine is not None:
+                running.engine.skip_permit = host.clock_permit
+            yield host
         finally:
             try:
                 if running.loaded is not None and running.loaded.worker._loop.is_running():

@@ -22,7 +22,7 @@ from rotation.identity import Actor
 from rotation.inputs import rotation_input
 from rotation.policy import parse_policy, parse_target
 from tests.devhost_process import ROOT, running_devhost
-from tests.inprocess_stack import running_inprocess
+from tests.inprocess_stack import ClockPermit, running_inprocess
 
 LOCAL_POLICY = ROOT / "config" / "rotation-policy.local.json"
 TERMINAL = {"Completed", "Failed", "Terminated"}
@@ -181,19 +181,28 @@ class Durable:
         return self.host.get("/admin/devhost/clock", headers=headers).json()
 
     def wait(self, instance_id: str, *, stage: str | None = None, timeout: float = 30) -> dict[str, Any]:
-        """Until the instance ends (or its custom status shows `stage`)."""
+        """Until the instance ends (or its custom status shows `stage`). On an in-process host, a read that
+        finds neither lets the virtual clock skip without its idle grace (inprocess_stack.ClockPermit)."""
+        permit: ClockPermit | None = getattr(self.host, "clock_permit", None)
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = self.status(instance_id)
-            custom = status.get("customStatus") or {}
-            if stage is not None and isinstance(custom, dict) and custom.get("stage") == stage:
-                return status
-            if status.get("runtimeStatus") in TERMINAL:
-                if stage is None:
+        try:
+            while time.monotonic() < deadline:
+                read_at = time.monotonic()
+                status = self.status(instance_id)
+                custom = status.get("customStatus") or {}
+                if stage is not None and isinstance(custom, dict) and custom.get("stage") == stage:
                     return status
-                raise AssertionError(f"{instance_id} ended before stage {stage}: {json.dumps(status)[:2000]}")
-            time.sleep(0.03)
+                if status.get("runtimeStatus") in TERMINAL:
+                    if stage is None:
+                        return status
+                    raise AssertionError(f"{instance_id} ended before stage {stage}: {json.dumps(status)[:2000]}")
+                if permit is not None:
+                    permit.unmet(read_at)
+                time.sleep(0.03)
+        finally:
+            if permit is not None:
+                permit.withdraw()
         raise TimeoutError(f"{instance_id} did not reach {stage or 'the end'}: {json.dumps(status)[:2000]}")
 
 
