@@ -55,7 +55,7 @@ class ServeOptions:
 
 
 @dataclass
-class _Running:
+class RunningHost:
     """Everything that needs stopping, in reverse order of starting."""
 
     emulator: Any = None
@@ -121,7 +121,7 @@ def _make_engine(loaded: LoadedApp, opts: ServeOptions, config: HostConfig) -> A
     return DurableEngine(loaded, opts.state, clock=opts.clock, max_activity_workers=workers, task_hub=config.hub_name)
 
 
-async def _start_rpc(engine: Any, durable_key: str, running: _Running) -> str:
+async def _start_rpc(engine: Any, durable_key: str, running: RunningHost) -> str:
     """The durable client's rpc API on its own loopback listener, never on the public port."""
     running.rpc = engine.rpc_listener(system_key=durable_key)
     try:
@@ -178,7 +178,10 @@ def _log_functions(loaded: LoadedApp, host_url: str, route_prefix: str) -> None:
             log.info("  %s: %s", fn.name, fn.trigger_type)
 
 
-async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, Any]]:
+async def start_host(opts: ServeOptions, running: RunningHost) -> tuple[str, dict[str, Any]]:
+    """Start the host on the running loop (what `serve` does before it waits); `running` collects what
+    `stop_host` stops, even when starting fails half-way. The in-process test stack
+    (tests/inprocess_stack.py) calls the pair directly, so it runs exactly the host `serve` runs."""
     state = opts.state
     sock = running.sock = _bind(opts.port)  # first: a busy port should fail before anything starts
     host_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -237,7 +240,7 @@ async def _start(opts: ServeOptions, running: _Running) -> tuple[str, dict[str, 
     return host_url, endpoints_document(host_url, keys, opts, config, running.emulator, loaded, rpc_base_url)
 
 
-async def _stop(running: _Running) -> None:
+async def stop_host(running: RunningHost) -> None:
     steps = [
         ("timers", running.timers and running.timers.stop),
         ("admin runs", running.admin and running.admin.drain),
@@ -269,16 +272,16 @@ async def serve(opts: ServeOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    running = _Running()
+    running = RunningHost()
     try:
-        host_url, document = await _start(opts, running)
+        host_url, document = await start_host(opts, running)
     except StartupError as exc:
         log.error("devhost cannot start: %s", exc)
-        await _stop(running)
+        await stop_host(running)
         return 2
     except Exception:
         log.exception("devhost cannot start")
-        await _stop(running)
+        await stop_host(running)
         return 1
     write_private(endpoints_path, json.dumps(document, indent=2))
     ready = (
@@ -292,6 +295,6 @@ async def serve(opts: ServeOptions) -> int:
     log.info("devhost stopping")
     with contextlib.suppress(FileNotFoundError):
         endpoints_path.unlink()
-    await _stop(running)
+    await stop_host(running)
     log.info("devhost stopped")
     return 0

@@ -1,10 +1,11 @@
 """In-process harness for the durable engine tests: engine + its public routes on a loopback aiohttp
-server and its rpc listener, driven through the unmodified ``azure.durable_functions.DurableOrchestrationClient``."""
+server and its rpc listener, driven through the unmodified ``azure.durable_functions.DurableOrchestrationClient``.
+The app is loaded under `app_process` (tests/inprocess_stack.py): its settings, sys.path and caches are
+put back after each test, as a worker process of its own would leave them."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from azure.durable_functions.models.utils import http_utils
 
 from devhost.app_loader import load_app
 from devhost.durable.engine import DurableEngine
+from tests.inprocess_stack import app_process, check_app_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DURABLE_APP = ROOT / "tests" / "devhost_app"
@@ -66,39 +68,39 @@ async def durable_host(
     tmp_path: Path, *, clock: str = "virtual", idle_grace: float = 0.05, max_activity_workers: int = 8
 ) -> AsyncIterator[DurableHost]:
     app_state = tmp_path / "app-state"
-    os.environ["DEVHOST_TEST_STATE_DIR"] = str(app_state)
-    engine = DurableEngine(
-        load_app(DURABLE_APP),
-        tmp_path / "state",
-        clock=clock,
-        idle_grace=idle_grace,
-        max_activity_workers=max_activity_workers,
-        task_hub="DevhostTestHub",
-    )
-    web_app = web.Application()
-    engine.add_routes(web_app, master_key=MASTER_KEY, system_key=SYSTEM_KEY)
-    rpc = engine.rpc_listener(system_key=SYSTEM_KEY, first_port=0)
-    rpc_url = await rpc.start()
-    await engine.start()
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    url = f"http://127.0.0.1:{port}"
-    # The SDK keeps one module-level session (and lock) per process; each test runs its own loop.
-    http_utils._client_session = None
-    http_utils._session_lock = asyncio.Lock()
-    client = df.DurableOrchestrationClient(engine.client_binding_json(url, SYSTEM_KEY, rpc_url))
-    http = aiohttp.ClientSession()
-    try:
-        yield DurableHost(engine, client, url, rpc_url, http, app_state)
-    finally:
-        await http.close()
-        await http_utils._close_session()
-        await runner.cleanup()
-        await rpc.stop()
-        await engine.stop()
+    with app_process(DURABLE_APP, {"DEVHOST_TEST_STATE_DIR": str(app_state)}):
+        loaded = load_app(DURABLE_APP)
+        check_app_module(DURABLE_APP)
+        engine = DurableEngine(
+            loaded,
+            tmp_path / "state",
+            clock=clock,
+            idle_grace=idle_grace,
+            max_activity_workers=max_activity_workers,
+            task_hub="DevhostTestHub",
+        )
+        web_app = web.Application()
+        engine.add_routes(web_app, master_key=MASTER_KEY, system_key=SYSTEM_KEY)
+        rpc = engine.rpc_listener(system_key=SYSTEM_KEY, first_port=0)
+        rpc_url = await rpc.start()
+        await engine.start()
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        url = f"http://127.0.0.1:{port}"
+        client = df.DurableOrchestrationClient(engine.client_binding_json(url, SYSTEM_KEY, rpc_url))
+        http = aiohttp.ClientSession()
+        try:
+            yield DurableHost(engine, client, url, rpc_url, http, app_state)
+        finally:
+            await http.close()
+            await http_utils._close_session()
+            await runner.cleanup()
+            await rpc.stop()
+            await engine.stop()
+            loaded.close()
 
 
 def run[T](coro: Coroutine[Any, Any, T]) -> T:

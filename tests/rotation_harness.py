@@ -1,4 +1,7 @@
-"""Driving rotation orchestrations on a devhost: start, watch custom status, raise events, move the clock."""
+"""Driving rotation orchestrations on a devhost: start, watch custom status, raise events, move the clock.
+
+The devhost is a host process (tests/devhost_process.py) or the same host inside the pytest process
+(tests/inprocess_stack.py); both answer the same requests, so tests drive them alike (`Host`)."""
 
 from __future__ import annotations
 
@@ -7,14 +10,19 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import requests
 
 from rotation import signing
 from rotation.identity import Actor
 from rotation.inputs import rotation_input
 from rotation.policy import parse_policy, parse_target
-from tests.devhost_process import ROOT, Devhost
+from tests.devhost_process import ROOT, running_devhost
+from tests.inprocess_stack import ClockPermit, running_inprocess
 
 LOCAL_POLICY = ROOT / "config" / "rotation-policy.local.json"
 TERMINAL = {"Completed", "Failed", "Terminated"}
@@ -85,10 +93,41 @@ def local_target(target_id: str, env: dict[str, str] | None = None, **overrides:
     return {**target.to_json(), **overrides}
 
 
+class Host(Protocol):
+    """What the tests use of a devhost, in a process of its own or in this one."""
+
+    env: dict[str, str]
+
+    @property
+    def master_key(self) -> str: ...
+
+    def system_key(self, name: str) -> str: ...
+
+    def output(self) -> str: ...
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response: ...
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response: ...
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response: ...
+
+
+@contextmanager
+def scripted_devhost(state: Path, app: Path, env: dict[str, str], *, in_process: bool) -> Iterator[Host]:
+    """A devhost for a scripted app (no emulators, virtual clock, no timers firing by themselves): in this
+    process, for branch tests; or as a host process, for the tests that keep end-to-end fidelity."""
+    if in_process:
+        with running_inprocess(state, app, clock="virtual", timers=False, env=env) as inprocess:
+            yield inprocess
+    else:
+        with running_devhost(state, app, emulators=False, clock="virtual", timers=False, env=env) as devhost:
+            yield devhost
+
+
 class Durable:
     """The public Durable HTTP API and the devhost clock of one devhost."""
 
-    def __init__(self, host: Devhost) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self.code = {"code": host.system_key("durabletask_extension")}
 
@@ -142,19 +181,28 @@ class Durable:
         return self.host.get("/admin/devhost/clock", headers=headers).json()
 
     def wait(self, instance_id: str, *, stage: str | None = None, timeout: float = 30) -> dict[str, Any]:
-        """Until the instance ends (or its custom status shows `stage`)."""
+        """Until the instance ends (or its custom status shows `stage`). On an in-process host, a read that
+        finds neither lets the virtual clock skip without its idle grace (inprocess_stack.ClockPermit)."""
+        permit: ClockPermit | None = getattr(self.host, "clock_permit", None)
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = self.status(instance_id)
-            custom = status.get("customStatus") or {}
-            if stage is not None and isinstance(custom, dict) and custom.get("stage") == stage:
-                return status
-            if status.get("runtimeStatus") in TERMINAL:
-                if stage is None:
+        try:
+            while time.monotonic() < deadline:
+                read_at = time.monotonic()
+                status = self.status(instance_id)
+                custom = status.get("customStatus") or {}
+                if stage is not None and isinstance(custom, dict) and custom.get("stage") == stage:
                     return status
-                raise AssertionError(f"{instance_id} ended before stage {stage}: {json.dumps(status)[:2000]}")
-            time.sleep(0.03)
+                if status.get("runtimeStatus") in TERMINAL:
+                    if stage is None:
+                        return status
+                    raise AssertionError(f"{instance_id} ended before stage {stage}: {json.dumps(status)[:2000]}")
+                if permit is not None:
+                    permit.unmet(read_at)
+                time.sleep(0.03)
+        finally:
+            if permit is not None:
+                permit.withdraw()
         raise TimeoutError(f"{instance_id} did not reach {stage or 'the end'}: {json.dumps(status)[:2000]}")
 
 

@@ -3,17 +3,29 @@ fault. Real orchestrator, scripted activities on devhost with a virtual clock (t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.rotation_harness import Host
 from tests.test_call_discipline_orchestration import published, retry_waits
 from tests.test_drift_scheduler import due, tick
 from tests.test_orchestration_lifecycle import (
     PROVISIONED,
     Scripted,
-    host,  # noqa: F401 - the fixture
     run,  # noqa: F401 - the fixture
+    scripted_host,
     steps,
 )
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Path, Path]]:
+    """A host process, unlike the branch tests': the fault regressions keep end-to-end fidelity."""
+    yield from scripted_host(tmp_path_factory, in_process=False)
+
 
 EVENT_GRID_DOWN = "publish 2 event(s): HttpResponseError HTTP 503 Service Unavailable"
 STEP = {"attempts": 4, "firstInterval": "PT10S", "backoff": 2, "maxInterval": "PT1M"}
@@ -39,7 +51,7 @@ def test_event_grid_503_at_the_last_publish_still_delivers_rotation_failed(run: 
 
 def test_event_grid_down_for_good_at_the_last_publish_ends_with_the_reason_in_the_status(
     run: Scripted,  # noqa: F811
-    host: Any,  # noqa: F811
+    host: Any,
 ) -> None:
     """When even the retries fail, nobody can be told by event: the status and the log say so."""
     run.use(

@@ -15,8 +15,17 @@ from typing import Any
 
 import pytest
 
-from tests.devhost_process import ROOT, Devhost, running_devhost
-from tests.rotation_harness import Durable, local_target, read_calls, reset_policy, scripted_env, signed_input
+from tests.devhost_process import ROOT
+from tests.rotation_harness import (
+    Durable,
+    Host,
+    local_target,
+    read_calls,
+    reset_policy,
+    scripted_devhost,
+    scripted_env,
+    signed_input,
+)
 
 APP = ROOT / "tests" / "rotation_app"
 ORDERS_CONSUMERS = ("00000000-0000-0000-0000-00000000c001", "00000000-0000-0000-0000-00000000c002")
@@ -39,7 +48,7 @@ HISTORY_NEVER_REFUSED = 96
 
 
 class Scripted:
-    def __init__(self, host: Devhost, script: Path, calls: Path) -> None:
+    def __init__(self, host: Host, script: Path, calls: Path) -> None:
         self.host = host
         self.durable = Durable(host)
         self.script = script
@@ -82,9 +91,10 @@ class Scripted:
         return instance
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devhost, Path, Path]]:
-    state = tmp_path_factory.mktemp("lifecycle")
+def scripted_host(factory: pytest.TempPathFactory, *, in_process: bool) -> Iterator[tuple[Host, Path, Path]]:
+    """The scripted app's devhost with its script and call log: in the pytest process (`in_process`,
+    the branch tests here) or a host process of its own (tests that keep end-to-end fidelity)."""
+    state = factory.mktemp("lifecycle")
     script, calls = state / "script.json", state / "calls.jsonl"
     script.write_text("{}")
     env = {
@@ -93,12 +103,17 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devhost, Pa
         "DEVHOST_CLOCK_IDLE_GRACE": "0.6",
         **scripted_env(state),
     }
-    with running_devhost(state / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as devhost:
+    with scripted_devhost(state / "host", APP, env, in_process=in_process) as devhost:
         yield devhost, script, calls
 
 
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Path, Path]]:
+    yield from scripted_host(tmp_path_factory, in_process=True)
+
+
 @pytest.fixture
-def run(host: tuple[Devhost, Path, Path]) -> Scripted:
+def run(host: tuple[Host, Path, Path]) -> Scripted:
     devhost, script, calls = host
     reset_policy(Path(devhost.env["ROTATION_POLICY_PATH"]))
     scripted = Scripted(devhost, script, calls)

@@ -15,7 +15,8 @@ import pytest
 
 from benchmarks.scale import TICK_EPISODE, policy_document
 from orchestrations.scheduler import YIELDS_PER_EXECUTION
-from tests.devhost_process import ROOT, running_devhost
+from tests.devhost_process import ROOT
+from tests.inprocess_stack import running_inprocess
 from tests.rotation_harness import PLACEHOLDER_ENV, TEST_SIGNING_KEY, Durable
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,7 @@ def test_a_tick_of_200_targets_keeps_its_window_full_with_bounded_history(tmp_pa
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps(policy_document(TARGETS, f"PT{OVERLAP}S")))
     env = scheduler_env(policy, TARGETS)
-    with running_devhost(tmp_path / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as host:
+    with running_inprocess(tmp_path / "host", APP, env=env) as host:
         durable = Durable(host)
         durable.start("scheduler_orchestrator", "scale-tick", {"tick": "2026-11-22T03:00:00.000Z", "maxConcurrency": 8})
         status = durable.wait("scale-tick", timeout=240)
@@ -84,7 +85,7 @@ def test_a_wide_window_starts_a_burst_then_paces_its_starts_within_the_rate(tmp_
     policy.write_text(json.dumps(policy_document(targets, f"PT{OVERLAP}S")))
     env = scheduler_env(policy, targets)
     request = {"tick": "2026-11-22T03:00:00.000Z", "maxConcurrency": 64, "maxStartsPerMinute": str(per_minute)}
-    with running_devhost(tmp_path / "host", APP, emulators=False, clock="virtual", timers=False, env=env) as host:
+    with running_inprocess(tmp_path / "host", APP, env=env) as host:
         durable = Durable(host)
         durable.start("scheduler_orchestrator", "paced-tick", request)
         status = durable.wait("paced-tick", timeout=240)

@@ -15,7 +15,8 @@ in flight) for ``idle_grace`` seconds of real time, the clock jumps to the earli
 (or an external wake-up source) and the timer fires. The grace gives an HTTP caller that just saw
 a state change (e.g. "waiting for approval") a moment to act before a deadline timer wins; tests
 that must not race switch auto-advance off and move the clock explicitly. Status reads never
-count as activity, so a poller cannot hold the clock still.
+count as activity, so a poller cannot hold the clock still. A test driver in the host's own process
+can end the grace early (``skip_permit``) once it has read the idle state and only waits for time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +56,7 @@ log = logging.getLogger("devhost.durable.engine")
 
 DEFAULT_IDLE_GRACE = 0.25
 MAX_POLL_SECONDS = 1.0
+PERMIT_POLL_SECONDS = 0.01  # how soon an idle engine with a skip permit hook looks at it again
 
 
 class EngineError(Exception):
@@ -108,6 +111,10 @@ class DurableEngine:
         self._orchestrator_pool: ThreadPoolExecutor | None = None
         self._last_busy = time.monotonic()
         self._stopping = False
+        # A test driver in the host's own process may let the clock skip before the grace ends: called with
+        # the moment the engine was last busy, it answers whether the driver has read the state since and
+        # has nothing to do until time passes (tests/inprocess_stack.py, ClockPermit).
+        self.skip_permit: Callable[[float], bool] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -365,13 +372,18 @@ class DurableEngine:
             # Wake when the grace ends only if there is something to skip to; otherwise idle polling
             # would spin at the floor below.
             delay = min(delay, self.idle_grace - (time.monotonic() - self._last_busy))
+            if self.skip_permit is not None:
+                delay = min(delay, PERMIT_POLL_SECONDS)
         return max(delay, 0.005)
 
     def _may_skip(self) -> bool:
         return self.clock.virtual and self.clock.auto_advance and self.is_idle()
 
     def _maybe_skip(self) -> None:
-        if not self._may_skip() or time.monotonic() - self._last_busy < self.idle_grace:
+        if not self._may_skip():
+            return
+        permitted = self.skip_permit is not None and self.skip_permit(self._last_busy)
+        if time.monotonic() - self._last_busy < self.idle_grace and not permitted:
             return
         now = self.clock.now()
         candidates = [ev.parse_time(t) for t in [self._db.next_visible_at(ev.fmt_time(now))] if t]
