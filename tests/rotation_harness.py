@@ -14,7 +14,7 @@ from rotation import signing
 from rotation.identity import Actor
 from rotation.inputs import rotation_input
 from rotation.policy import parse_policy, parse_target
-from tests.devhost_process import ROOT, Devhost
+from tools.devhost_launcher import ROOT, Devhost
 
 LOCAL_POLICY = ROOT / "config" / "rotation-policy.local.json"
 TERMINAL = {"Completed", "Failed", "Terminated"}

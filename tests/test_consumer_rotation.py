@@ -24,7 +24,7 @@ from rotation.policy import Target, load_policy
 from tools import demo_report
 from tools.consumer_stack import ConsumerHost, ConsumerSpec, consumer_environment, mint_token, subscribe
 from tools.demo_seed import create_operator_keys, seed_sites
-from tools.demo_stack import DemoStack
+from tools.devhost_launcher import DemoStack
 
 pytestmark = pytest.mark.slow
 

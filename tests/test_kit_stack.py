@@ -32,7 +32,7 @@ from tests.test_consumer_rotation import write_policy as consumer_policy
 from tools import demo_report
 from tools.consumer_stack import FAST_RETRIES, ConsumerSpec, consumer_environment, mint_token
 from tools.demo_seed import OPERATOR, create_operator_keys, seed_sites
-from tools.demo_stack import DemoStack
+from tools.devhost_launcher import DemoStack
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.devhost_process import ROOT, Devhost, running_devhost
 from tests.rotation_harness import Durable, local_target, read_calls, reset_policy, scripted_env, signed_input
+from tools.devhost_launcher import ROOT, Devhost, running_devhost
 
 APP = ROOT / "tests" / "rotation_app"
 ORDERS_CONSUMERS = ("00000000-0000-0000-0000-00000000c001", "00000000-0000-0000-0000-00000000c002")

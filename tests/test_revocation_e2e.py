@@ -28,7 +28,7 @@ from tests.test_rotation_e2e import (
     wait_for,
 )
 from tools.demo_seed import create_operator_keys, seed_sites
-from tools.demo_stack import DemoStack
+from tools.devhost_launcher import DemoStack
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from rotation.policy import Policy, load_policy
 from tests.rotation_harness import deploy_target, signed_input
 from tools import demo_report
 from tools.demo_seed import create_operator_keys, seed_sites
-from tools.demo_stack import POLICY, DemoStack
+from tools.devhost_launcher import POLICY, DemoStack
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import pytest
 
 from benchmarks.scale import TICK_EPISODE, policy_document
 from orchestrations.scheduler import YIELDS_PER_EXECUTION
-from tests.devhost_process import ROOT, running_devhost
 from tests.rotation_harness import PLACEHOLDER_ENV, TEST_SIGNING_KEY, Durable
+from tools.devhost_launcher import ROOT, running_devhost
 
 pytestmark = pytest.mark.slow
 

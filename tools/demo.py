@@ -37,7 +37,7 @@ from rotation.policy import Policy, PolicyError, Target, load_policy
 from tools import demo_emergency as emergency
 from tools import demo_report as report
 from tools import demo_seed as seed
-from tools.demo_stack import POLICY, ROOT, DemoStack, StackError
+from tools.devhost_launcher import POLICY, ROOT, DemoStack, StackError
 
 HELD_TARGET = "demo-reports-export"
 CONSUMER_TARGET = "demo-orders"
