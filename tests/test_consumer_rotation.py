@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from emulators.store import fingerprint
+from emulators.core.store import fingerprint
 from rotation.naming import rotation_instance_id
 from rotation.policy import Target, load_policy
 from tools import demo_report

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from keyrotation_kit import ConsumerKit, handle_webhook, kit_session, load_settings
 
-from emulators.store import fingerprint
+from emulators.core.store import fingerprint
 from rotation.naming import rotation_instance_id
 from rotation.policy import Target, load_policy
 from tests.test_consumer_rotation import write_policy as consumer_policy

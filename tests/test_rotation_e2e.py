@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from emulators.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values, state_files
+from emulators.core.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values, state_files
 from rotation.naming import Mode, rotation_id
 from rotation.policy import Policy, load_policy
 from tests.rotation_harness import deploy_target, signed_input

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from emulators.invariants import Place
+from emulators.core.invariants import Place
 from tests.test_rotation_e2e import (
     check_invariants,
     event_types,

@@ -29,8 +29,8 @@ from typing import Any
 import requests
 from azure.core.exceptions import AzureError
 
-from emulators.invariants import I1Finding, Place, TargetRef, check_i2, describe_findings, scan, secret_values
-from emulators.invariants import state_files as invariant_state_files
+from emulators.core.invariants import I1Finding, Place, TargetRef, check_i2, describe_findings, scan, secret_values
+from emulators.core.invariants import state_files as invariant_state_files
 from rotation.identity import ROLE_APPROVER, ROLE_CONSUMER
 from rotation.naming import rotation_instance_id
 from rotation.policy import Policy, PolicyError, Target, load_policy

@@ -298,8 +298,8 @@ class Devhost:
 
     def credential_as(self, who: tuple[str, str]) -> Any:
         """A person's or service's own identity (object id, name) — not the app's, which has its managed
-        identity: tokens minted locally, usable only against the emulators (emulators/local_identity.py)."""
-        from emulators.local_identity import LocalTokenCredential
+        identity: tokens minted locally, usable only against the emulators (emulators/core/local_identity.py)."""
+        from emulators.core.local_identity import LocalTokenCredential
 
         emu = self.emulator
         return LocalTokenCredential(who[0], who[1], endpoint=str(emu["url"]), tenant_id=str(emu["tenantId"]))

@@ -27,7 +27,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from emulators.invariants import Place, scan, secret_values, state_files
+from emulators.core.invariants import Place, scan, secret_values, state_files
 from rotation import naming
 from rotation.durations import format_timestamp
 from rotation.policy import Policy, Target, load_policy

@@ -9,7 +9,7 @@ Two forms exist (docs/emulators.md cites the sources):
   stand-in, deterministic per reuse scope as the docs describe, random for NoReuse.
 
 The emulator's TLS certificate covers every name built here (`certificate_names`), so a client reaching
-an emulated app through the proxy (emulators/proxy.py) verifies it like the real thing.
+an emulated app through the proxy (emulators/arm/proxy.py) verifies it like the real thing.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from emulators.auth import Caller
-from emulators.state import STATE_KEY
-from emulators.store import Store, iso, utcnow
+from emulators.core.auth import Caller
+from emulators.core.state import STATE_KEY
+from emulators.core.store import Store, iso, utcnow
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyvault_audit (

@@ -13,8 +13,8 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emulators import clock
-from emulators.store import Store, fingerprint
+from emulators.core import clock
+from emulators.core.store import Store, fingerprint
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyvault_secrets (

@@ -15,9 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators import hosts
-from emulators.errors import service_error
-from emulators.store import Store, iso, utcnow
+from emulators.core import hosts
+from emulators.core.errors import service_error
+from emulators.core.store import Store, iso, utcnow
 
 MODES = ("status", "latency", "reset", "partial")
 

@@ -1,6 +1,6 @@
 """Tokens for the local identities that are not the app: a test's consumer, the demo's operator, a benchmark.
 
-The app gets its tokens from the emulated managed identity endpoint (emulators/identity.py), as on Azure.
+The app gets its tokens from the emulated managed identity endpoint (emulators/core/identity.py), as on Azure.
 The people and services around it — an operator creating keys by hand, a consumer reading Key Vault under
 its own object id — have no such endpoint in a local run, so this credential mints unsigned JWT-shaped
 tokens with the `oid` the emulators record (Key Vault's audit tells consumers apart by it). It is bound to

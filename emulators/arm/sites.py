@@ -3,7 +3,7 @@
 Names compare case-insensitively everywhere (ARM resource names, key names, host names) and keep the
 case they were created with. A key is never overwritten in place: renewing or deleting it stamps the
 old row `retired` and (on renewal) adds a new row. Which key a request opens is decided by the host
-instance serving it, with the Functions host's own caches (emulators/host_cache.py: in memory, so they
+instance serving it, with the Functions host's own caches (emulators/arm/host_cache.py: in memory, so they
 start empty after a restart, as a host's do). Each row also records the bounds the invariant checker
 replays: `accepted_from`, by when every instance accepts it, and `accepted_until`, from when the instance
 that handled the write refuses it (others may keep granting it from their caches).
@@ -18,9 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators import arm_keys, clock, hosts
-from emulators.host_cache import RELOAD_THROTTLE_SECONDS, Grant, HostFarm, KeyRow
-from emulators.store import Store, fingerprint
+from emulators.arm import keys as arm_keys
+from emulators.arm.host_cache import RELOAD_THROTTLE_SECONDS, Grant, HostFarm, KeyRow
+from emulators.core import clock, hosts
+from emulators.core.store import Store, fingerprint
 
 MASTER_KEY_NAME = "_master"
 HOST_KINDS = ("functionKeys", "systemKeys", "masterKey")
@@ -115,7 +116,7 @@ class Instance:
 
     @property
     def host_name(self) -> str:
-        """The default host name (ARM's `defaultHostName`): global or secure unique (emulators/hosts.py)."""
+        """The default host name (ARM's `defaultHostName`): global or secure unique (emulators/core/hosts.py)."""
         return hosts.default_host_name(self.site.name, self.slot, self.site.domain)
 
     @property
@@ -460,7 +461,7 @@ class SiteStore:
         self, instance: Instance, function: str, presented: str, now: float, host: int | None = None
     ) -> tuple[Grant | None, int]:
         """(grant or None, the host instance that served it). The request goes to host instance `host`, or
-        the next one in turn; that instance decides with its own caches (emulators/host_cache.py) over every
+        the next one in turn; that instance decides with its own caches (emulators/arm/host_cache.py) over every
         key row ever stored with this value."""
         rows = self.store.query(
             "SELECT kind, name, created, retired FROM arm_keys"

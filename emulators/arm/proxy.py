@@ -4,8 +4,8 @@ app and App Service, so the probe can call an emulated target by its real host n
 devhost sets `HTTPS_PROXY` to this listener (and `NO_PROXY` to loopback) for the app, the standard
 variables `requests` and azure-core honour: a request for `https://{app}.azurewebsites.net/...` becomes
 `CONNECT {app}.azurewebsites.net:443`, which is tunnelled to the emulators' own TLS listener. TLS runs end
-to end inside the tunnel (the certificate covers the App Service names, emulators/tls.py), and the
-listener routes the request by its Host to the emulated app (emulators/target_apps.py). The app needs no
+to end inside the tunnel (the certificate covers the App Service names, emulators/core/tls.py), and the
+listener routes the request by its Host to the emulated app (emulators/arm/target_apps.py). The app needs no
 code path of its own for this: on Azure the same request goes straight to App Service.
 
 The emulated network reaches App Service host names of emulated apps on port 443 and nothing else: any
@@ -20,11 +20,11 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from emulators import hosts
-from emulators.arm_sites import SiteStore
-from emulators.store import Store, iso, utcnow, wall_iso
+from emulators.arm.sites import SiteStore
+from emulators.core import hosts
+from emulators.core.store import Store, iso, utcnow, wall_iso
 
-log = logging.getLogger("emulators.proxy")
+log = logging.getLogger("emulators.arm.proxy")
 
 MAX_HEAD = 8 * 1024
 HEAD_TIMEOUT = 10.0

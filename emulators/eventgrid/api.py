@@ -12,17 +12,20 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.control import read_json
-from emulators.errors import eventgrid_error
-from emulators.eventgrid_auth import authenticate, ensure_topic_key
-from emulators.eventgrid_delivery import (
+from emulators.core.control import read_json
+from emulators.core.errors import eventgrid_error
+from emulators.core.operations import operation
+from emulators.core.state import STATE_KEY, EmulatorState
+from emulators.core.store import fingerprint, iso, utcnow
+from emulators.eventgrid.auth import authenticate, ensure_topic_key
+from emulators.eventgrid.delivery import (
     WORKER_KEY,
     deliveries_snapshot,
     incompatible_subscriptions,
     register_routes,
     subscriptions_snapshot,
 )
-from emulators.eventgrid_events import (
+from emulators.eventgrid.events import (
     INPUT_SCHEMA_SETTING,
     MAX_BYTES,
     SCHEMAS,
@@ -33,9 +36,6 @@ from emulators.eventgrid_events import (
     matches,
     parse_batch,
 )
-from emulators.operations import operation
-from emulators.state import STATE_KEY, EmulatorState
-from emulators.store import fingerprint, iso, utcnow
 
 EVENTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS eventgrid_events (
@@ -94,7 +94,7 @@ async def publish(request: web.Request) -> web.StreamResponse:
 def _store_batch(state: EmulatorState, request_seq: int, schema: str, events: list[Any], text: str) -> None:
     """Events, one pending delivery per matching subscription, and the journal entry: all or nothing."""
     received = iso(utcnow())
-    now = time.time()  # the delivery schedule runs on the wall clock (emulators/clock.py)
+    now = time.time()  # the delivery schedule runs on the wall clock (emulators/core/clock.py)
     ids, types, subjects = [], [], []
     with state.store.transaction() as conn:
         subs = conn.execute("SELECT name, filter FROM eventgrid_subscriptions ORDER BY name").fetchall()

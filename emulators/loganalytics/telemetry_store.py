@@ -16,9 +16,9 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from emulators.keyvault_audit import SCHEMA as KEYVAULT_AUDIT_SCHEMA
-from emulators.store import Store, fingerprint, iso, utcnow
-from emulators.telemetry_tables import DATETIME, KEYVAULT_AUDIT_TABLES, TABLES, parse_datetime
+from emulators.core.store import Store, fingerprint, iso, utcnow
+from emulators.keyvault.audit import SCHEMA as KEYVAULT_AUDIT_SCHEMA
+from emulators.loganalytics.telemetry_tables import DATETIME, KEYVAULT_AUDIT_TABLES, TABLES, parse_datetime
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs_workspaces (workspace_id TEXT PRIMARY KEY, created TEXT NOT NULL);

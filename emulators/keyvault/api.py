@@ -5,7 +5,7 @@ the client used. As strict as Azure where the app could be caught out: every una
 (including the client's body-less first PUT) gets the 401 challenge, reading a disabled version is
 403, a soft-deleted name cannot be set again (409), purge is refused under purge protection, names
 and api-versions are validated, and paging follows `nextLink`. Every secret operation is audited
-(emulators/keyvault_audit.py); the rows are what Log Analytics serves as Key Vault audit logs.
+(emulators/keyvault/audit.py); the rows are what Log Analytics serves as Key Vault audit logs.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators import keyvault_audit
-from emulators.auth import Caller, TokenError, bearer_token, parse_token
-from emulators.errors import keyvault_error
-from emulators.keyvault_audit import AuditEntry
-from emulators.keyvault_store import MAX_PAGE_SIZE, RECOVERABLE_DAYS, Secret, Vault, Version
-from emulators.operations import run_operation
-from emulators.state import STATE_KEY, EmulatorState
+from emulators.core.auth import Caller, TokenError, bearer_token, parse_token
+from emulators.core.errors import keyvault_error
+from emulators.core.operations import run_operation
+from emulators.core.state import STATE_KEY, EmulatorState
+from emulators.keyvault import audit as keyvault_audit
+from emulators.keyvault.audit import AuditEntry
+from emulators.keyvault.secret_store import MAX_PAGE_SIZE, RECOVERABLE_DAYS, Secret, Vault, Version
 
 SERVICE = "keyvault"
 RESOURCE = "https://vault.azure.net"

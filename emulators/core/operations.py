@@ -13,10 +13,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from emulators import hosts
-from emulators.auth import Caller, TokenError, bearer_token, parse_token
-from emulators.state import STATE_KEY, EmulatorState
-from emulators.store import iso, utcnow, wall_iso
+from emulators.core import hosts
+from emulators.core.auth import Caller, TokenError, bearer_token, parse_token
+from emulators.core.state import STATE_KEY, EmulatorState
+from emulators.core.store import iso, utcnow, wall_iso
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Authenticator = Callable[[web.Request], Awaitable["Caller | web.StreamResponse"]]

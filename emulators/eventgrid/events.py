@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from emulators.store import Store
+from emulators.core.store import Store
 
 # The emulated topic's ARM id: what Azure stamps as `topic` (Event Grid schema) / `source` (translated).
 TOPIC_ID = (

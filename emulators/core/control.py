@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.faults import FaultRule
-from emulators.state import STATE_KEY, EmulatorState
+from emulators.core.faults import FaultRule
+from emulators.core.state import STATE_KEY, EmulatorState
 
 
 def _bad_request(message: str) -> web.Response:

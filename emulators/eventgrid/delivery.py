@@ -25,8 +25,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
-from emulators.control import read_json
-from emulators.eventgrid_events import (
+from emulators.core.control import read_json
+from emulators.core.state import STATE_KEY, EmulatorState
+from emulators.core.store import fingerprint, iso, utcnow
+from emulators.eventgrid.events import (
     CLOUD_EVENTS,
     COMPATIBLE_DELIVERY,
     SCHEMAS,
@@ -34,10 +36,8 @@ from emulators.eventgrid_events import (
     delivery_body,
     input_schema,
 )
-from emulators.state import STATE_KEY, EmulatorState
-from emulators.store import fingerprint, iso, utcnow
 
-log = logging.getLogger("emulators.eventgrid")
+log = logging.getLogger("emulators.eventgrid.api")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS eventgrid_subscriptions (

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.faults import Faults
-from emulators.store import Store
+from emulators.core.faults import Faults
+from emulators.core.store import Store
 
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 

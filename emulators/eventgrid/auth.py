@@ -17,9 +17,9 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from emulators.auth import Caller, TokenError, bearer_token, parse_token
-from emulators.errors import eventgrid_error
-from emulators.state import STATE_KEY, EmulatorState
+from emulators.core.auth import Caller, TokenError, bearer_token, parse_token
+from emulators.core.errors import eventgrid_error
+from emulators.core.state import STATE_KEY, EmulatorState
 
 TOPIC_KEY_SETTING = "eventgrid.topic_key"
 

@@ -3,7 +3,7 @@
 devhost starts the emulators on its own event loop and hands them its durable engine's clock
 (`use`), so on `--clock virtual` the emulated services stamp keys, journal entries, Key Vault
 versions and audit rows with the same time the orchestrations see, and the target apps' key caches
-(emulators/host_cache.py) age with it: a virtual-time run sees the cache behaviour a real-time run
+(emulators/arm/host_cache.py) age with it: a virtual-time run sees the cache behaviour a real-time run
 sees. Token lifetimes, SAS expiry and Event Grid's delivery schedule stay on the wall clock: they are
 compared with times that clients and the delivery worker take from the wall clock.
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from emulators import clock
+from emulators.core import clock
 
 CORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS faults (
 
 
 def utcnow() -> datetime:
-    """Now on the emulators' shared clock (emulators/clock.py)."""
+    """Now on the emulators' shared clock (emulators/core/clock.py)."""
     return clock.utcnow()
 
 

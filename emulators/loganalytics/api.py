@@ -2,7 +2,7 @@
 
 `POST /v1/workspaces/{id}/query` (query_workspace) and `POST /v1{resourceId}/query` (query_resource)
 with `{"query", "timespan", "workspaces"}` and a `Prefer` header, no api-version. The query runs in
-the KQL subset of emulators/kql_syntax.py over the tables of emulators/telemetry_tables.py; anything
+the KQL subset of kql_syntax.py over the tables of telemetry_tables.py (both beside this module); anything
 else is refused with 400 BadArgumentError, never approximated. Operation name: `logs.query`; a fault
 rule with `mode: "partial"` turns the answer into a 200 with both `tables` and a `PartialError`.
 """
@@ -16,15 +16,15 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.errors import logs_error
-from emulators.kql_engine import compile_query, render_value, run_stages
-from emulators.kql_syntax import KqlError, parse
-from emulators.operations import bearer_auth, run_operation
-from emulators.state import STATE_KEY, EmulatorState
-from emulators.store import utcnow
-from emulators.telemetry_seed import register_control_routes
-from emulators.telemetry_store import Scope, TelemetryStore, Window
-from emulators.telemetry_tables import TABLES, parse_datetime
+from emulators.core.errors import logs_error
+from emulators.core.operations import bearer_auth, run_operation
+from emulators.core.state import STATE_KEY, EmulatorState
+from emulators.core.store import utcnow
+from emulators.loganalytics.kql_engine import compile_query, render_value, run_stages
+from emulators.loganalytics.kql_syntax import KqlError, parse
+from emulators.loganalytics.telemetry_seed import register_control_routes
+from emulators.loganalytics.telemetry_store import Scope, TelemetryStore, Window
+from emulators.loganalytics.telemetry_tables import TABLES, parse_datetime
 
 SERVICE = "logs"
 OPERATION = "logs.query"

@@ -3,10 +3,10 @@
 Control (test/demo only, returns key values): `PUT /_emulator/sites/{subscription}/{resourceGroup}/{name}`
 creates or extends an app, `GET /_emulator/sites[/...]` reads them. Data plane: a request whose Host is
 an app's host name (`https://{app}.azurewebsites.net/api/{fn}`, reached through the emulators' proxy,
-emulators/proxy.py) — or, for tests and tools, `/_targets/{host}/api/{fn}` — answers like the Functions
+emulators/arm/proxy.py) — or, for tests and tools, `/_targets/{host}/api/{fn}` — answers like the Functions
 host does for an HTTP function with authLevel `function`, so code can probe a key and tests can see which
 keys a target accepts. Each app or slot runs `hostInstances` host instances with the Functions host's key
-caches (emulators/host_cache.py); requests go to them in turn, and `/_targets/...` may pick one with the
+caches (emulators/arm/host_cache.py); requests go to them in turn, and `/_targets/...` may pick one with the
 `x-emulator-instance` header (tests and tools only).
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators import clock, hosts
-from emulators.arm_sites import SITES_KEY, Site, SiteStore
-from emulators.operations import Handler, run_operation
-from emulators.state import STATE_KEY
+from emulators.arm.sites import SITES_KEY, Site, SiteStore
+from emulators.core import clock, hosts
+from emulators.core.operations import Handler, run_operation
+from emulators.core.state import STATE_KEY
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 RESOURCE_GROUP = re.compile(r"^[-\w.()]{0,89}[-\w()]$")

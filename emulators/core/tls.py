@@ -1,7 +1,7 @@
 """A local CA and the emulators' server certificate, kept under the state folder.
 
 Key Vault clients refuse plain http, so every emulator speaks HTTPS. The certificate covers loopback
-and every App Service host name form (emulators/hosts.py), so a client reaching an emulated app by its
+and every App Service host name form (emulators/core/hosts.py), so a client reaching an emulated app by its
 real host name through the proxy verifies it against the same CA bundle. The CA is made once per state
 folder and reused on restart; a folder whose certificate names fewer names (made by an older version)
 gets a new CA and certificate.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trustme
 
-from emulators import hosts
+from emulators.core import hosts
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 

@@ -1,5 +1,5 @@
 """One HTTPS listener on loopback serving every emulated Azure service and the control API, plus the
-HTTPS proxy (emulators/proxy.py) through which the app reaches emulated target apps by host name."""
+HTTPS proxy (emulators/arm/proxy.py) through which the app reaches emulated target apps by host name."""
 
 from __future__ import annotations
 
@@ -18,14 +18,19 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators import arm, clock, control, eventgrid, identity, keyvault, loganalytics, target_apps
-from emulators.arm_sites import SITES_KEY
-from emulators.faults import Faults
-from emulators.operations import request_log
-from emulators.proxy import ConnectProxy
-from emulators.state import STATE_KEY, EmulatorState
-from emulators.store import Store
-from emulators.tls import server_context
+from emulators.arm import api as arm
+from emulators.arm import target_apps
+from emulators.arm.proxy import ConnectProxy
+from emulators.arm.sites import SITES_KEY
+from emulators.core import clock, control, identity
+from emulators.core.faults import Faults
+from emulators.core.operations import request_log
+from emulators.core.state import STATE_KEY, EmulatorState
+from emulators.core.store import Store
+from emulators.core.tls import server_context
+from emulators.eventgrid import api as eventgrid
+from emulators.keyvault import api as keyvault
+from emulators.loganalytics import api as loganalytics
 
 log = logging.getLogger("emulators")
 
@@ -68,7 +73,7 @@ class RunningEmulator:
     def app_settings(self) -> dict[str, str]:
         """The app settings that point the app at the emulators (names read by rotation/settings.py); what
         App Service gives an app with a managed identity (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`, served by
-        emulators/identity.py, and the identity's `AZURE_CLIENT_ID`); and the standard variables `requests`
+        emulators/core/identity.py, and the identity's `AZURE_CLIENT_ID`); and the standard variables `requests`
         and azure-core read: the proxy (both spellings: urllib lets a lower-case one win, so a stray one in
         the environment must not route the probe elsewhere) and the CA bundle they trust."""
         return {
@@ -88,7 +93,7 @@ class RunningEmulator:
 
     def use_clock(self, source: Callable[[], float] | None) -> None:
         """Take time from the hosting process's clock (seconds since the epoch): devhost passes its durable
-        engine's, so virtual-time runs age keys and host key caches as real-time runs do (emulators/clock.py)."""
+        engine's, so virtual-time runs age keys and host key caches as real-time runs do (emulators/core/clock.py)."""
         clock.use(source)
 
     async def stop(self) -> None:
@@ -147,7 +152,7 @@ async def start_emulators(state_dir: Path, port: int = 0, host: str = "127.0.0.1
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     store = Store(state_dir / "emulator.sqlite")
-    clock.hold_at_least(latest_stamp(store))  # a restart never stamps earlier than before (emulators/clock.py)
+    clock.hold_at_least(latest_stamp(store))  # a restart never stamps earlier than before (emulators/core/clock.py)
     ssl_ctx, ca_path = server_context(state_dir / "tls")
     state = EmulatorState(state_dir=state_dir, store=store, faults=Faults(store), ca_path=ca_path)
     if port == 0:

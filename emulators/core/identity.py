@@ -9,7 +9,7 @@ identity, infra/modules/identity.bicep), so the production credential path is th
 Shapes and sources: docs/emulators.md, "Managed identity".
 
 The tokens are HS256 JWTs signed with a key kept in the state folder. The services do not check the
-signature (emulators/auth.py: they cannot check Entra's either); they read `aud`, `exp` and `oid`.
+signature (emulators/core/auth.py: they cannot check Entra's either); they read `aud`, `exp` and `oid`.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from emulators.auth import AUDIENCES, Caller
-from emulators.operations import run_operation
-from emulators.state import STATE_KEY, EmulatorState
+from emulators.core.auth import AUDIENCES, Caller
+from emulators.core.operations import run_operation
+from emulators.core.state import STATE_KEY, EmulatorState
 
 SERVICE = "identity"
 PATH = "/msi/token"
 API_VERSION = "2019-08-01"
 TOKEN_LIFETIME = 24 * 3600  # unverified; long enough that no local run refreshes mid-step
 ID_PARAMETERS = ("client_id", "principal_id", "object_id", "mi_res_id")
-# Resources the emulated services accept (emulators/auth.py), by the service that accepts them.
+# Resources the emulated services accept (emulators/core/auth.py), by the service that accepts them.
 RESOURCES = {resource: service for service, resources in AUDIENCES.items() for resource in resources}
 
 

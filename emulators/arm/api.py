@@ -20,12 +20,13 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from emulators import arm_keys, target_apps
-from emulators.arm_sites import HOST_KINDS, MASTER_KEY_NAME, SITES_KEY, Instance, KeyScope, SiteStore
-from emulators.auth import AUDIENCES, Caller, TokenError, bearer_token, parse_token
-from emulators.errors import arm_error, default_code, msweb_error
-from emulators.operations import run_operation
-from emulators.state import STATE_KEY, EmulatorState
+from emulators.arm import keys as arm_keys
+from emulators.arm import target_apps
+from emulators.arm.sites import HOST_KINDS, MASTER_KEY_NAME, SITES_KEY, Instance, KeyScope, SiteStore
+from emulators.core.auth import AUDIENCES, Caller, TokenError, bearer_token, parse_token
+from emulators.core.errors import arm_error, default_code, msweb_error
+from emulators.core.operations import run_operation
+from emulators.core.state import STATE_KEY, EmulatorState
 
 # Microsoft.Web api-versions ARM routes for sites (stable ones; ARM refuses any other).
 API_VERSIONS = frozenset(

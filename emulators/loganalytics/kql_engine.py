@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cmp_to_key
 from typing import Any
 
-from emulators.kql_syntax import (
+from emulators.loganalytics.kql_syntax import (
     Between,
     Binary,
     Call,
@@ -32,7 +32,7 @@ from emulators.kql_syntax import (
     Unary,
     unsupported,
 )
-from emulators.telemetry_tables import (
+from emulators.loganalytics.telemetry_tables import (
     BOOL,
     DATETIME,
     DYNAMIC,

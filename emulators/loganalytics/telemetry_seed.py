@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.state import EmulatorState
-from emulators.store import utcnow
-from emulators.telemetry_store import TelemetryStore
-from emulators.telemetry_tables import TABLES, RowError, normalize_row
+from emulators.core.state import EmulatorState
+from emulators.core.store import utcnow
+from emulators.loganalytics.telemetry_store import TelemetryStore
+from emulators.loganalytics.telemetry_tables import TABLES, RowError, normalize_row
 
 MAX_ROWS = 50_000
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
