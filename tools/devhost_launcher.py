@@ -136,7 +136,6 @@ class Devhost:
         except StackError as exc:
             self.kill()
             raise StackError(f"{exc}\n--- devhost output ---\n" + "\n".join(self.tail(60))) from None
-        self._token = ""
         return self
 
     def stop(self, timeout: float = 20) -> int | None:
