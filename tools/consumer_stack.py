@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from tools.devhost_launcher import StackError, tools_token, wait_for_endpoints
+from tools.devhost_launcher import StackError, stop_process, tools_token, wait_for_endpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_APP = ROOT / "samples" / "consumer"
@@ -114,13 +114,8 @@ class ConsumerHost:
         return self
 
     def stop(self, timeout: float = 20) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, timeout)
 
     def tail(self, lines: int = 20) -> str:
         text = self.output_path.read_text(errors="replace") if self.output_path.exists() else ""

@@ -73,6 +73,18 @@ def wait_for_endpoints(path: Path, process: subprocess.Popen[bytes], timeout: fl
     raise StackError(f"devhost was not ready within {timeout:.0f} s ({path} did not appear)")
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    """SIGTERM, then SIGKILL after ``timeout``: devhost flushes its logs and closes its databases on SIGTERM."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def devhost_command(
     state_dir: Path,
     app_dir: Path = ROOT,
@@ -140,16 +152,7 @@ class Devhost:
 
     def stop(self, timeout: float = 20) -> int | None:
         """SIGTERM and wait: the clean shutdown (logs flushed, databases closed). Returns the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return None if self.process is None else stop_process(self.process, timeout)
 
     def kill(self) -> None:
         """SIGKILL: simulate a crash (endpoints.json and in-flight work are left as they were)."""
