@@ -5,7 +5,7 @@ The key goes only to the target's own host: ARM's `defaultHostName` for the app 
 refused before a request is made.
 
 Host instances cache keys and may pick up a new one only after a reload (at most once a minute:
-azure-functions-host SecretManager; emulators/host_cache.py), so one refusal right after a key is created
+azure-functions-host SecretManager; emulators/arm/host_cache.py), so one refusal right after a key is created
 means "not yet", not "never": the policy's probe bounds the attempts and the delay between them. The key travels only in
 the `x-functions-key` header — never in the URL, where request logs would keep it — and nothing here
 logs it or puts it in a message.

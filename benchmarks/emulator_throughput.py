@@ -23,7 +23,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from emulators.local_identity import LOCAL_EMULATORS, LocalTokenCredential  # noqa: E402
+from emulators.core.local_identity import LOCAL_EMULATORS, LocalTokenCredential  # noqa: E402
 from tests.emulator_process import running_emulator  # noqa: E402
 
 SUB, RG, SITE = "00000000-0000-0000-0000-0000000000b1", "bench-rg", "bench-app"

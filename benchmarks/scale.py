@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from rotation.durations import parse_duration  # noqa: E402
 from rotation.policy import load_policy  # noqa: E402
 from tools.demo_seed import create_operator_keys, seed_sites  # noqa: E402
-from tools.demo_stack import DemoStack  # noqa: E402
+from tools.devhost_launcher import DemoStack  # noqa: E402
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 TICK_EPISODE = re.compile(

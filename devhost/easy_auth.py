@@ -2,7 +2,7 @@
 
 In Azure the platform validates the caller's token and forwards ``X-MS-CLIENT-PRINCIPAL*`` headers;
 a client can never set those headers itself. Locally, ``python -m devhost token`` issues an HS256 JWT
-signed with a random key in ``<state>/easyauth.key``; the host verifies it and injects the headers.
+(PyJWT) signed with a random key in ``<state>/easyauth.key``; the host verifies it and injects the headers.
 
 As deployed (``infra/modules/functionapp.bicep`` ``authsettingsV2``: ``requireAuthentication``,
 ``Return401``, ``excludedPaths``), a request without a token is refused on every path but the excluded
@@ -12,8 +12,6 @@ ones, before any key check: keys are checked by the host afterwards, in addition
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -23,9 +21,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 from aiohttp import web
 from multidict import CIMultiDict
 
+ALGORITHM = "HS256"  # pinned: verify_token accepts no other
 ISSUER = "https://devhost.local/easyauth"
 AUDIENCE = "api://devhost"
 OID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
@@ -78,37 +78,41 @@ def issue_token(key: bytes, name: str, roles: Iterable[str], oid: str | None = N
         "oid": oid or default_oid(name),
         "roles": list(roles),
     }
-    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
-    signature = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{header}.{payload}.{_b64url(signature)}"
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
-def verify_token(key: bytes, token: str, now: float | None = None) -> dict:
-    """Return the claims of a valid devhost token or raise InvalidToken."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise InvalidToken("malformed token")
-    header_b64, payload_b64, signature_b64 = parts
-    expected = hmac.new(key, f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
+# PyJWT's refusals, each as the one-line reason the 401 carries (error_description); never the token.
+_REFUSALS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.ImmatureSignatureError, "token not yet valid"),
+    (jwt.InvalidAudienceError, "wrong issuer or audience"),
+    (jwt.InvalidIssuerError, "wrong issuer or audience"),
+    (jwt.InvalidAlgorithmError, f"token not signed with {ALGORITHM}"),
+    (jwt.InvalidSignatureError, "bad signature"),
+    (jwt.DecodeError, "malformed token"),
+)
+
+
+def verify_token(key: bytes, token: str) -> dict:
+    """Return the claims of a valid devhost token or raise InvalidToken.
+
+    Only HS256 is accepted (so neither ``alg: none`` nor another algorithm under the same key passes),
+    and exp, iss and aud must be present and right; nbf and iat are checked when present.
+    """
     try:
-        signature = _unb64url(signature_b64)
-        header = json.loads(_unb64url(header_b64))
-        claims = json.loads(_unb64url(payload_b64))
-    except ValueError as exc:
-        raise InvalidToken("malformed token") from exc
-    if not hmac.compare_digest(signature, expected) or header.get("alg") != "HS256":
-        raise InvalidToken("bad signature")
-    current = time.time() if now is None else now
-    if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int | float):
-        raise InvalidToken("token has no expiry")
-    if current >= claims["exp"]:
-        raise InvalidToken("token expired")
-    if current < claims.get("nbf", 0):
-        raise InvalidToken("token not yet valid")
-    if claims.get("iss") != ISSUER or claims.get("aud") != AUDIENCE:
-        raise InvalidToken("wrong issuer or audience")
-    return claims
+        return jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "iss", "aud"]},
+        )
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidToken(f"token has no {exc.claim}") from None
+    except jwt.InvalidTokenError as exc:
+        reason = next((text for kind, text in _REFUSALS if isinstance(exc, kind)), "invalid token")
+        raise InvalidToken(reason) from None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,20 @@
 """Timer-trigger schedules as the Functions host reads them: NCRONTAB (6 or 5 fields) or a TimeSpan.
 
-The host evaluates schedules in UTC (no WEBSITE_TIME_ZONE here). NCRONTAB matches day-of-month
-AND day-of-week when both are restricted, unlike classic cron's OR; we follow NCRONTAB.
+The host parses schedules with NCrontab (atifaziz/NCrontab, ``CrontabSchedule`` with seconds) and
+evaluates them in UTC (no WEBSITE_TIME_ZONE here). croniter does the expansion and the search for the
+next occurrence; this module keeps what NCRONTAB does differently, so a schedule behaves here as it
+would in Azure (docs/devhost.md, "Timer schedules"):
+
+- seconds come first in six fields (croniter: ``second_at_beginning``); five fields fire at second 0;
+- day-of-month AND day-of-week must both match when both are restricted (croniter: ``day_or=False``);
+- names are matched by case-insensitive prefix of the full English name ("Mon", "Monday", "J" for
+  January), where croniter knows only three-letter names: they are turned into numbers first;
+- "a-a" is the single value a and "b-a" with b > a the range a-b (NCrontab swaps the bounds), where
+  croniter reads both as wrapping cycles;
+- day-of-week is 0-6 (Sunday = 0); NCrontab refuses 7, and so do we;
+- only ``*``, lists, ranges and steps: croniter's extensions (L, W, #, ?, H, @daily, a seventh year
+  field) are refused, since the host would refuse them at startup;
+- ``%NAME%`` app-setting references and TimeSpan schedules (``hh:mm:ss``) are the host's, not cron's.
 """
 
 from __future__ import annotations
@@ -9,15 +22,29 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-_MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, start=1)}
-_DAYS = {d: i for i, d in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
+from croniter import CroniterBadDateError, CroniterError, croniter
+
+_MONTH_NAMES = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)  # fmt: skip
+_DAY_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+# name, lowest, highest, value names (index + lowest), as NCrontab's CrontabFieldImpl declares them
+_FIELDS = (
+    ("second", 0, 59, ()),
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day", 1, 31, ()),
+    ("month", 1, 12, _MONTH_NAMES),
+    ("day-of-week", 0, 6, _DAY_NAMES),
+)
+_ITEM = re.compile(r"^(?:\*|(\d+)(?:-(\d+))?)(?:/(\d+))?$")  # *, a, a-b, each with an optional /step
 _SETTING_REF = re.compile(r"%([^%]+)%")
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?$")
-_SEARCH_LIMIT = timedelta(days=366 * 5)  # NCRONTAB gives up after a few years too
+_SEARCH_YEARS = 5  # NCRONTAB gives up after a few years too
 
 
 class ScheduleError(ValueError):
@@ -44,41 +71,27 @@ def resolve_settings(text: str, environ: dict[str, str] | None = None) -> str:
     return _SETTING_REF.sub(lookup, text)
 
 
-def _parse_value(token: str, names: dict[str, int], field: str) -> int:
-    upper = token.upper()
-    if upper in names:
-        return names[upper]
-    if not token.isdigit():
-        raise ScheduleError(f"invalid {field} value '{token}'")
-    return int(token)
+def _name_to_number(word: str, names: tuple[str, ...], low: int, field: str) -> str:
+    """NCrontab's ParseValue: the first name that ``word`` is a case-insensitive prefix of."""
+    for index, name in enumerate(names):
+        if name.startswith(word.lower()):
+            return str(index + low)
+    raise ScheduleError(f"invalid {field} value '{word}'")
 
 
-def _parse_field(text: str, low: int, high: int, field: str, names: dict[str, int] | None = None) -> frozenset:
-    names = names or {}
-    values: set[int] = set()
-    for part in text.split(","):
-        if not part:
-            raise ScheduleError(f"empty item in {field} field '{text}'")
-        base, _, step_text = part.partition("/")
-        step = 1
-        if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise ScheduleError(f"invalid step '{step_text}' in {field} field")
-            step = int(step_text)
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            first, _, last = base.partition("-")
-            start, end = _parse_value(first, names, field), _parse_value(last, names, field)
-        else:
-            start = _parse_value(base, names, field)
-            end = high if step_text else start  # NCRONTAB: "a/n" runs from a to the field's maximum
-        if not (low <= start <= high and low <= end <= high) or start > end:
-            raise ScheduleError(f"{field} value out of range in '{part}' (allowed {low}-{high})")
-        values.update(range(start, end + 1, step))
-    if field == "day-of-week" and 7 in values:  # some writers use 7 for Sunday
-        values = (values - {7}) | {0}
-    return frozenset(values)
+def _ncrontab_item(item: str, field: str, low: int, high: int, names: tuple[str, ...]) -> str:
+    """One list item in croniter's spelling with NCrontab's meaning (see the module docstring)."""
+    numeric = re.sub(r"[A-Za-z]+", lambda m: _name_to_number(m.group(), names, low, field), item)
+    match = _ITEM.match(numeric)
+    if not match:
+        raise ScheduleError(f"'{item}' in the {field} field is not NCRONTAB syntax (*, a, a-b, a/n, a-b/n)")
+    first, last, step = match.groups()
+    if any(v is not None and not low <= int(v) <= high for v in (first, last)):
+        raise ScheduleError(f"{field} value out of range in '{item}' (allowed {low}-{high})")
+    if first is not None and last is not None:
+        a, b = sorted((int(first), int(last)))
+        return str(a) if a == b else f"{a}-{b}" + (f"/{step}" if step else "")
+    return numeric
 
 
 @dataclass(frozen=True)
@@ -86,32 +99,19 @@ class CronSchedule:
     """A parsed NCRONTAB expression with seconds: second minute hour day month day-of-week."""
 
     expression: str
-    seconds: frozenset
-    minutes: frozenset
-    hours: frozenset
-    days: frozenset
-    months: frozenset
-    weekdays: frozenset  # 0 = Sunday
-
-    def _day_matches(self, day: date) -> bool:
-        weekday = (day.weekday() + 1) % 7  # Python: Monday = 0; NCRONTAB: Sunday = 0
-        return day.month in self.months and day.day in self.days and weekday in self.weekdays
+    croniter_expression: str  # the same schedule in croniter's spelling, seconds first
 
     def next_after(self, moment: datetime) -> datetime:
-        moment = moment.astimezone(UTC).replace(microsecond=0)
-        day = moment.date()
-        limit = day + _SEARCH_LIMIT
-        hours, minutes, seconds = sorted(self.hours), sorted(self.minutes), sorted(self.seconds)
-        while day <= limit:
-            if self._day_matches(day):
-                for h in hours:
-                    for m in minutes:
-                        for s in seconds:
-                            candidate = datetime(day.year, day.month, day.day, h, m, s, tzinfo=UTC)
-                            if candidate > moment:
-                                return candidate
-            day += timedelta(days=1)
-        raise ScheduleError(f"schedule '{self.expression}' never occurs")
+        start = moment.astimezone(UTC).replace(microsecond=0)
+        try:
+            found = _croniter(self.croniter_expression, start).get_next(datetime)
+        except CroniterBadDateError:
+            raise ScheduleError(f"schedule '{self.expression}' never occurs") from None
+        return found.astimezone(UTC)
+
+
+def _croniter(expression: str, start: datetime) -> croniter:
+    return croniter(expression, start, second_at_beginning=True, day_or=False, max_years_between_matches=_SEARCH_YEARS)
 
 
 @dataclass(frozen=True)
@@ -145,13 +145,13 @@ def parse_schedule(text: str, environ: dict[str, str] | None = None) -> CronSche
             f"schedule '{expression}' must have 6 NCRONTAB fields (second minute hour day month "
             "day-of-week), 5 fields, or be a TimeSpan hh:mm:ss"
         )
-    sec, minute, hour, day, month, dow = fields
-    return CronSchedule(
-        expression=expression,
-        seconds=_parse_field(sec, 0, 59, "second"),
-        minutes=_parse_field(minute, 0, 59, "minute"),
-        hours=_parse_field(hour, 0, 23, "hour"),
-        days=_parse_field(day, 1, 31, "day"),
-        months=_parse_field(month, 1, 12, "month", _MONTHS),
-        weekdays=_parse_field(dow, 0, 7, "day-of-week", _DAYS),
-    )
+    spelled = [
+        ",".join(_ncrontab_item(item, name, low, high, names) for item in text_field.split(","))
+        for text_field, (name, low, high, names) in zip(fields, _FIELDS, strict=True)
+    ]
+    schedule = CronSchedule(expression, " ".join(spelled))
+    try:
+        _croniter(schedule.croniter_expression, datetime(2000, 1, 1, tzinfo=UTC))
+    except CroniterError as exc:
+        raise ScheduleError(f"invalid schedule '{expression}': {exc}") from None
+    return schedule

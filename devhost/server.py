@@ -99,7 +99,7 @@ def _bind(port: int) -> socket.socket:
 
 async def _start_emulators(state: Path) -> Any:
     try:
-        from emulators.server import start_emulators
+        from emulators.core.server import start_emulators
     except ImportError as exc:
         raise StartupError(f"the emulators cannot be imported ({exc}); run with --no-emulators") from None
     return await start_emulators(state / "emulator", port=0)

@@ -1,3 +1,3 @@
-from emulators.server import main
+from emulators.core.server import main
 
 main()

@@ -17,10 +17,9 @@ import requests
 
 from rotation.identity import ROLES
 from rotation.policy import Policy, load_policy
-from tests.devhost_process import ROOT, Devhost, running_devhost
 from tests.rotation_harness import LOCAL_POLICY, TERMINAL, Durable
 from tools.demo_seed import create_operator_keys, seed_sites
-from tools.demo_stack import DemoStack
+from tools.devhost_launcher import ROOT, Devhost, running_devhost
 
 BASE_ENV = {"ROTATION_POLICY_PATH": str(LOCAL_POLICY), "ROTATION_SCHEDULE": "0 0 3 * * *"}
 ORDERS, REPORTS, MASTER = "demo-orders", "demo-reports-export", "demo-orders-master"
@@ -36,7 +35,7 @@ class ApiStack:
     def __init__(self, host: Devhost) -> None:
         self.host = host
         self.durable = Durable(host)
-        self.stack = DemoStack(host.state_dir, endpoints=host.endpoints)  # the emulators' control API
+        self.stack = host  # the same launcher also speaks to the emulators' control API
         self._tokens: dict[tuple[str, tuple[str, ...], str | None], str] = {}
 
     # -- calling the API ----------------------------------------------------------------------------

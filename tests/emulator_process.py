@@ -16,8 +16,8 @@ from typing import Any
 
 import requests
 
-from emulators.local_identity import LocalTokenCredential
-from emulators.server import platform_settings, proxy_settings
+from emulators.core.local_identity import LocalTokenCredential
+from emulators.core.server import platform_settings, proxy_settings
 from rotation.settings import Settings, load_settings
 
 # What App Service (and devhost) put in the app's process environment rather than its settings mapping:

@@ -1,7 +1,7 @@
 """The host `python -m devhost serve` runs, started inside the pytest process: for the orchestrator's branch
 tests, which need the Durable replay and a virtual clock but not a host process of their own.
 
-Same code as the subprocess (tests/devhost_process.py): `devhost.server.start_host` loads the app through
+Same code as the subprocess (tools/devhost_launcher.py): `devhost.server.start_host` loads the app through
 Azure's worker runtime (devhost/worker), starts the durable engine and serves the Durable HTTP API and
 devhost's controls on a loopback port, so tests drive it with the same requests (tests/rotation_harness.py).
 What a process boundary gave for free is done here, and checked (`IsolationError` when it does not hold):
@@ -78,7 +78,7 @@ class ClockPermit:
 
 @dataclass
 class InProcessHost:
-    """What tests use of a devhost (tests/devhost_process.Devhost): its URL and keys, its app settings,
+    """What tests use of a devhost (tools/devhost_launcher.Devhost): its URL and keys, its app settings,
     requests to it, and its log."""
 
     state_dir: Path

@@ -1,6 +1,6 @@
 """Driving rotation orchestrations on a devhost: start, watch custom status, raise events, move the clock.
 
-The devhost is a host process (tests/devhost_process.py) or the same host inside the pytest process
+The devhost is a host process (tools/devhost_launcher.py) or the same host inside the pytest process
 (tests/inprocess_stack.py); both answer the same requests, so tests drive them alike (`Host`)."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from rotation import signing
 from rotation.identity import Actor
 from rotation.inputs import rotation_input
 from rotation.policy import parse_policy, parse_target
-from tests.devhost_process import ROOT, running_devhost
 from tests.inprocess_stack import ClockPermit, running_inprocess
+from tools.devhost_launcher import ROOT, running_devhost
 
 LOCAL_POLICY = ROOT / "config" / "rotation-policy.local.json"
 TERMINAL = {"Completed", "Failed", "Terminated"}

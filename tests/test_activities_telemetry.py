@@ -19,7 +19,7 @@ from azure.keyvault.secrets import SecretClient
 from activities import clients
 from activities.clients import secret_client
 from activities.telemetry import check_adoption, count_auth_failures
-from emulators.local_identity import LocalTokenCredential
+from emulators.core.local_identity import LocalTokenCredential
 from rotation.durations import format_timestamp
 from rotation.redaction import SafeError
 from tests.deployed_policy import deploy

@@ -21,7 +21,7 @@ from activities.revoke import compensate_rotation, revoke_old_keys
 from activities.secret_versions import SecretVersions
 from activities.telemetry import count_auth_failures
 from activities.verify import verify_new_key
-from emulators.arm import host_runtime_fault
+from emulators.arm.api import host_runtime_fault
 from rotation import naming
 from rotation.credential_store import CredentialStoreError
 from rotation.policy import Target, parse_policy

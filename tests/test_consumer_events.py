@@ -20,7 +20,7 @@ import pytest
 
 from activities.clients import event_publisher, secret_client
 from activities.events_publish import to_cloud_event
-from emulators.store import fingerprint
+from emulators.core.store import fingerprint
 from rotation import events
 from rotation.identity import Actor
 from tests.consumer_stub_api import StubApi, running_stub_api

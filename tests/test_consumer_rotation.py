@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from emulators.store import fingerprint
+from emulators.core.store import fingerprint
 from rotation.naming import rotation_instance_id
 from rotation.policy import Target, load_policy
 from tools import demo_report
 from tools.consumer_stack import ConsumerHost, ConsumerSpec, consumer_environment, mint_token, subscribe
 from tools.demo_seed import create_operator_keys, seed_sites
-from tools.demo_stack import DemoStack
+from tools.devhost_launcher import DemoStack
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from rotation.policy import Policy, Target, load_policy
 from tests.emulator_process import Emulator
 from tools import demo_report as report
 from tools import demo_seed as seed
-from tools.demo_stack import POLICY, ROOT, DemoStack
+from tools.devhost_launcher import POLICY, ROOT, DemoStack
 
 SITE = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/keyrotation-demo/providers/Microsoft.Web/sites"

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.devhost_process import HOST_APP, Devhost, running_devhost
+from tools.devhost_launcher import HOST_APP, Devhost, running_devhost
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.devhost_durable_harness import DURABLE_APP
-from tests.devhost_process import Devhost, running_devhost
+from tools.devhost_launcher import Devhost, running_devhost
 
 pytestmark = pytest.mark.slow
 

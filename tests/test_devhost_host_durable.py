@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.devhost_process import HOST_APP, Devhost, running_devhost
+from tools.devhost_launcher import HOST_APP, Devhost, running_devhost
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.devhost_process import HOST_APP, Devhost, running_devhost
+from tools.devhost_launcher import HOST_APP, Devhost, running_devhost
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.devhost_process import HOST_APP, running_devhost
+from tools.devhost_launcher import HOST_APP, running_devhost
 
 pytestmark = pytest.mark.slow
 

@@ -57,8 +57,42 @@ def test_day_of_month_and_day_of_week_must_both_match() -> None:
     assert occurrences("0 0 0 13 * FRI", T0, 1) == [datetime(2026, 11, 13, tzinfo=UTC)]
 
 
-def test_sunday_may_be_written_as_seven() -> None:
-    assert occurrences("0 0 12 * * 7", T0, 1) == [datetime(2026, 3, 15, 12, tzinfo=UTC)]
+def test_sunday_is_zero_and_seven_is_refused_as_the_host_refuses_it() -> None:
+    # NCrontab's day-of-week field is 0-6; croniter would take 7 for Sunday, Azure would not start
+    assert occurrences("0 0 12 * * 0", T0, 1) == [datetime(2026, 3, 15, 12, tzinfo=UTC)]
+    with pytest.raises(ScheduleError, match=r"day-of-week value out of range in '7' \(allowed 0-6\)"):
+        parse_schedule("0 0 12 * * 7", {})
+
+
+def test_names_match_by_prefix_of_the_full_name_in_any_case() -> None:
+    # NCrontab: "Monday", "mon" and "Mo" are all Monday; "J" is the first month it prefixes, January
+    for spelling in ("Monday", "mon", "Mo"):
+        assert occurrences(f"0 0 9 * * {spelling}", T0, 1) == [datetime(2026, 3, 16, 9, tzinfo=UTC)]
+    assert occurrences("0 0 0 1 J *", T0, 1) == [datetime(2027, 1, 1, tzinfo=UTC)]
+    with pytest.raises(ScheduleError, match="invalid day-of-week value 'Mondays'"):
+        parse_schedule("0 0 9 * * Mondays", {})
+
+
+def test_an_equal_range_is_one_value_and_a_reversed_range_is_swapped() -> None:
+    # croniter reads "5-5" as the whole cycle and "12-10" as wrapping past midnight; NCrontab does not
+    assert occurrences("0 0 5-5 * * *", T0, 2) == [
+        datetime(2026, 3, 15, 5, tzinfo=UTC),
+        datetime(2026, 3, 16, 5, tzinfo=UTC),
+    ]
+    assert occurrences("0 0 12-10 * * *", T0, 3) == [
+        T0.replace(hour=11, minute=0, second=0),
+        T0.replace(hour=12, minute=0, second=0),
+        datetime(2026, 3, 15, 10, tzinfo=UTC),
+    ]
+
+
+@pytest.mark.parametrize(
+    "extension",
+    ["0 0 0 L * *", "0 0 0 15W * *", "0 0 0 * * 5#2", "0 0 0 ? * MON", "H 0 0 * * *", "@daily", "0 0 0 1 1 * 2027"],
+)
+def test_cron_extensions_the_host_refuses_are_refused(extension: str) -> None:
+    with pytest.raises(ScheduleError):
+        parse_schedule(extension, {})
 
 
 def test_timespan_schedules_count_from_the_last_run() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.devhost_process import HOST_APP, Devhost, devhost_command, running_devhost
+from tools.devhost_launcher import HOST_APP, Devhost, devhost_command, running_devhost
 
 pytestmark = pytest.mark.slow
 

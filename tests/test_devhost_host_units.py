@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from azure.functions import meta
 from azure.functions.timer import TimerRequestConverter
@@ -114,12 +115,27 @@ def test_forged_expired_and_garbage_tokens_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidToken):
         verify_token(key, f"{header}.{forged_payload}.{signature}")
     with pytest.raises(InvalidToken, match="expired"):
-        verify_token(key, token, now=claims["exp"] + 1)
+        verify_token(key, issue_token(key, "alice", ["KeyRotation.Operator"], ttl=-60))
     with pytest.raises(InvalidToken):
-        verify_token(b"another key", token)
+        verify_token(b"another key".ljust(32, b"."), token)
     for garbage in ("", "abc", "a.b.c", "...."):
         with pytest.raises(InvalidToken):
             verify_token(key, garbage)
+
+
+@pytest.mark.filterwarnings("ignore::jwt.InsecureKeyLengthWarning")  # the HS512 forgery reuses the 32-byte key
+def test_only_hs256_tokens_for_devhost_are_accepted(tmp_path: Path) -> None:
+    key = load_or_create_signing_key(tmp_path)
+    claims = jwt.decode(issue_token(key, "alice", []), key, algorithms=["HS256"], audience="api://devhost")
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    with pytest.raises(InvalidToken, match="not signed with HS256"):
+        verify_token(key, unsigned)
+    with pytest.raises(InvalidToken, match="not signed with HS256"):
+        verify_token(key, jwt.encode(claims, key, algorithm="HS512"))
+    with pytest.raises(InvalidToken, match="wrong issuer or audience"):
+        verify_token(key, jwt.encode({**claims, "aud": "api://someone-else"}, key, algorithm="HS256"))
+    with pytest.raises(InvalidToken, match="token has no exp"):
+        verify_token(key, jwt.encode({k: v for k, v in claims.items() if k != "exp"}, key, algorithm="HS256"))
 
 
 def test_client_sent_principal_headers_are_stripped() -> None:

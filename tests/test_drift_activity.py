@@ -16,7 +16,7 @@ import pytest
 from activities.drift import check_drift
 from activities.due_targets import find_due_targets
 from activities.function_keys import FunctionKeyStore
-from emulators.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values
+from emulators.core.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values
 from rotation import events, naming
 from rotation.durations import format_timestamp
 from rotation.policy import Target, parse_policy

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from emulators.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values, state_files
+from emulators.core.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values, state_files
 from tests.test_rotation_e2e import (
     event_types,
     latest_enabled,
@@ -24,7 +24,7 @@ from tests.test_rotation_e2e import (
     wait_for,
 )
 from tools.demo_seed import OPERATOR, create_operator_keys, seed_sites
-from tools.demo_stack import DemoStack
+from tools.devhost_launcher import DemoStack
 
 pytestmark = pytest.mark.slow
 

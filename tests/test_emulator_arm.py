@@ -15,9 +15,9 @@ from azure.mgmt.web import WebSiteManagementClient
 from azure.mgmt.web.models import KeyInfo
 
 from activities.clients import web_client
-from emulators.arm import host_runtime_fault
-from emulators.local_identity import LOCAL_EMULATORS, LocalTokenCredential
-from emulators.store import fingerprint
+from emulators.arm.api import host_runtime_fault
+from emulators.core.local_identity import LOCAL_EMULATORS, LocalTokenCredential
+from emulators.core.store import fingerprint
 from tests.emulator_process import Emulator
 
 API = "api-version=2025-05-01"

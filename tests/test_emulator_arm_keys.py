@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from emulators import arm_keys
+from emulators.arm import keys as arm_keys
 
 
 def test_marvin_matches_the_symcrypt_reference_vectors() -> None:

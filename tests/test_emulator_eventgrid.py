@@ -19,7 +19,7 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient, generate_sas
 
 from activities.clients import event_publisher
-from emulators.local_identity import LocalTokenCredential
+from emulators.core.local_identity import LocalTokenCredential
 from tests.emulator_process import Emulator
 
 MB = 1_048_576

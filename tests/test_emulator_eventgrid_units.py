@@ -12,11 +12,11 @@ from urllib.parse import quote
 
 from azure.eventgrid import generate_sas
 
-from emulators.eventgrid_auth import TOPIC_KEY_SETTING, check_sas, ensure_topic_key
-from emulators.eventgrid_events import CLOUD_EVENTS, EVENT_GRID, delivery_body, matches, parse_batch
-from emulators.faults import Faults
-from emulators.state import EmulatorState
-from emulators.store import Store
+from emulators.core.faults import Faults
+from emulators.core.state import EmulatorState
+from emulators.core.store import Store
+from emulators.eventgrid.auth import TOPIC_KEY_SETTING, check_sas, ensure_topic_key
+from emulators.eventgrid.events import CLOUD_EVENTS, EVENT_GRID, delivery_body, matches, parse_batch
 
 BASE = "https://127.0.0.1:8443"
 KEY = base64.b64encode(b"k" * 32).decode()

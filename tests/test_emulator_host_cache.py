@@ -1,6 +1,6 @@
-"""The target apps' host key caches (emulators/host_cache.py), driven by the emulators' shared clock.
+"""The target apps' host key caches (emulators/arm/host_cache.py), driven by the emulators' shared clock.
 
-Every time here is set by the test through `emulators.clock.use` (as devhost does with its engine clock),
+Every time here is set by the test through `emulators.core.clock.use` (as devhost does with its engine clock),
 never read from the wall clock, so the minute-long reload throttle is exercised without waiting.
 """
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from emulators import clock
-from emulators.arm_sites import Instance, KeyScope, SiteStore
-from emulators.host_cache import RELOAD_THROTTLE_SECONDS, HostInstance, KeyRow
-from emulators.store import Store
+from emulators.arm.host_cache import RELOAD_THROTTLE_SECONDS, HostInstance, KeyRow
+from emulators.arm.sites import Instance, KeyScope, SiteStore
+from emulators.core import clock
+from emulators.core.store import Store
 
 SUB = "00000000-0000-0000-0000-0000000000c1"
 HOST = KeyScope("functionKeys")

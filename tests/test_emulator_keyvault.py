@@ -13,8 +13,8 @@ from azure.keyvault.secrets import SecretClient
 from azure.keyvault.secrets._shared import HttpChallengeCache
 
 from activities.clients import secret_client
-from emulators.local_identity import LocalTokenCredential
-from emulators.store import fingerprint
+from emulators.core.local_identity import LocalTokenCredential
+from emulators.core.store import fingerprint
 from tests.emulator_process import Emulator
 
 

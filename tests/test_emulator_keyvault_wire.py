@@ -11,7 +11,7 @@ import requests
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
 from activities.clients import secret_client
-from emulators.local_identity import LOCAL_EMULATORS, LocalTokenCredential
+from emulators.core.local_identity import LOCAL_EMULATORS, LocalTokenCredential
 from tests.emulator_process import Emulator, running_emulator
 
 API = "api-version=2026-04-01"

@@ -18,7 +18,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsQueryResult, LogsQueryStatus
 
 from activities.clients import logs_client, secret_client
-from emulators.local_identity import LocalTokenCredential
+from emulators.core.local_identity import LocalTokenCredential
 from tests.emulator_process import Emulator
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from kusto_query_language_parser.parse_tools.KqlLexer import KqlLexer
 from kusto_query_language_parser.parse_tools.KqlParser import KqlParser
 
-from emulators.kql_engine import compile_query, render_value, run_stages
-from emulators.kql_syntax import KqlError, parse
-from emulators.telemetry_tables import TABLES
+from emulators.loganalytics.kql_engine import compile_query, render_value, run_stages
+from emulators.loganalytics.kql_syntax import KqlError, parse
+from emulators.loganalytics.telemetry_tables import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from emulators.faults import FaultRule
+from emulators.core.faults import FaultRule
 from tools import fault_checks
 from tools.fault_campaign import RunResult, run_campaign, summary
 from tools.fault_matrix import (

@@ -11,9 +11,9 @@ import pytest
 
 from activities import clients
 from devhost.server import StartupError
-from tests.devhost_process import ROOT
 from tests.inprocess_stack import IsolationError, running_inprocess
 from tests.rotation_harness import SCRIPTED_POLICY_ENV, Durable
+from tools.devhost_launcher import ROOT
 
 APP = ROOT / "tests" / "rotation_app"
 ENV = {**SCRIPTED_POLICY_ENV, "ROTATION_SCRIPT": "unused.json", "ROTATION_CALLS": "unused.jsonl"}

@@ -1,4 +1,4 @@
-"""The invariant checkers (emulators/invariants.py) on synthetic journals and values: each must pass a
+"""The invariant checkers (emulators/core/invariants.py) on synthetic journals and values: each must pass a
 correct rotation and catch the violating ones."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from emulators.invariants import (
+from emulators.core.invariants import (
     Place,
     TargetRef,
     check_i2,

@@ -25,14 +25,14 @@ from typing import Any
 import pytest
 from keyrotation_kit import ConsumerKit, handle_webhook, kit_session, load_settings
 
-from emulators.store import fingerprint
+from emulators.core.store import fingerprint
 from rotation.naming import rotation_instance_id
 from rotation.policy import Target, load_policy
 from tests.test_consumer_rotation import write_policy as consumer_policy
 from tools import demo_report
 from tools.consumer_stack import FAST_RETRIES, ConsumerSpec, consumer_environment, mint_token
 from tools.demo_seed import OPERATOR, create_operator_keys, seed_sites
-from tools.demo_stack import DemoStack
+from tools.devhost_launcher import DemoStack
 
 pytestmark = pytest.mark.slow
 

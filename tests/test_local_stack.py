@@ -18,8 +18,8 @@ from azure.core.messaging import CloudEvent
 
 from activities.clients import event_publisher, secret_client, web_client
 from rotation.settings import load_settings
-from tests.devhost_process import HOST_APP, Devhost, running_devhost
 from tests.emulator_process import PLATFORM_VARIABLES
+from tools.devhost_launcher import HOST_APP, Devhost, running_devhost
 
 SUB, RG, SITE = "11111111-2222-3333-4444-555555555555", "rg-local", "orders-api"
 

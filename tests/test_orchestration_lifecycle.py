@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from tests.devhost_process import ROOT
 from tests.rotation_harness import (
     Durable,
     Host,
@@ -26,6 +25,7 @@ from tests.rotation_harness import (
     scripted_env,
     signed_input,
 )
+from tools.devhost_launcher import ROOT
 
 APP = ROOT / "tests" / "rotation_app"
 ORDERS_CONSUMERS = ("00000000-0000-0000-0000-00000000c001", "00000000-0000-0000-0000-00000000c002")

@@ -23,7 +23,7 @@ from activities import clients, site_hosts
 from activities.provision import provision_new_key
 from activities.site_hosts import ProbeDestinationRefused
 from activities.verify import verify_new_key
-from emulators.local_identity import LocalTokenCredential
+from emulators.core.local_identity import LocalTokenCredential
 from rotation import naming
 from rotation.policy import PolicyError, Target, parse_policy
 from tests.deployed_policy import deploy, ref

@@ -1,6 +1,6 @@
 """Revocation is verified, end to end: the real app, activities and emulators on devhost's virtual clock.
 
-The emulated target runs two host instances with the Functions host's key caches (emulators/host_cache.py).
+The emulated target runs two host instances with the Functions host's key caches (emulators/arm/host_cache.py).
 An emergency rotation's status and its OldKeyRevoked say when the old key was first refused; when an
 instance that missed the sentinel-file change keeps granting the old key past `probe.revokedWithin`, the
 rotation publishes RotationDegraded (cause old-key-accepted), logs an ERROR and says why in its status.
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from emulators.invariants import Place, parse_instant, scan, secret_values, state_files
+from emulators.core.invariants import Place, parse_instant, scan, secret_values, state_files
 from rotation.policy import Policy, Target
 from tests.rotation_harness import signed_input
 from tests.test_rotation_e2e import (
@@ -28,7 +28,7 @@ from tests.test_rotation_e2e import (
     wait_for,
 )
 from tools.demo_seed import create_operator_keys, seed_sites
-from tools.demo_stack import DemoStack
+from tools.devhost_launcher import DemoStack
 
 pytestmark = pytest.mark.slow
 

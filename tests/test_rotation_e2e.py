@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from emulators.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values, state_files
+from emulators.core.invariants import Place, TargetRef, check_i2, parse_instant, scan, secret_values, state_files
 from rotation.naming import Mode, rotation_id
 from rotation.policy import Policy, load_policy
 from tests.rotation_harness import deploy_target, signed_input
 from tools import demo_report
 from tools.demo_seed import create_operator_keys, seed_sites
-from tools.demo_stack import POLICY, DemoStack
+from tools.devhost_launcher import POLICY, DemoStack
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from emulators.invariants import parse_instant
+from emulators.core.invariants import parse_instant
 from tests.rotation_harness import signed_input
 from tests.test_orchestration_lifecycle import (
     APPROVER,

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from rotation.policy import parse_policy
-from tests.devhost_process import ROOT, Devhost, devhost_command, running_devhost
 from tests.rotation_harness import LOCAL_POLICY, PLACEHOLDER_ENV, Durable
+from tools.devhost_launcher import ROOT, Devhost, devhost_command, running_devhost
 from triggers.near_expiry import read_near_expiry
 
 BASE_ENV = {"ROTATION_POLICY_PATH": str(LOCAL_POLICY), "ROTATION_SCHEDULE": "0 0 3 * * *"}

@@ -15,9 +15,9 @@ import pytest
 
 from benchmarks.scale import TICK_EPISODE, policy_document
 from orchestrations.scheduler import YIELDS_PER_EXECUTION
-from tests.devhost_process import ROOT
 from tests.inprocess_stack import running_inprocess
 from tests.rotation_harness import PLACEHOLDER_ENV, TEST_SIGNING_KEY, Durable
+from tools.devhost_launcher import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """The settings module decides endpoints; the app's only credential is its managed identity, and the local
-stack's own credential (emulators/local_identity.py, for identities that are not the app) never leaves loopback."""
+stack's own credential (emulators/core/local_identity.py, for identities that are not the app) never leaves loopback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import pytest
 
 from activities.clients import credential
-from emulators.local_identity import LocalTokenCredential
+from emulators.core.local_identity import LocalTokenCredential
 from rotation.settings import PUBLIC_ARM, PUBLIC_LOGS, SETTING_NAMES, SettingsError, load_settings
 
 LOCAL = {

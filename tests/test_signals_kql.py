@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from emulators.kql_engine import compile_query
-from emulators.kql_syntax import parse
-from emulators.telemetry_tables import TABLES
+from emulators.loganalytics.kql_engine import compile_query
+from emulators.loganalytics.kql_syntax import parse
+from emulators.loganalytics.telemetry_tables import TABLES
 from rotation import signals
 from rotation.policy import Target, parse_target
 from rotation.signals import SignalError, adoption_query, failure_query

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from emulators.invariants import Place
+from emulators.core.invariants import Place
 from tests.test_rotation_e2e import (
     check_invariants,
     event_types,
@@ -23,7 +23,7 @@ from tests.test_rotation_e2e import (
 )
 from tools import demo_report
 from tools.demo_seed import create_operator_keys, seed_sites
-from tools.demo_stack import DemoStack
+from tools.devhost_launcher import DemoStack
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from tools.demo_stack import tools_token
+from tools.devhost_launcher import StackError, stop_process, tools_token, wait_for_endpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_APP = ROOT / "samples" / "consumer"
@@ -106,31 +106,16 @@ class ConsumerHost:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
                 self.command(), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            data = None
-            if path.exists():
-                try:
-                    data = json.loads(path.read_text())
-                except ValueError:
-                    data = None
-            if data and data.get("pid") == self.process.pid:
-                self.endpoints = data
-                return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the consumer's devhost exited with {self.process.returncode}: {self.tail()}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the consumer's devhost was not ready within {timeout:.0f} s: {self.tail()}")
+        try:
+            self.endpoints = wait_for_endpoints(path, self.process, timeout)
+        except StackError as exc:
+            self.stop()
+            raise StackError(f"the consumer's {exc}: {self.tail()}") from None
+        return self
 
     def stop(self, timeout: float = 20) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, timeout)
 
     def tail(self, lines: int = 20) -> str:
         text = self.output_path.read_text(errors="replace") if self.output_path.exists() else ""

@@ -29,15 +29,15 @@ from typing import Any
 import requests
 from azure.core.exceptions import AzureError
 
-from emulators.invariants import I1Finding, Place, TargetRef, check_i2, describe_findings, scan, secret_values
-from emulators.invariants import state_files as invariant_state_files
+from emulators.core.invariants import I1Finding, Place, TargetRef, check_i2, describe_findings, scan, secret_values
+from emulators.core.invariants import state_files as invariant_state_files
 from rotation.identity import ROLE_APPROVER, ROLE_CONSUMER
 from rotation.naming import rotation_instance_id
 from rotation.policy import Policy, PolicyError, Target, load_policy
 from tools import demo_emergency as emergency
 from tools import demo_report as report
 from tools import demo_seed as seed
-from tools.demo_stack import POLICY, ROOT, DemoStack, StackError
+from tools.devhost_launcher import POLICY, ROOT, DemoStack, StackError
 
 HELD_TARGET = "demo-reports-export"
 CONSUMER_TARGET = "demo-orders"

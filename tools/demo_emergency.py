@@ -24,7 +24,7 @@ from rotation.naming import belongs_to_base, rotation_instance_id
 from rotation.policy import Policy, Target
 from tools import demo_report as report
 from tools.consumer_stack import ConsumerHost, spec_from_policy, start_consumer_beside
-from tools.demo_stack import POLICY, ROOT, DemoStack, StackError
+from tools.devhost_launcher import POLICY, ROOT, DemoStack, StackError
 
 TARGET = "demo-orders"
 CONSUMER = "billing-worker"

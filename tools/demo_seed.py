@@ -16,7 +16,7 @@ from typing import Any
 
 from rotation.durations import format_timestamp
 from rotation.policy import Target
-from tools.demo_stack import DemoStack, StackError
+from tools.devhost_launcher import Devhost, StackError
 
 OPERATOR = ("00000000-0000-0000-0000-0000000000e0", "demo-operator")
 _PROBE_FUNCTION = re.compile(r"^/api/([A-Za-z][A-Za-z0-9_-]*)$")
@@ -44,7 +44,7 @@ def site_specs(targets: Iterable[Target]) -> list[SiteSpec]:
     return [SiteSpec(sub, rg, name, tuple(fns)) for (sub, rg, name), fns in sites.items()]
 
 
-def seed_sites(stack: DemoStack, targets: Iterable[Target]) -> list[SiteSpec]:
+def seed_sites(stack: Devhost, targets: Iterable[Target]) -> list[SiteSpec]:
     specs = site_specs(targets)
     for spec in specs:
         path = f"sites/{spec.subscription}/{spec.resource_group}/{spec.name}"
@@ -54,7 +54,7 @@ def seed_sites(stack: DemoStack, targets: Iterable[Target]) -> list[SiteSpec]:
     return specs
 
 
-def create_operator_keys(stack: DemoStack, targets: Iterable[Target]) -> list[str]:
+def create_operator_keys(stack: Devhost, targets: Iterable[Target]) -> list[str]:
     """The pre-existing key named after each target's base name, as an operator made it by hand: PUT
     without a value (the platform generates it; quirk 1: a plain dict with `properties`). Skipped
     when already there, so a rerun on the same state does not renew it."""
@@ -81,14 +81,14 @@ def create_operator_keys(stack: DemoStack, targets: Iterable[Target]) -> list[st
     return made
 
 
-def _post_rows(stack: DemoStack, table: str, rows: list[dict[str, Any]]) -> int:
+def _post_rows(stack: Devhost, table: str, rows: list[dict[str, Any]]) -> int:
     response = stack.control("POST", "telemetry", json={"table": table, "rows": rows})
     if response.status_code != 201:
         raise StackError(f"the emulator refused {table} rows: HTTP {response.status_code} {response.text[:300]}")
     return int(response.json()["inserted"])
 
 
-def seed_telemetry(stack: DemoStack, targets: Iterable[Target], now: datetime, failing: str) -> dict[str, int]:
+def seed_telemetry(stack: Devhost, targets: Iterable[Target], now: datetime, failing: str) -> dict[str, int]:
     """Healthy traffic for every target in both gate windows; for `failing`, 401s inside its overlap
     window only (none in the baseline), so its gate holds it. Rows are stamped in virtual time."""
     counts: dict[str, int] = {}
@@ -137,7 +137,7 @@ def seed_telemetry(stack: DemoStack, targets: Iterable[Target], now: datetime, f
     return counts
 
 
-def consumer_reads_version(stack: DemoStack, target: Target, version: str, who: tuple[str, str]) -> None:
+def consumer_reads_version(stack: Devhost, target: Target, version: str, who: tuple[str, str]) -> None:
     """A consumer service fetching the announced version under its own identity: the Key Vault audit
     records its object id, which is how the rotation sees adoption. The value is dropped unseen."""
     with stack.secret_client_as(who, target.key_vault.vault_url) as client:

@@ -27,13 +27,13 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from emulators.invariants import Place, scan, secret_values, state_files
+from emulators.core.invariants import Place, scan, secret_values, state_files
 from rotation import naming
 from rotation.durations import format_timestamp
 from rotation.policy import Policy, Target, load_policy
 from tools import fault_checks
 from tools.demo_seed import OPERATOR, create_operator_keys, seed_sites
-from tools.demo_stack import POLICY, ROOT, DemoStack
+from tools.devhost_launcher import POLICY, ROOT, DemoStack
 from tools.fault_matrix import (
     CALL_SITES,
     CLIENT_TIMEOUT_SECONDS,

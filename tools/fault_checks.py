@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from emulators.invariants import TargetRef, check_i2
+from emulators.core.invariants import TargetRef, check_i2
 from rotation import naming
 from rotation.naming import belongs_to_base
 from rotation.policy import Target
