@@ -44,7 +44,7 @@ class Message:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]  # a mixin: every subclass is a dataclass
             value = getattr(self, f.name)
             if f.name == "ref":
                 data.update(value.to_json())
@@ -57,7 +57,7 @@ class Message:
         if not isinstance(data, Mapping):
             raise ValueError(f"{cls.__name__}: must be a JSON object")
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # a mixin: every subclass is a dataclass
             key = camel(f.name)
             if f.name == "ref":
                 values["ref"] = TargetRef.from_json(data)
@@ -87,7 +87,7 @@ class TargetRef(Message):
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
-        return cls(data.get("targetId"), data.get("fingerprint"), data.get("calls"))  # type: ignore[arg-type]
+        return cls(data.get("targetId"), data.get("fingerprint"), data.get("calls"))  # type: ignore[arg-type]  # checked by the activity (targets.py)
 
 
 # -- provision -------------------------------------------------------------------------------------
