@@ -41,7 +41,7 @@ $(INFRA_LINT)/.installed: infra/requirements-lint.txt $(VENV)/.installed-3.13
 	$(INFRA_LINT)/bin/python -m pip install --quiet -r infra/requirements-lint.txt
 	touch $@
 
-# bandit: every Python file but the tests (tests/test_lint_config.py keeps this list complete);
+# bandit: every Python file but the tests (tests/unit/project/test_lint_config.py keeps this list complete);
 # mypy: the deployed app and the consumer kit (its file list is in pyproject.toml).
 # Bandit's "nosec encountered (B608), but no failed test" warnings on f-strings are a known bandit
 # bug (PyCQA/bandit#1204): the suppressed finding is real, the warning is not.

@@ -33,7 +33,7 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 T = TypeVar("T")
 
 # The ARM action each WebSiteManagementClient call of this module needs, keyed by (SDK operation, host key
-# type). infra/modules/role-definition.bicep grants exactly these (tests/test_infra.py checks both ways):
+# type). infra/modules/role-definition.bicep grants exactly these (tests/unit/infra/test_infra.py checks both ways):
 # listing is a POST .../listkeys action, a key PUT/DELETE is a write/delete on the key's resource type.
 # Host secrets are authorized per key type (the `keyType` segment: functionKeys, masterKey); the master
 # key is only ever renewed (PUT), never deleted. `_slot` operations act on .../sites/{name}/slots/{slot}.

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 TTL_SECONDS = 300.0
 # The ARM action each WebSiteManagementClient call of this module needs; infra/modules/role-definition.bicep
-# grants them (tests/test_infra.py checks both ways).
+# grants them (tests/unit/infra/test_infra.py checks both ways).
 ARM_ACTIONS: dict[tuple[str, str | None], str] = {
     ("get", None): "Microsoft.Web/sites/read",
     ("get_slot", None): "Microsoft.Web/sites/slots/read",

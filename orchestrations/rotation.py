@@ -14,8 +14,9 @@ History budget (DESIGN: ≤ 100 events for overlaps up to 30 days). Every await 
 events, so: RotationStarted and NewKeyAvailable go out in one announce; durable timers are at most 6 days
 (the SDK would split longer ones into 3-day sub-timers); Key Vault adoption is polled at two points of a
 short overlap, or at the middle 6-day boundary of a long one, never more; acknowledgements arrive as
-external events and cost no polling. Measured (tests/test_orchestration_lifecycle.py): 68 for a 30-day
-overlap, 96 when the old key is never refused and all four revocation rounds run.
+external events and cost no polling. Measured
+(tests/integration/devhost/test_orchestration_lifecycle.py): 68 for a 30-day overlap, 96 when the old
+key is never refused and all four revocation rounds run.
 """
 
 from __future__ import annotations

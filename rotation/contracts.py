@@ -5,7 +5,7 @@ before anything runs and refuses a binding parameter whose annotation is neither
 generic (`azure_functions_runtime/functions.py`, `Registry.add_indexed_function`: "binding request has
 invalid non-type annotation dict[str, typing.Any]"); on Azure such a function simply does not exist.
 A plain `dict` passes, so at run time the alias is the bare class, while type checkers see
-`dict[str, Any]`; tests/test_worker_indexing.py indexes the app through the pinned runtime so an
+`dict[str, Any]`; tests/integration/devhost/test_worker_indexing.py indexes the app through the pinned runtime so an
 annotation the worker refuses can never land again.
 """
 

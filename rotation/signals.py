@@ -7,7 +7,7 @@ counts the same rows. Log Analytics applies the timespan to `TimeGenerated` with
 
 Every failure query answers one row with a numeric column `failures` (the contract a policy `kql`
 template must also meet). The exact text of each preset, and what each can and cannot see, is in
-docs/architecture.md, "Monitoring signals"; tests/test_signals_kql.py keeps the two identical and checks
+docs/architecture.md, "Monitoring signals"; tests/unit/rotation/test_signals_kql.py keeps the two identical and checks
 every query against a real KQL grammar and the emulator's engine.
 """
 

@@ -199,7 +199,7 @@ def check_retry_after(
     durable (virtual) clock. `retry_after` maps operation names to the Retry-After the schedule set;
     the request log does not carry the header. Calls every rotation makes on one path (the Event Grid
     topic, the Logs query) are skipped: there a new call's first try looks like another call's retry
-    (tests/test_call_discipline.py times those per call). `kills`: when the host was killed (epoch
+    (tests/integration/emulators/test_call_discipline.py times those per call). `kills`: when the host was killed (epoch
     seconds); a try after a kill is a new attempt of the step, not a retry inside the lost call."""
     out = []
     streak: dict[tuple[Any, Any], int] = {}

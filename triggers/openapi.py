@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document of the operator API (GET /api/openapi.json): every route, its app role, its
-bodies and its errors. tests/test_openapi.py fails when a registered route is missing here or an example
+bodies and its errors. tests/e2e/test_openapi.py fails when a registered route is missing here or an example
 does not validate against its schema, so the contract cannot drift from the app silently.
 """
 

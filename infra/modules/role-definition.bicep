@@ -1,7 +1,7 @@
 // The custom role the app holds on each target function app: only the Microsoft.Web actions the
 // activities call — the key actions (activities/function_keys.py ARM_ACTIONS) and reading the app or slot
 // for its host names, the only places the probe may send a new key (activities/site_hosts.py
-// ARM_ACTIONS); tests/test_infra.py keeps the list equal to the two tables.
+// ARM_ACTIONS); tests/unit/infra/test_infra.py keeps the list equal to the two tables.
 // The definition is the one thing at subscription scope; it grants nothing until assigned per target.
 targetScope = 'subscription'
 
