@@ -94,6 +94,9 @@ class WorkerRuntime:
         self._loop.run_forever()
 
     def _submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        if not self._thread.is_alive() or self._loop.is_closed():
+            coro.close()
+            raise RuntimeError(f"the worker for {self.app_dir} has stopped")  # not a wait that never ends
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _request(self, name: str, **content: Any) -> WorkerRequest:
@@ -182,9 +185,19 @@ class WorkerRuntime:
             self._thread.join(timeout=5)
 
     def _cancel_all_and_stop(self) -> None:
-        for task in asyncio.all_tasks(self._loop):
+        """Stop only once the cancelled invocations have finished: a cancelled task handles its
+        CancelledError on a later turn of the loop, and a loop stopped first would leave its caller's
+        future unresolved (an activity thread of the in-process stack then waited forever)."""
+        tasks = list(asyncio.all_tasks(self._loop))
+        for task in tasks:
             task.cancel()
-        self._loop.call_soon(self._loop.stop)
+
+        async def settle() -> None:
+            if tasks:
+                await asyncio.wait(tasks, timeout=2)
+            self._loop.stop()
+
+        self._loop.create_task(settle())
 
 
 def _answer(response: Any) -> Invocation:
