@@ -26,8 +26,9 @@ drift never rotates it: that renews it in place, which is for emergencies only.
 The verdicts are rotation/key_plan.py's (drift_subject, plan_drift, still_current); this module reads,
 compares values inside the activity and writes what the plan says.
 
-Each finding is published as `KeyRotation.DriftDetected` from here (like a step's events); a failed
-publish returns the events as `unpublished` for the scheduler to send again. Cost per target in sync:
+Each finding becomes a `KeyRotation.DriftDetected` event, returned as `events` (no value in them, I1)
+for the scheduler's own publish step: an activity that writes a secret does not also publish (one side
+effect per activity), so a failed publish never re-runs a repair. Cost per target in sync:
 one version listing and one value read (Key Vault), one listkeys (ARM).
 """
 
@@ -42,7 +43,6 @@ from typing import Any
 
 from activities.credential_stores import credential_store_for
 from activities.due_targets import MAX_PARALLEL_READS, parse_time
-from activities.events_publish import with_step_events
 from activities.secret_versions import SecretVersions, Version
 from rotation import events, key_plan, naming
 from rotation.contracts import ActivityRequest
@@ -234,4 +234,4 @@ def check_drift(request: ActivityRequest) -> dict[str, Any]:
         "skipped": skipped,
     }
     found = [e for e in (drift_event(f, check_id, now) for f in drift) if e is not None]
-    return with_step_events({"events": found}, result)
+    return {**result, "events": found} if found else result

@@ -117,20 +117,3 @@ def publish_events(request: ActivityRequest) -> dict[str, Any]:
         ", ".join(f"{e['type']} {e['id']} {e.get('subject', '')}" for e in unique.values()),
     )
     return {"published": ids}
-
-
-def with_step_events(request: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    """The drift repair (activities/drift.py) may carry `events`, published once its work succeeded: one
-    orchestrator await instead of two. The lifecycle's activities no longer do this (each does one side
-    effect; the rotation orchestrator announces as a step of its own).
-    A failed publish never fails the step (an Event Grid outage must not roll back a key, least of all in
-    an emergency): the events come back as `unpublished` and the orchestrator sends them again."""
-    step_events = request.get("events")
-    if not step_events:
-        return result
-    calls = request.get("calls")
-    try:
-        return {**result, "published": publish_events({"events": step_events, "calls": calls})["published"]}
-    except (SafeError, EventDataError) as exc:
-        log.warning("step events not published (%s); the orchestrator will retry them", exc)
-        return {**result, "unpublished": step_events}

@@ -55,10 +55,12 @@ def check(
         return []
     found = [e for e in checked.get("drift") or [] if isinstance(e, dict)]
     summary["drift"] = [{k: e[k] for k in SUMMARY_FIELDS if e.get(k) is not None} for e in found]
-    unpublished = checked.get("unpublished")
-    if unpublished:
+    # DriftDetected, published here (check_drift writes repairs; it does not publish). `unpublished`:
+    # what a check_drift of an earlier release returned when its own publish failed, in older histories.
+    found_events = checked.get("events") or checked.get("unpublished")
+    if found_events:
         try:
-            yield context.call_activity_with_retry("publish_events", PUBLISH_STEP, {"events": unpublished})
+            yield context.call_activity_with_retry("publish_events", PUBLISH_STEP, {"events": found_events})
         except Exception as exc:
             summary["driftError"] = f"DriftDetected not published: {step_error(exc)}"
     return [e for e in found if e.get("outcome") == "missing" and isinstance(e.get("target"), dict)]

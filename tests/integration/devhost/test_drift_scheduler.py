@@ -110,11 +110,11 @@ def test_a_failing_drift_check_never_stops_the_scheduled_rotations(run: Scripted
     assert [c["targetId"] for c in summary["completed"]] == ["demo-orders"]
 
 
-def test_drift_events_the_check_could_not_publish_are_sent_again(run: Scripted) -> None:  # noqa: F811
+def test_drift_events_the_check_found_are_published_by_the_tick(run: Scripted) -> None:  # noqa: F811
     event = {"id": "e1", "type": "KeyRotation.DriftDetected", "subject": "targets/demo-orders"}
     run.use(
         find_due_targets=[{"due": [], "notDue": [], "skipped": []}],
-        check_drift=[{"drift": [RESTORED], "unpublished": [event]}],
+        check_drift=[{"drift": [RESTORED], "events": [event]}],
     )
     summary = tick(run, "scheduler-drift-4")
     assert [c["request"]["events"] for c in run.calls("publish_events")] == [[event]]

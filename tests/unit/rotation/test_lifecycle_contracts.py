@@ -26,7 +26,7 @@ from tests.rotation_harness import local_target
 ROOT = Path(__file__).resolve().parents[3]
 REF = TargetRef("demo-orders", "f" * 64, {"step": {"attempts": 3}})
 # Lifecycle activities that change a key or a secret: none of them may publish (announce is its own step).
-KEY_CHANGING = ("provision.py", "verify.py", "revoke.py", "revocation.py", "abandon.py")
+KEY_CHANGING = ("provision.py", "verify.py", "revoke.py", "revocation.py", "abandon.py", "drift.py")
 
 
 def test_a_request_travels_as_the_camel_case_object_the_history_holds() -> None:
