@@ -44,6 +44,7 @@ import requests
 from azure.durable_functions.models.utils import http_utils
 
 from devhost.server import RunningHost, ServeOptions, start_host, stop_host
+from tools.devhost_launcher import HostEndpoints
 
 APP_PACKAGES = ("activities", "orchestrations", "rotation", "triggers")
 APP_THREADS = ("python-worker", "devhost-activity", "devhost-orchestrator", "ThreadPoolExecutor")
@@ -77,7 +78,7 @@ class ClockPermit:
 
 
 @dataclass
-class InProcessHost:
+class InProcessHost(HostEndpoints):
     """What tests use of a devhost (tools/devhost_launcher.Devhost): its URL and keys, its app settings,
     requests to it, and its log."""
 
@@ -85,25 +86,6 @@ class InProcessHost:
     env: dict[str, str]
     endpoints: dict[str, Any] = field(default_factory=dict)
     clock_permit: ClockPermit = field(default_factory=ClockPermit)
-
-    @property
-    def url(self) -> str:
-        return str(self.endpoints["host"])
-
-    @property
-    def master_key(self) -> str:
-        return str(self.endpoints["masterKey"])
-
-    @property
-    def function_key(self) -> str:
-        return str(self.endpoints["functionKeys"]["default"])
-
-    def system_key(self, name: str) -> str:
-        return str(self.endpoints["systemKeys"][name])
-
-    @property
-    def rpc_url(self) -> str:
-        return str(self.endpoints["rpcBaseUrl"])
 
     @property
     def output_path(self) -> Path:

@@ -107,8 +107,35 @@ def checkout_environment(**settings: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), **settings}
 
 
+class HostEndpoints:
+    """What a running devhost says of itself (its ready file's `endpoints`), read the same way by the host
+    process (`Devhost`) and the in-process stack (tests/inprocess_stack.py)."""
+
+    endpoints: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return str(self.endpoints["host"])
+
+    @property
+    def master_key(self) -> str:
+        return str(self.endpoints["masterKey"])
+
+    @property
+    def function_key(self) -> str:
+        return str(self.endpoints["functionKeys"]["default"])
+
+    def system_key(self, name: str) -> str:
+        return str(self.endpoints["systemKeys"][name])
+
+    @property
+    def rpc_url(self) -> str:
+        """rpcBaseUrl: the durable client's loopback listener (secret segment included, trailing slash)."""
+        return str(self.endpoints["rpcBaseUrl"])
+
+
 @dataclass
-class Devhost:
+class Devhost(HostEndpoints):
     """One devhost process on a state folder, and calls to it (host, Durable API, emulators' control API)."""
 
     state_dir: Path
@@ -165,25 +192,6 @@ class Devhost:
         return self.start(timeout)
 
     # -- endpoints --------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return str(self.endpoints["host"])
-
-    @property
-    def master_key(self) -> str:
-        return str(self.endpoints["masterKey"])
-
-    @property
-    def function_key(self) -> str:
-        return str(self.endpoints["functionKeys"]["default"])
-
-    def system_key(self, name: str) -> str:
-        return str(self.endpoints["systemKeys"][name])
-
-    @property
-    def rpc_url(self) -> str:
-        """rpcBaseUrl: the durable client's loopback listener (secret segment included, trailing slash)."""
-        return str(self.endpoints["rpcBaseUrl"])
 
     @property
     def emulator(self) -> dict[str, Any]:
