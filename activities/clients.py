@@ -137,8 +137,10 @@ class _SendKeywordNoise(logging.Filter):
         self.names = names
 
     def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        return not (args and args[0] in self.names and "not a known attribute" in str(record.msg))
+        # The message, not its args: the app's redacting record factory (rotation/redaction.py) formats
+        # every record before any filter sees it, so its args are empty (every one of these got through).
+        message = record.getMessage()
+        return not ("is not a known attribute" in message and message.split(" ", 1)[0] in self.names)
 
 
 class EventPublisher:
