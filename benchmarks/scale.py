@@ -3,10 +3,11 @@ on the virtual clock, and what it cost.
 
 Generates a policy of N host-key targets (one emulated function app each, probe on, no consumers, the
 given overlap), seeds the apps and their operator keys, fires the timer once and waits for the tick to
-finish. Prints: wall time, rotations/s, devhost CPU per rotation (devhost serves the emulators in the
-same process, so this is app + worker + stand-ins), mean and peak rotations in flight and the tick's
+finish. Prints: wall time, rotations/s, CPU per rotation (devhost's process, which serves the host, the
+durable engine and the emulators, plus the worker process that runs the app, each also on its own),
+mean and peak rotations in flight and the tick's
 virtual span against the ideal (ceil(N / concurrency) x overlap), requests per key per service, history
-events per rotation and per tick execution, peak RSS and the state folder's size.
+events per rotation and per tick execution, peak RSS per process and the state folder's size.
 
     .venv/bin/python -m benchmarks.scale --targets 100 [--concurrency 8] [--overlap PT1H] [--keep DIR]
     make bench-scale N=100
@@ -115,7 +116,9 @@ def wait_for_tick(stack: DemoStack, timeout: float, count: int) -> dict[str, Any
     raise TimeoutError(f"the tick did not finish within {timeout:.0f} s: {stack.tail()}")
 
 
-def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float, grace: float) -> dict[str, Any]:
+def run(
+    count: int, concurrency: int, overlap: str, state: Path, timeout: float, grace: float, worker: str
+) -> dict[str, Any]:
     policy_file = state / "policy.json"
     state.mkdir(parents=True, exist_ok=True)
     policy_file.write_text(json.dumps(policy_document(count, overlap)))
@@ -125,6 +128,7 @@ def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float,
         # The clock jumps after `grace` s of idle real time (the demo waits longer so it can act between
         # jumps); nothing outside the engine acts here, so a short grace races nothing.
         extra_env={"ROTATION_MAX_CONCURRENCY": str(concurrency), "DEVHOST_CLOCK_IDLE_GRACE": str(grace)},
+        worker=worker,
     )
     stack.start()
     try:
@@ -134,14 +138,17 @@ def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float,
         seed_sites(stack, targets)
         create_operator_keys(stack, targets)
         assert stack.process is not None
-        pid = stack.process.pid
+        pids = {"host": stack.process.pid}
+        if stack.endpoints.get("workerPid"):
+            pids["worker"] = int(stack.endpoints["workerPid"])
         seq0 = max((int(r["seq"]) for r in stack.control_json("requests")["value"]), default=0)
-        cpu0, wall0 = proc_cpu_seconds(pid), time.monotonic()
+        cpu0, wall0 = {n: proc_cpu_seconds(p) for n, p in pids.items()}, time.monotonic()
         print(f"tick over {count} targets, concurrency {concurrency}, overlap {overlap} ...", flush=True)
         if stack.run_function("rotation_timer") != 202:
             raise RuntimeError("the timer did not start")
         tick = wait_for_tick(stack, timeout, count)
-        wall, cpu = time.monotonic() - wall0, proc_cpu_seconds(pid) - cpu0
+        wall = time.monotonic() - wall0
+        cpu = {n: proc_cpu_seconds(p) - cpu0[n] for n, p in pids.items()}
         summary = tick.get("output") or {}
         completed = summary.get("completed") or []
         spans, histories = [], []
@@ -156,7 +163,7 @@ def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float,
         log = stack.host_log.read_text(errors="replace")
         replayed = [int(n) for _, n in TICK_EPISODE.findall(log)]
         skips = log.count(CLOCK_SKIP)
-        rss = peak_rss_mb(pid)
+        rss = {n: peak_rss_mb(p) for n, p in pids.items()}
     finally:
         stack.stop()
     mean, peak, span = in_flight(spans) if spans else (0.0, 0, 0.0)
@@ -171,7 +178,8 @@ def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float,
         "clock_skips": skips,
         "idle_grace_s": round(skips * grace, 1),
         "rotations_per_s": round(len(completed) / wall, 2) if wall else None,
-        "cpu_per_rotation_s": round(cpu / rotated, 3),
+        "cpu_per_rotation_s": round(sum(cpu.values()) / rotated, 3),
+        "cpu_per_rotation_by_process_s": {n: round(c / rotated, 3) for n, c in cpu.items()},
         "mean_in_flight": round(mean, 1),
         "peak_in_flight": peak,
         "virtual_span_h": round(span / 3600, 1),
@@ -181,7 +189,7 @@ def run(count: int, concurrency: int, overlap: str, state: Path, timeout: float,
         "history_per_rotation": round(statistics.mean(histories), 1) if histories else None,
         "tick_executions": summary.get("executions"),
         "tick_max_replayed_history": max(replayed) if replayed else None,
-        "peak_rss_mb": round(rss, 1),
+        "peak_rss_mb": {n: round(r, 1) for n, r in rss.items()},
         "state_mb": round(folder_mb(state / "stack"), 1),
     }
 
@@ -193,11 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", default="PT1H")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--idle-grace", type=float, default=0.02, help="devhost's clock idle grace (s)")
+    parser.add_argument(
+        "--worker",
+        choices=("process", "thread"),
+        default="process",
+        help="the app's worker on its own process, as on Azure (default), or inside devhost's",
+    )
     parser.add_argument("--keep", type=Path, help="state folder to use and keep (default: a temporary one)")
     args = parser.parse_args(argv)
     state = args.keep or Path(tempfile.mkdtemp(prefix="scale-"))
     try:
-        figures = run(args.targets, args.concurrency, args.overlap, state, args.timeout, args.idle_grace)
+        figures = run(args.targets, args.concurrency, args.overlap, state, args.timeout, args.idle_grace, args.worker)
     finally:
         if args.keep is None:
             shutil.rmtree(state, ignore_errors=True)

@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-timers", action="store_true", help="never fire timer triggers by themselves")
     serve.add_argument("--no-emulators", action="store_true", help="host only: do not start the emulators")
     serve.add_argument("--activity-workers", type=int, default=None, help="default: host.json")
+    serve.add_argument(
+        "--worker",
+        choices=("process", "thread"),
+        default="process",
+        help="run the app's worker on a process of its own, as Azure does (default), or inside devhost",
+    )
 
     token = sub.add_parser("token", help="print a bearer token the host's Easy Auth simulation accepts")
     token.add_argument("--name", required=True)
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         timers=not args.no_timers,
         emulators=not args.no_emulators,
         activity_workers=args.activity_workers,
+        worker=args.worker,
     )
     return asyncio.run(serve(options))
 

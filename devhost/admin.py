@@ -16,13 +16,12 @@ from aiohttp import web
 
 from devhost.app_loader import FunctionInfo, LoadedApp
 from devhost.eventgrid_webhook import to_trigger_value
-from devhost.invoke import Invoker
+from devhost.invoke import HOST_CALL_REASON, Invoker
 from devhost.keys import HostKeys, presented_key
 from devhost.timers import TimerRunner, to_timer_request
 from devhost.worker.protos import protos
 
 log = logging.getLogger("devhost.admin")
-MANUAL_REASON = "This function was programmatically called via the host APIs."
 
 
 class AdminApi:
@@ -88,7 +87,7 @@ class AdminApi:
 
     async def _run(self, fn: FunctionInfo, value: Any) -> None:
         with contextlib.suppress(Exception):  # the invoker logged the failure (name + type)
-            await self.invoker.call(fn, value, reason=MANUAL_REASON)
+            await self.invoker.call(fn, value, reason=HOST_CALL_REASON)
 
     async def drain(self, timeout: float = 10) -> None:
         """Let manual runs finish on shutdown, then cancel the stragglers."""

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devhost.worker.runtime import WorkerRuntime, raw_bindings
+from devhost.worker.process import WorkerProcess
+from devhost.worker.runtime import WorkerHost, WorkerRuntime, raw_bindings
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class FunctionInfo:
 @dataclass
 class LoadedApp:
     root: Path
-    worker: WorkerRuntime
+    worker: WorkerHost
     functions: dict[str, FunctionInfo] = field(default_factory=dict)
     # The durable client binding's JSON, for any function with a durableClient input (set by the host
     # once the durable engine listens; activities may take one too).
@@ -100,12 +101,19 @@ def describe(metadata: Any) -> FunctionInfo:
     )
 
 
-def load_app(root: str | Path = ".") -> LoadedApp:
-    """Start the worker on ``<root>`` and read the app's functions from its metadata."""
+WORKER_MODES = ("process", "thread")
+
+
+def load_app(root: str | Path = ".", worker_mode: str = "process") -> LoadedApp:
+    """Start the worker on ``<root>`` and read the app's functions from its metadata. ``process`` runs the
+    worker as Azure does, on a process of its own; ``thread`` runs it inside this process (the in-process
+    test stack, which scripts the app from the test)."""
     root = Path(root).resolve()
     if not (root / "function_app.py").is_file():
         raise FileNotFoundError(f"no function_app.py in {root}")
-    worker = WorkerRuntime(root)
+    if worker_mode not in WORKER_MODES:
+        raise ValueError(f"worker must be one of {', '.join(WORKER_MODES)}, not {worker_mode!r}")
+    worker: WorkerHost = WorkerProcess(root) if worker_mode == "process" else WorkerRuntime(root)
     loaded = LoadedApp(root=root, worker=worker)
     try:
         for metadata in worker.start():

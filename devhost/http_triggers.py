@@ -18,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from devhost.app_loader import FunctionInfo, LoadedApp
-from devhost.invoke import Invoker
+from devhost.invoke import HOST_CALL_REASON, Invoker
 from devhost.keys import HostKeys, presented_key
 from devhost.routes import RouteTemplate, compile_route, precedence_key
 from devhost.worker.protos import protos
@@ -152,9 +152,7 @@ class HttpTriggerRouter:
             return web.Response(status=401)
         body = await request.read()
         try:
-            result = await self.invoker.call(
-                fn, to_rpc_http(request, body, route_params), reason=f"HTTP {request.method} {request.path}"
-            )
+            result = await self.invoker.call(fn, to_rpc_http(request, body, route_params), reason=HOST_CALL_REASON)
         except Exception:  # the invoker logged name + type; the client learns nothing more
             return web.Response(status=500)
         try:

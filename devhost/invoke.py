@@ -16,6 +16,11 @@ from devhost.app_loader import FunctionInfo, LoadedApp
 from devhost.worker.protos import protos
 from devhost.worker.runtime import Invocation
 
+# The host's reason for a call through its APIs, HTTP triggers and admin runs alike (azure-functions-host's
+# Application Insights end-to-end tests expect "Executing 'Functions.<name>' (Reason='This function was
+# programmatically called via the host APIs.', Id=...)" for an HTTP call). Never the request path: it is
+# the caller's, and may carry anything, a key included.
+HOST_CALL_REASON = "This function was programmatically called via the host APIs."
 log = logging.getLogger("devhost.host")
 
 

@@ -28,6 +28,7 @@ from devhost.eventgrid_webhook import EventGridWebhook
 from devhost.http_triggers import HttpTriggerRouter
 from devhost.invoke import Invoker
 from devhost.keys import HostKeys, load_or_create_host_keys, write_private
+from devhost.logs import quiet_libraries
 from devhost.ncrontab import ScheduleError
 from devhost.settings import HostConfig, apply_app_settings
 from devhost.timers import RealClock, TimerRunner
@@ -52,6 +53,7 @@ class ServeOptions:
     timers: bool = True
     emulators: bool = True
     activity_workers: int | None = None
+    worker: str = "process"  # or "thread": the worker inside this process (tests/inprocess_stack.py)
 
 
 @dataclass
@@ -80,8 +82,7 @@ def configure_logging(state: Path) -> None:
     for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(logs / "host.log", encoding="utf-8")):
         handler.setFormatter(formatter)
         root.addHandler(handler)
-    for noisy in ("azure.core.pipeline", "azure.identity", "aiohttp.access", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
 
 
 def _bind(port: int) -> socket.socket:
@@ -159,6 +160,7 @@ def endpoints_document(
         "state": str(opts.state.resolve()),
         "logFile": str((opts.state / "logs" / "host.log").resolve()),
         "pid": os.getpid(),
+        "workerPid": getattr(loaded.worker, "pid", None),  # None when the worker runs inside devhost
     }
 
 
@@ -195,7 +197,7 @@ async def start_host(opts: ServeOptions, running: RunningHost) -> tuple[str, dic
     except ValueError as exc:
         raise StartupError(f"host.json: {exc}") from None
     try:
-        loaded = load_app(opts.app_dir)
+        loaded = load_app(opts.app_dir, opts.worker)
     except FileNotFoundError as exc:
         raise StartupError(str(exc)) from None
     except WorkerInitError as exc:

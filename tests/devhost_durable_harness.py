@@ -69,7 +69,7 @@ async def durable_host(
 ) -> AsyncIterator[DurableHost]:
     app_state = tmp_path / "app-state"
     with app_process(DURABLE_APP, {"DEVHOST_TEST_STATE_DIR": str(app_state)}):
-        loaded = load_app(DURABLE_APP)
+        loaded = load_app(DURABLE_APP, worker_mode="thread")  # the engine and the app in this process
         check_app_module(DURABLE_APP)
         engine = DurableEngine(
             loaded,

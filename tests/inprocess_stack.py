@@ -213,6 +213,7 @@ def running_inprocess(
         timers=timers,
         emulators=False,
         activity_workers=activity_workers,
+        worker="thread",  # the scripted app is driven from this process
     )
     with app_process(app_dir, env):
         state_dir.mkdir(parents=True, exist_ok=True)

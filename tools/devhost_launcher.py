@@ -342,6 +342,7 @@ class DemoStack(Devhost):
 
     policy: str = POLICY  # the rotation policy file the app loads
     extra_env: dict[str, str] = field(default_factory=dict)  # app settings on top (e.g. ROTATION_MAX_CONCURRENCY)
+    worker: str = "process"  # devhost serve --worker: the app's worker on its own process, or inside devhost
 
     def environment(self) -> dict[str, str]:
         env = checkout_environment(ROTATION_POLICY_PATH=self.policy, **self.extra_env)
@@ -352,7 +353,9 @@ class DemoStack(Devhost):
         return env
 
     def start(self, timeout: float = 60) -> DemoStack:
-        self.command = devhost_command(self.state_dir, ROOT, clock="virtual", timers=False)
+        self.command = devhost_command(
+            self.state_dir, ROOT, clock="virtual", timers=False, extra_args=("--worker", self.worker)
+        )
         self.env = self.environment()
         super().start(timeout)
         return self

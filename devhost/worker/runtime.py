@@ -1,16 +1,17 @@
-"""Azure's Python worker runtime (azure-functions-runtime), hosted in-process the way the proxy worker does.
+"""Azure's Python worker runtime (azure-functions-runtime), driven the way the host drives its worker.
 
-From Python 3.13 Azure splits the worker: a proxy owns the gRPC stream with the host and hands each
-request to the runtime's ``*_request`` coroutines, passing the protobuf module at worker init
-(``properties={"protos": ..., "host": ...}``). devhost plays the proxy without the gRPC hop: it builds
-the same ``StreamingMessage`` requests and awaits the same coroutines, so indexing (``worker_init``,
-then ``functions_metadata``), binding validation (``function_load``) and every invocation's trigger
-conversion and return value go through Azure's code.
+The host side of the worker, in two forms with one interface (``start``, ``invoke``, ``invoke_sync``,
+``close``): ``WorkerProcess`` (``devhost.worker.process``), the worker on a process of its own as on
+Azure, which ``devhost serve`` uses; and ``WorkerRuntime`` here, the worker on a thread of devhost's own
+process, which the in-process test stack uses (tests/inprocess_stack.py). Both build the same
+``StreamingMessage`` requests and hand them to the same proxy path into the runtime
+(``devhost.worker.dispatch``), so indexing (``worker_init``, then ``functions_metadata``), binding
+validation (``function_load``) and every invocation's trigger conversion and return value go through
+Azure's code.
 
-The runtime runs on its own thread and event loop, standing in for the worker process: a user coroutine
-that blocks stalls that loop, not devhost's (which also serves the emulators), as a blocking function
-stalls the worker and not the host on Azure. The runtime keeps its registry in module globals, so one
-app per process, as one worker serves one app.
+On a thread the runtime has its own event loop, standing in for the worker process: a user coroutine
+that blocks stalls that loop, not devhost's. The runtime keeps its registry in module globals, so one app
+per process, as one worker serves one app.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import sys
 import threading
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from importlib import metadata
@@ -31,6 +33,7 @@ from typing import Any
 import azure_functions_runtime as runtime
 from azure_functions_runtime import functions, handle_event
 
+from devhost.worker.dispatch import ROUTES, dispatch, put_app_first
 from devhost.worker.protos import protos
 
 log = logging.getLogger("devhost.worker")
@@ -46,15 +49,6 @@ class WorkerInitError(RuntimeError):
         super().__init__(f"Azure's Python worker runtime failed at {step}: {worker_message}")
         self.step = step
         self.worker_message = worker_message  # the runtime's RpcException message: "<Type>: <text>"
-
-
-@dataclass(frozen=True)
-class WorkerRequest:
-    """What the proxy worker hands the runtime: the message, and the properties it needs."""
-
-    name: str
-    request: Any  # a StreamingMessage
-    properties: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -78,66 +72,103 @@ def runtime_version() -> str:
     return metadata.version("azure-functions-runtime")
 
 
-class WorkerRuntime:
-    """The worker: start() indexes and loads the app, invoke() runs one function through the runtime."""
-
-    _active: WorkerRuntime | None = None  # one worker per process at a time (the runtime's state is global)
+class WorkerHost(ABC):
+    """The host's side of one worker: start() indexes and loads the app, invoke() runs one function."""
 
     def __init__(self, app_dir: str | Path) -> None:
         self.app_dir = Path(app_dir).resolve()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="python-worker", daemon=True)
         self.metadata: list[Any] = []  # RpcFunctionMetadata, as the runtime reported them
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+    @abstractmethod
+    def _submit(self, message: Any) -> concurrent.futures.Future[Any]:
+        """Hand one request to the worker; the future holds the StreamingMessage it answers with."""
 
-    def _submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
-        if not self._thread.is_alive() or self._loop.is_closed():
-            coro.close()
-            raise RuntimeError(f"the worker for {self.app_dir} has stopped")  # not a wait that never ends
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+    @abstractmethod
+    def _launch(self) -> None:
+        """Make the worker ready to take its first request."""
 
-    def _request(self, name: str, **content: Any) -> WorkerRequest:
-        message = protos.StreamingMessage(request_id=str(uuid.uuid4()), **content)
-        return WorkerRequest(name=name, request=message, properties={"protos": protos, "host": "127.0.0.1"})
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the worker: callers still waiting get an error (CancelledError, WorkerExited), never a
+        wait that does not end."""
+
+    def _request(self, **content: Any) -> Any:
+        return protos.StreamingMessage(request_id=str(uuid.uuid4()), **content)
+
+    def _call(self, message: Any) -> Any:
+        """A start-up request, answered before the next one goes."""
+        answer = self._submit(message).result()
+        return getattr(answer, ROUTES[message.WhichOneof("content")].answer)
 
     def start(self) -> list[Any]:
         """Worker init (which indexes the app), functions metadata, then a function load per function."""
-        self._claim_process()
-        self._thread.start()
-        # The proxy worker puts the app root first on sys.path: `function_app` must be this app's, not
-        # one of an app loaded earlier in this process.
-        if str(self.app_dir) in sys.path:
-            sys.path.remove(str(self.app_dir))
-        sys.path.insert(0, str(self.app_dir))
-        runtime.start_threadpool_executor()
+        self._launch()
         init = self._request(
-            "WorkerInitRequest",
             worker_init_request=protos.WorkerInitRequest(
                 host_version=HOST_VERSION,
                 function_app_directory=str(self.app_dir),
                 worker_directory=str(Path(runtime.__file__).parent),
             ),
         )
-        response = self._submit(runtime.worker_init_request(init)).result()
-        _raise_on_failure(response.result, "worker init (indexing the app)")
+        _raise_on_failure(self._call(init).result, "worker init (indexing the app)")
         listing = self._request(
-            "FunctionsMetadataRequest",
             functions_metadata_request=protos.FunctionsMetadataRequest(function_app_directory=str(self.app_dir)),
         )
-        meta = self._submit(runtime.functions_metadata_request(listing)).result()
+        meta = self._call(listing)
         _raise_on_failure(meta.result, "functions metadata")
         self.metadata = list(meta.function_metadata_results)
         for fn in self.metadata:
             load = self._request(
-                "FunctionLoadRequest",
                 function_load_request=protos.FunctionLoadRequest(function_id=fn.function_id, metadata=fn),
             )
-            loaded = self._submit(runtime.function_load_request(load)).result()
-            _raise_on_failure(loaded.result, f"function load of {fn.name}")
+            _raise_on_failure(self._call(load).result, f"function load of {fn.name}")
         return self.metadata
+
+    def _invocation(self, function_id: str, inputs: Iterable[tuple[str, Any]]) -> Any:
+        request = protos.InvocationRequest(
+            invocation_id=str(uuid.uuid4()),
+            function_id=function_id,
+            input_data=[protos.ParameterBinding(name=name, data=data) for name, data in inputs],
+        )
+        return self._request(invocation_request=request)
+
+    async def invoke(self, function_id: str, inputs: Iterable[tuple[str, Any]]) -> Invocation:
+        """From devhost's loop: the worker's answer, awaited without blocking devhost."""
+        future = self._submit(self._invocation(function_id, inputs))
+        return _answer((await asyncio.wrap_future(future)).invocation_response)
+
+    def invoke_sync(self, function_id: str, inputs: Iterable[tuple[str, Any]]) -> Invocation:
+        """From a devhost thread (the durable engine's episode and activity pools)."""
+        return _answer(self._submit(self._invocation(function_id, inputs)).result().invocation_response)
+
+
+class WorkerRuntime(WorkerHost):
+    """The worker on its own thread and event loop inside devhost's process."""
+
+    _active: WorkerRuntime | None = None  # one worker per process at a time (the runtime's state is global)
+
+    def __init__(self, app_dir: str | Path) -> None:
+        super().__init__(app_dir)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="python-worker", daemon=True)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        if not self._thread.is_alive() or self._loop.is_closed():
+            coro.close()
+            raise RuntimeError(f"the worker for {self.app_dir} has stopped")  # not a wait that never ends
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _submit(self, message: Any) -> concurrent.futures.Future[Any]:
+        return self._run(dispatch(message))
+
+    def _launch(self) -> None:
+        self._claim_process()
+        self._thread.start()
+        put_app_first(self.app_dir)
 
     def _claim_process(self) -> None:
         """Start as a fresh worker process would. The runtime keeps its function registry in module
@@ -153,24 +184,6 @@ class WorkerRuntime:
         handle_event._functions = functions.Registry()
         handle_event._metadata_result = None
         sys.modules.pop(SCRIPT_FILE.removesuffix(".py"), None)
-
-    def _invocation(self, function_id: str, inputs: Iterable[tuple[str, Any]]) -> WorkerRequest:
-        request = protos.InvocationRequest(
-            invocation_id=str(uuid.uuid4()),
-            function_id=function_id,
-            input_data=[protos.ParameterBinding(name=name, data=data) for name, data in inputs],
-        )
-        return self._request("InvocationRequest", invocation_request=request)
-
-    async def invoke(self, function_id: str, inputs: Iterable[tuple[str, Any]]) -> Invocation:
-        """From devhost's loop: the worker's answer, awaited without blocking devhost."""
-        future = self._submit(runtime.invocation_request(self._invocation(function_id, inputs)))
-        return _answer(await asyncio.wrap_future(future))
-
-    def invoke_sync(self, function_id: str, inputs: Iterable[tuple[str, Any]]) -> Invocation:
-        """From a devhost thread (the durable engine's episode and activity pools)."""
-        future = self._submit(runtime.invocation_request(self._invocation(function_id, inputs)))
-        return _answer(future.result())
 
     def close(self) -> None:
         """Stop the worker: invocations still running on its loop are cancelled (their callers get a

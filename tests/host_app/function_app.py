@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 from typing import Any
@@ -91,6 +92,17 @@ def admin_only(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="boom", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def boom(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("the key value is s3cr3t-VALUE-do-not-leak")
+
+
+@app.route(route="worker", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def worker(req: func.HttpRequest) -> func.HttpResponse:
+    logging.getLogger("host_app.worker").warning("answered from process %d", os.getpid())
+    return _json({"pid": os.getpid()})
+
+
+@app.route(route="worker/exit", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def worker_exit(req: func.HttpRequest) -> func.HttpResponse:
+    os._exit(3)  # the worker process dies mid-invocation, as a crash in native code would
 
 
 @app.route(route="settings/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

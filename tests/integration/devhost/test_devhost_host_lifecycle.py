@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,46 @@ def test_with_emulators_the_app_is_pointed_at_them(tmp_path: Path) -> None:
         assert control.status_code == 200
         assert (tmp_path / "emulator").is_dir()
         assert host.stop() == 0
+
+
+def _gone(pid: int, within: float = 10) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_app_runs_on_a_worker_process_of_its_own_whose_logs_reach_the_host_log(tmp_path: Path) -> None:
+    with running_devhost(tmp_path, HOST_APP, emulators=False, env=APP_ENV) as host:
+        answered = host.get("api/worker")
+        assert answered.status_code == 200
+        worker_pid = answered.json()["pid"]
+        assert worker_pid == host.endpoints["workerPid"] != host.process.pid
+        host.stop()
+        log = (tmp_path / "logs" / "host.log").read_text()
+        assert f"WARNING host_app.worker: answered from process {worker_pid}" in log
+        assert _gone(worker_pid), "the worker outlived its host's shutdown"
+
+
+def test_a_host_crash_takes_its_worker_with_it(tmp_path: Path) -> None:
+    with running_devhost(tmp_path, HOST_APP, emulators=False, env=APP_ENV) as host:
+        worker_pid = host.endpoints["workerPid"]
+        host.kill()
+        assert _gone(worker_pid), "a worker outlived its host's crash"
+        host.restart()
+        assert host.endpoints["workerPid"] != worker_pid
+        assert host.get("api/worker").json()["pid"] == host.endpoints["workerPid"]
+
+
+def test_a_worker_that_dies_fails_its_calls_at_once_and_says_so(tmp_path: Path) -> None:
+    with running_devhost(tmp_path, HOST_APP, emulators=False, env=APP_ENV) as host:
+        assert host.post("api/worker/exit", timeout=30).status_code == 500
+        started = time.monotonic()
+        assert host.get("api/worker", timeout=30).status_code == 500  # no wait on a process that is gone
+        assert time.monotonic() - started < 5
+        log = (tmp_path / "logs" / "host.log").read_text()
+        assert "exited with code 3; devhost does not restart it" in log
