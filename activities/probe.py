@@ -18,20 +18,27 @@ is honoured up to the policy's `calls.maxRetryAfter`; a longer one stops the pro
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 from rotation.credential_store import ProbeResult, SecretValue
 from rotation.policy import Target
 from rotation.redaction import redact, safe_error_message
 
+if TYPE_CHECKING:
+    import requests
+
 log = logging.getLogger("keyrotation.activities.probe")
 
 KEY_HEADER = "x-functions-key"
 REFUSED = frozenset({401, 403})  # the only answers that mean the target does not take this key
+_sessions = threading.local()
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,20 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
+def probe_session() -> requests.Session:
+    """This thread's session for probes. A rotation probes its target several times (the new key, then the
+    old one until refused), so the connection to the target's host is kept for the next probe instead of
+    a TLS handshake each time (the front end still routes each request to an instance of its choosing).
+    It keeps no cookies: an affinity cookie (ARRAffinity) would pin every later probe to one instance."""
+    import requests  # not at import: the app's cold start imports this module
+
+    session: requests.Session | None = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = requests.Session()
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return session
+
+
 def probe_once(target: Target, value: SecretValue) -> ProbeResult:
     """One request to the target's probe route with the key in the x-functions-key header. Raises
     site_hosts.ProbeDestinationRefused, sending nothing, when the destination is not the app's own host."""
@@ -74,7 +95,7 @@ def probe_once(target: Target, value: SecretValue) -> ProbeResult:
     url = site_hosts.probe_url(target)
     connect = min(target.calls.connect_timeout, probe.timeout).total_seconds()
     try:
-        response = requests.request(
+        response = probe_session().request(
             probe.method,
             url,
             headers={KEY_HEADER: value.reveal()},

@@ -4,12 +4,13 @@ on the virtual clock, and what it cost.
 Generates a policy of N host-key targets (one emulated function app each, probe on, no consumers, the
 given overlap), seeds the apps and their operator keys, fires the timer once and waits for the tick to
 finish. Prints: wall time, rotations/s, CPU per rotation (devhost's process, which serves the host, the
-durable engine and the emulators, plus the worker process that runs the app, each also on its own),
-mean and peak rotations in flight and the tick's
-virtual span against the ideal (ceil(N / concurrency) x overlap), requests per key per service, history
-events per rotation and per tick execution, peak RSS per process and the state folder's size.
+durable engine and the emulators, plus the worker process that runs the app; together and each), mean
+and peak rotations in flight and the tick's virtual span against the ideal (ceil(N / concurrency) x
+overlap), requests per key per service, history events per rotation and per tick execution, peak RSS per
+process and the state folder's size.
 
     .venv/bin/python -m benchmarks.scale --targets 100 [--concurrency 8] [--overlap PT1H] [--keep DIR]
+        [--worker process|thread]
     make bench-scale N=100
 """
 
