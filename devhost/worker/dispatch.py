@@ -71,3 +71,16 @@ async def dispatch(message: Any) -> Any:
         properties = {"protos": protos, "host": HOST}
     response = await route.handler(WorkerRequest(route.name, message, properties))
     return protos.StreamingMessage(request_id=message.request_id, **{route.answer: response})
+
+
+def failure_answer(message: Any, error: BaseException) -> Any:
+    """The answer to a request the runtime raised on instead of answering: a failed status (the error's
+    type only, never its text), so the host's caller fails instead of waiting for an answer that never comes."""
+    route = ROUTES[message.WhichOneof("content")]
+    answer = protos.StreamingMessage(request_id=message.request_id)
+    response = getattr(answer, route.answer)
+    response.result.status = protos.StatusResult.Failure
+    response.result.exception.message = f"{type(error).__name__}: the worker could not take this request"
+    if route.answer == "invocation_response":
+        response.invocation_id = message.invocation_request.invocation_id
+    return answer

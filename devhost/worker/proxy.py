@@ -30,7 +30,7 @@ from typing import Any
 
 from devhost.logs import quiet_libraries
 from devhost.worker.channel import Channel, ChannelClosed
-from devhost.worker.dispatch import dispatch, put_app_first
+from devhost.worker.dispatch import ROUTES, dispatch, failure_answer, put_app_first
 from devhost.worker.protos import protos
 
 
@@ -92,9 +92,13 @@ class ProxyWorker:
     async def _answer(self, message: Any) -> None:
         try:
             response = await dispatch(message)
-        except Exception:
-            logging.getLogger("devhost.worker").exception("the worker could not take a host request")
-            return
+        except Exception as exc:
+            logging.getLogger("devhost.worker").error(
+                "the worker could not take a host request: %s", type(exc).__name__
+            )
+            if message.WhichOneof("content") not in ROUTES:
+                return  # nothing the host waits on
+            response = failure_answer(message, exc)
         try:
             self.channel.send(response)
         except ChannelClosed:

@@ -43,3 +43,13 @@ def test_the_end_of_the_stream_is_a_channel_closed_not_a_hang() -> None:
 @pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL])
 def test_a_worker_log_keeps_its_level_across_the_stream(level: int) -> None:
     assert python_level(rpc_level(level)) == level
+
+
+def test_a_request_the_runtime_raised_on_is_answered_as_failed_with_the_type_only() -> None:
+    from devhost.worker.dispatch import failure_answer
+
+    request = protos.StreamingMessage(request_id="r", invocation_request=protos.InvocationRequest(invocation_id="i"))
+    answer = failure_answer(request, ValueError("key s3cr3t"))
+    assert answer.invocation_response.invocation_id == "i"
+    assert answer.invocation_response.result.status == protos.StatusResult.Failure
+    assert "s3cr3t" not in str(answer) and "ValueError" in answer.invocation_response.result.exception.message
