@@ -36,8 +36,10 @@ from rotation.scheduling import PROGRESS_STATES, Progress, ProgressRequest, Star
 bp = df.Blueprint()
 
 # Steps (starts, pauses, reads) one execution of a tick takes before it continues as new: about four
-# history events each, so an execution stays near 200 events however many targets the tick has.
-YIELDS_PER_EXECUTION = 40
+# history events each, so an execution stays under 100 events however many targets the tick has. Every
+# episode of the tick replays its execution's history (the SDK parses each event's timestamp), so a short
+# execution is cheap; what a continue-as-new costs is one carried state.
+YIELDS_PER_EXECUTION = 15
 START_ATTEMPTS = KEY_STEP.max_number_of_attempts  # what a failed start costs the step budget
 
 
@@ -85,8 +87,9 @@ def fan_out(
                 state["polls"] = state["late"] = 0  # something new runs: look again soon
             elif len(summary["failed"]) > failures:
                 steps += START_ATTEMPTS  # a start that failed took its retries (about four events each)
-        if not started:
-            continue
+        if not started or steps >= YIELDS_PER_EXECUTION:
+            continue  # out of steps while starting: continue as new now, not after a pause (it would refill
+            # the start bucket for nothing and leave the window short for its length)
         context.set_custom_status(
             {"stage": "rotating", "running": sorted(started), "queued": len(queue), "execution": summary["executions"]}
         )
