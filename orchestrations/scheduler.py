@@ -87,9 +87,10 @@ def fan_out(
                 state["polls"] = state["late"] = 0  # something new runs: look again soon
             elif len(summary["failed"]) > failures:
                 steps += START_ATTEMPTS  # a start that failed took its retries (about four events each)
+        # Out of steps while starting: continue as new now, not after a pause, which would refill the
+        # start bucket for nothing and leave the window short for its length.
         if not started or steps >= YIELDS_PER_EXECUTION:
-            continue  # out of steps while starting: continue as new now, not after a pause (it would refill
-            # the start bucket for nothing and leave the window short for its length)
+            continue
         context.set_custom_status(
             {"stage": "rotating", "running": sorted(started), "queued": len(queue), "execution": summary["executions"]}
         )

@@ -73,10 +73,13 @@ async def dispatch(message: Any) -> Any:
     return protos.StreamingMessage(request_id=message.request_id, **{route.answer: response})
 
 
-def failure_answer(message: Any, error: BaseException) -> Any:
+def failure_answer(message: Any, error: BaseException) -> Any | None:
     """The answer to a request the runtime raised on instead of answering: a failed status (the error's
-    type only, never its text), so the host's caller fails instead of waiting for an answer that never comes."""
-    route = ROUTES[message.WhichOneof("content")]
+    type only, never its text), so the host's caller fails instead of waiting for an answer that never
+    comes; None for a message nobody waits on."""
+    route = ROUTES.get(message.WhichOneof("content"))
+    if route is None:
+        return None
     answer = protos.StreamingMessage(request_id=message.request_id)
     response = getattr(answer, route.answer)
     response.result.status = protos.StatusResult.Failure

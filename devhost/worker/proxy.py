@@ -30,7 +30,7 @@ from typing import Any
 
 from devhost.logs import quiet_libraries
 from devhost.worker.channel import Channel, ChannelClosed
-from devhost.worker.dispatch import ROUTES, dispatch, failure_answer, put_app_first
+from devhost.worker.dispatch import dispatch, failure_answer, put_app_first
 from devhost.worker.protos import protos
 
 
@@ -96,9 +96,9 @@ class ProxyWorker:
             logging.getLogger("devhost.worker").error(
                 "the worker could not take a host request: %s", type(exc).__name__
             )
-            if message.WhichOneof("content") not in ROUTES:
-                return  # nothing the host waits on
             response = failure_answer(message, exc)
+            if response is None:
+                return  # nothing the host waits on
         try:
             self.channel.send(response)
         except ChannelClosed:

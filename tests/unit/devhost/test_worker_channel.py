@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from devhost.worker.channel import Channel, ChannelClosed
+from devhost.worker.dispatch import failure_answer
 from devhost.worker.process import python_level
 from devhost.worker.protos import protos
 from devhost.worker.proxy import rpc_level
@@ -46,10 +47,12 @@ def test_a_worker_log_keeps_its_level_across_the_stream(level: int) -> None:
 
 
 def test_a_request_the_runtime_raised_on_is_answered_as_failed_with_the_type_only() -> None:
-    from devhost.worker.dispatch import failure_answer
-
     request = protos.StreamingMessage(request_id="r", invocation_request=protos.InvocationRequest(invocation_id="i"))
     answer = failure_answer(request, ValueError("key s3cr3t"))
     assert answer.invocation_response.invocation_id == "i"
     assert answer.invocation_response.result.status == protos.StatusResult.Failure
     assert "s3cr3t" not in str(answer) and "ValueError" in answer.invocation_response.result.exception.message
+
+
+def test_a_message_nobody_waits_on_gets_no_failure_answer() -> None:
+    assert failure_answer(protos.StreamingMessage(rpc_log=protos.RpcLog(message="m")), ValueError("x")) is None
