@@ -7,7 +7,7 @@ finish. Prints: wall time, rotations/s, CPU per rotation (devhost's process, whi
 durable engine and the emulators, plus the worker process that runs the app; together and each), mean
 and peak rotations in flight and the tick's virtual span against the ideal (ceil(N / concurrency) x
 overlap), requests per key per service, history events per rotation and per tick execution, peak RSS per
-process and the state folder's size.
+process, the state folder's size, and how fast the machine ran a fixed Python loop before and after.
 
     .venv/bin/python -m benchmarks.scale --targets 100 [--concurrency 8] [--overlap PT1H] [--keep DIR]
         [--worker process|thread]
@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+import timeit
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ TICK_EPISODE = re.compile(
     r"Orchestration scheduler_orchestrator \(instance (\S+)\) episode: \w+; replayed (\d+) history"
 )
 CLOCK_SKIP = "Virtual clock skipped"
+POLL_SECONDS = 1.0
 
 
 def policy_document(count: int, overlap: str) -> dict[str, Any]:
@@ -98,22 +100,27 @@ def in_flight(spans: list[tuple[datetime, datetime]]) -> tuple[float, int, float
 
 
 def wait_for_tick(stack: DemoStack, timeout: float, count: int) -> dict[str, Any]:
+    """The tick's final status. Polls lightly, the tick's own status without its input: a 1,000-target
+    tick carries about 100 KB of state, and listing the instances with their inputs every second put
+    work on the host that the benchmark then counted as the app's."""
     deadline = time.monotonic() + timeout
-    last = ""
+    last, tick_id = "", None
     while time.monotonic() < deadline:
-        ticks = stack.instances("scheduler-")
-        done = [t for t in ticks if t.get("runtimeStatus") in ("Completed", "Failed", "Terminated")]
-        if done:
-            status = stack.status(done[0]["instanceId"])
-            assert status is not None
-            return status
-        if ticks:
-            custom = (stack.status(ticks[0]["instanceId"]) or {}).get("customStatus") or {}
+        if tick_id is None:
+            ticks = stack.instances("scheduler-")
+            tick_id = ticks[0]["instanceId"] if ticks else None
+        status = stack.durable("GET", f"/{tick_id}", params={"showInput": "false"}).json() if tick_id else {}
+        if status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
+            final = stack.status(str(tick_id))
+            assert final is not None
+            return final
+        if tick_id:
+            custom = status.get("customStatus") or {}
             line = f"  running {len(custom.get('running') or [])}, queued {custom.get('queued', '?')} of {count}"
             if line != last:
                 print(line, flush=True)
                 last = line
-        time.sleep(1.0)
+        time.sleep(POLL_SECONDS)
     raise TimeoutError(f"the tick did not finish within {timeout:.0f} s: {stack.tail()}")
 
 
@@ -195,6 +202,12 @@ def run(
     }
 
 
+def machine_loop_ms() -> float:
+    """How fast this machine runs Python right now (a fixed loop, best of 5): its speed drifts by half
+    within a session, so only runs whose loops agree compare."""
+    return round(min(timeit.repeat("sum(i * i for i in range(1000000))", number=1, repeat=5)) * 1000, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=int, default=100)
@@ -211,11 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="state folder to use and keep (default: a temporary one)")
     args = parser.parse_args(argv)
     state = args.keep or Path(tempfile.mkdtemp(prefix="scale-"))
+    before = machine_loop_ms()
     try:
         figures = run(args.targets, args.concurrency, args.overlap, state, args.timeout, args.idle_grace, args.worker)
     finally:
         if args.keep is None:
             shutil.rmtree(state, ignore_errors=True)
+    figures["machine_loop_ms"] = {"before": before, "after": machine_loop_ms()}
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key.ljust(width)}  {value}")

@@ -70,11 +70,23 @@ class RunningHost:
     sock: socket.socket | None = None
 
 
+class OnceFormatter(logging.Formatter):
+    """Formats a record once for both handlers: a rotation logs about 66 lines on the host (half of
+    them the worker's), each of them formatted twice before."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text: str | None = getattr(record, "_devhost_text", None)
+        if text is None:
+            text = super().format(record)
+            record._devhost_text = text
+        return text
+
+
 def configure_logging(state: Path) -> None:
     """App and host logs both go to stderr and ``<state>/logs/host.log``."""
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    formatter = OnceFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in list(root.handlers):

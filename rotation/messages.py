@@ -19,11 +19,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Self
 
 from rotation.policy import Target
 
 
+@lru_cache(maxsize=512)  # field names only: every replay of a rotation converts the same few
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)

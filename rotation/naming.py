@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 
 from rotation.durations import as_utc
@@ -76,7 +77,15 @@ def rotation_id(target_id: str, mode: Mode, started_at: datetime) -> str:
 def parse_rotation_id(value: str) -> RotationIdParts:
     """The parts of a rotation id; NamingError for anything else, an impossible date included (month 13,
     February 30, hour 25): such an id names no rotation that could ever have started."""
-    match = _ROTATION_ID.match(value) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        raise NamingError(f"{value!r} is not a rotation id (<target>-<yyyymmdd>t<hhmmss>z-<s|o|e>)")
+    return _parse_rotation_id(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_rotation_id(value: str) -> RotationIdParts:
+    # Memoised: every replay of a rotation parses its id several times (strptime is most of that).
+    match = _ROTATION_ID.match(value)
     if not match:
         raise NamingError(f"{value!r} is not a rotation id (<target>-<yyyymmdd>t<hhmmss>z-<s|o|e>)")
     try:

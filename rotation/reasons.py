@@ -60,8 +60,11 @@ def clean_text(value: object, limit: int = MAX_EVENT_TEXT) -> str:
     the first cut never survives the second."""
     text = value if isinstance(value, str) else ("" if value is None else str(value))
     text = text[: 8 * limit + 64]
-    joined = "".join(c for c in text if not refused(c))
-    spaced = joined if looks_secret(joined) else "".join(" " if refused(c) else c for c in text)
+    if text.isascii() and text.isprintable():
+        spaced = text  # nothing refused (the common case, and every replay of a rotation repeats it)
+    else:
+        joined = "".join(c for c in text if not refused(c))
+        spaced = joined if looks_secret(joined) else "".join(" " if refused(c) else c for c in text)
     return _bounded(" ".join(redact(spaced).split()), limit)
 
 
