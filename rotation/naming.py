@@ -78,8 +78,12 @@ def parse_rotation_id(value: str) -> RotationIdParts:
     """The parts of a rotation id; NamingError for anything else, an impossible date included (month 13,
     February 30, hour 25): such an id names no rotation that could ever have started."""
     if not isinstance(value, str):
-        raise NamingError(f"{value!r} is not a rotation id (<target>-<yyyymmdd>t<hhmmss>z-<s|o|e>)")
+        raise _not_a_rotation_id(value)
     return _parse_rotation_id(value)
+
+
+def _not_a_rotation_id(value: object) -> NamingError:
+    return NamingError(f"{value!r} is not a rotation id (<target>-<yyyymmdd>t<hhmmss>z-<s|o|e>)")
 
 
 @lru_cache(maxsize=4096)
@@ -87,7 +91,7 @@ def _parse_rotation_id(value: str) -> RotationIdParts:
     # Memoised: every replay of a rotation parses its id several times (strptime is most of that).
     match = _ROTATION_ID.match(value)
     if not match:
-        raise NamingError(f"{value!r} is not a rotation id (<target>-<yyyymmdd>t<hhmmss>z-<s|o|e>)")
+        raise _not_a_rotation_id(value)
     try:
         started = as_utc(datetime.strptime(match["ts"], TIMESTAMP_FORMAT))
     except ValueError:
